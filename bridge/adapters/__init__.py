@@ -1,0 +1,5 @@
+"""Adapters turn an outside thing into a discoLink Device, or a Host into an outside thing.
+
+They may import ``bridge.transport`` and ``bridge.midi``, never ``bridge.rack`` or the CLI.
+Here now: the built-in sine synth (``sine``) and the WAV host session (``session``).
+"""

@@ -1,0 +1,1 @@
+"""Rack configs, validation and supervision. Filled in by the rack issue; imports adapters."""

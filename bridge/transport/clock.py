@@ -1,0 +1,107 @@
+"""Clocks that drive a device when no DAW calls it: demand-driven (default) or real time.
+
+Demand clock: the device renders whenever the host's read position leaves less than
+``fill`` blocks queued in the ring, so latency stays at most ``fill`` blocks and nothing
+drifts: the host's reads are the clock. Real-time clock: one block per block period from
+the device's own monotonic clock, for devices with no host (or a host that only listens).
+
+Waiting is by polling with ``time.sleep``: ``poll_interval`` (0.1 ms, about 0.16 ms in
+practice) while a host holds a claim, ``idle_interval`` (5 ms) while none does. The cost of
+both is measured in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .device import Device
+from .layout import Mode
+
+RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 array in place
+
+CLOCKS = ("demand", "realtime")
+
+
+class DeviceRunner:
+    """Runs a device's loop: commands, then rendering when the clock says so."""
+
+    def __init__(self, device: Device, render: RenderFn, *, clock: str = "demand",
+                 fill: int = 2, poll_interval: float = 0.0001,
+                 idle_interval: float = 0.005, on_block: Callable[[np.ndarray], None] | None = None
+                 ) -> None:
+        if clock not in CLOCKS:
+            raise ValueError(f"unknown clock {clock!r}; choose demand or realtime")
+        if not 1 <= fill <= 4:
+            raise ValueError(f"fill must be 1..4 blocks, got {fill}")
+        self.device = device
+        self.render = render
+        self.clock = clock
+        self.fill = fill
+        self.poll_interval = poll_interval
+        self.idle_interval = idle_interval
+        self.on_block = on_block
+        self.stop_event = threading.Event()
+        self.blocks_rendered = 0
+        self._block = np.zeros((max(device.channels, 1), device.block_size), np.float32)
+
+    def _buffer(self) -> np.ndarray:
+        """The render buffer, reallocated only when the handshake changed the block size."""
+        d = self.device
+        if self._block.shape != (max(d.channels, 1), d.block_size):
+            self._block = np.zeros((max(d.channels, 1), d.block_size), np.float32)
+        return self._block
+
+    def _render_one(self) -> bool:
+        block = self._buffer()
+        self.render(block)
+        self.blocks_rendered += 1
+        ok = self.device.send_audio(block)
+        if self.on_block is not None:
+            self.on_block(block)
+        return ok
+
+    def step(self) -> int:
+        """One pass of the demand loop; returns blocks rendered."""
+        d = self.device
+        d.process_commands()
+        if d.mode == Mode.MIDI or not d.claimed:
+            return 0
+        target = self.fill * d.block_size
+        rendered = 0
+        while d.fill() < target and rendered <= self.fill:
+            if not self._render_one():
+                break
+            rendered += 1
+        return rendered
+
+    def run(self) -> None:
+        """Loop until ``stop_event`` is set."""
+        if self.clock == "demand":
+            self._run_demand()
+        else:
+            self._run_realtime()
+
+    def _run_demand(self) -> None:
+        d, stop = self.device, self.stop_event
+        while not stop.is_set():
+            if self.step() == 0:
+                time.sleep(self.poll_interval if d.claimed else self.idle_interval)
+
+    def _run_realtime(self) -> None:
+        d, stop = self.device, self.stop_event
+        next_block = time.monotonic()
+        while not stop.is_set():
+            d.process_commands()
+            now = time.monotonic()
+            if now >= next_block:
+                if d.mode != Mode.MIDI:
+                    self._render_one()
+                next_block += d.block_size / d.sample_rate
+                if now - next_block > 0.25:  # fell far behind (suspended?): resynchronise
+                    next_block = now
+            else:
+                time.sleep(min(self.poll_interval * 5, next_block - now))

@@ -1,0 +1,491 @@
+"""The device endpoint: registers, owns a transport segment, writes audio, answers commands.
+
+Real-time rules: ``send_audio``, ``receive_return_audio`` and ``process_commands`` never
+raise, never block, and use only buffers allocated in ``start``. Failures return False or
+zero-fill, and are reported to the debug monitor and counted in ``stats``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _shm
+from . import commands as cmd
+from .commands import ErrorCode, MalformedMessage, Reassembler
+from .layout import (
+    AUDIO_RING_FRAMES,
+    HEARTBEAT_INTERVAL_S,
+    MAX_CHANNELS,
+    MESSAGE_RING_SLOTS,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    SEGMENT_MAGIC,
+    TRANSPORT_HEADER,
+    Capability,
+    DeviceState,
+    MessageFlag,
+    Mode,
+    SegmentLayout,
+)
+from .message import Message
+from .monitor import DebugMonitor
+from .registry import Registry
+from .ring import CORRUPT, AudioRing, MessageRing
+from .shm import Segment, pid_alive, transport_name, unlink
+
+CommandHandler = Callable[[Message, "Device"], bool]
+
+_O = TRANSPORT_HEADER.offsets
+SAMPLE_RATE_RANGE = (8000, 384000)
+BLOCK_SIZE_RANGE = (16, AUDIO_RING_FRAMES // 4)  # the ring always holds 4 blocks
+
+
+def check_format(channels: int, sample_rate: int, block_size: int, mode: Mode) -> None:
+    """Validate a device format; raises ValueError naming the bad value and the range."""
+    if mode != Mode.MIDI and not 1 <= channels <= MAX_CHANNELS:
+        raise ValueError(f"channels must be 1..{MAX_CHANNELS}, got {channels}")
+    lo, hi = SAMPLE_RATE_RANGE
+    if not lo <= sample_rate <= hi:
+        raise ValueError(f"sample rate must be {lo}..{hi} Hz, got {sample_rate}")
+    lo, hi = BLOCK_SIZE_RANGE
+    if not lo <= block_size <= hi:
+        raise ValueError(f"block size must be {lo}..{hi} frames, got {block_size}")
+
+
+@dataclass
+class DeviceStats:
+    """A snapshot of a device's counters (shared ones are read from the segment header)."""
+
+    blocks_written: int = 0
+    overruns: int = 0
+    underruns: int = 0  # counted by the host
+    commands_received: int = 0
+    responses_sent: int = 0
+    responses_dropped: int = 0
+    bad_messages: int = 0
+    commands_dropped: int = 0  # counted by the host
+    return_underruns: int = 0
+    errors: int = 0
+    last_error: str = ""
+
+
+class Device:
+    """A discoLink device. Use as ``with Device() as dev: dev.start("Synth", ...)``.
+
+    Add command handlers with ``@dev.on_command``; a handler returns True when it handled the
+    message, False to fall through to later handlers and then to the default handling
+    (Handshake, Ping, SetTransportMode, Disconnect, and Error answers for the rest).
+    """
+
+    def __init__(self, namespace: str | None = None, *,
+                 monitor: DebugMonitor | None = None) -> None:
+        self.registry = Registry(namespace)
+        self.namespace = self.registry.namespace
+        self.monitor = monitor
+        self.id = ""
+        self.slot = -1
+        self.generation = 0
+        self.segment: Segment | None = None
+        self._handlers: list[CommandHandler] = []
+        self._label = "device"
+        self._running = False
+        self.errors = 0
+        self.last_error = ""
+
+    # -- lifetime ----------------------------------------------------------------------
+    def start(self, name: str, channels: int = 2, sample_rate: int = 48000,
+              block_size: int = 256, mode: Mode | str = Mode.AUDIO_MIDI, *,
+              capabilities: int = 0, return_audio: bool = False) -> str:
+        """Register and create the transport segment; returns the assigned id ``Name:N``.
+
+        ``name`` is ``Name`` (lowest free instance) or ``Name:N`` (exactly that, for session
+        recall). ``capabilities`` adds flags beyond the ones the segment implies.
+        Raises ValueError for a bad id or format, RegistryError when it cannot register.
+        """
+        if self._running:
+            raise RuntimeError(f"device {self.id} is already started")
+        mode = Mode.parse(mode) if isinstance(mode, str) else Mode(mode)
+        check_format(channels, sample_rate, block_size, mode)
+        audio_channels = 0 if mode == Mode.MIDI else channels
+        return_channels = audio_channels if return_audio else 0
+        caps = Capability(capabilities) | Capability.FRAGMENTS
+        if audio_channels:
+            caps |= Capability.AUDIO
+        if mode != Mode.AUDIO:
+            caps |= Capability.MIDI
+        if return_channels:
+            caps |= Capability.RETURN_AUDIO
+        layout = SegmentLayout.compute(audio_channels, return_channels)
+        pid = os.getpid()
+
+        slot, device_id, generation = self.registry.register(
+            name, pid=pid, channels=audio_channels, sample_rate=sample_rate,
+            block_size=block_size, mode=mode, capabilities=int(caps))
+        try:
+            seg_name = transport_name(self.namespace, slot, pid)
+            unlink(seg_name)  # a leftover of an earlier process that had our pid
+            self.segment = Segment.create(seg_name, layout.total_size)
+        except Exception:
+            self.registry.deregister(slot, pid, generation)
+            raise
+        buf = self.segment.buf
+        TRANSPORT_HEADER.pack_into(
+            buf, 0, magic=SEGMENT_MAGIC, version_major=PROTOCOL_MAJOR,
+            version_minor=PROTOCOL_MINOR, header_size=TRANSPORT_HEADER.size,
+            total_size=layout.total_size, sample_rate=sample_rate, block_size=block_size,
+            channels=audio_channels, mode=int(mode), capabilities=int(caps),
+            audio_frames=AUDIO_RING_FRAMES, message_slots=MESSAGE_RING_SLOTS,
+            return_channels=return_channels, audio_ring_offset=layout.audio_ring_offset,
+            return_ring_offset=layout.return_ring_offset,
+            command_ring_offset=layout.command_ring_offset,
+            response_ring_offset=layout.response_ring_offset, device_pid=pid,
+            device_state=DeviceState.STARTING)
+        _shm.store_u32(buf, _O["device_state"], DeviceState.RUNNING)
+
+        self.id, self.slot, self.generation = device_id, slot, generation
+        self.channels, self.return_channels = audio_channels, return_channels
+        self.sample_rate, self.block_size, self.mode = sample_rate, block_size, mode
+        self.capabilities = caps
+        self.negotiated_capabilities = caps
+        self._buf = buf
+        self._pid = pid
+        self._commands = MessageRing(buf, layout.command_ring_offset)
+        self._responses = MessageRing(buf, layout.response_ring_offset)
+        self._audio = AudioRing(buf, layout.audio_ring_offset, audio_channels) \
+            if audio_channels else None
+        self._return = AudioRing(buf, layout.return_ring_offset, return_channels) \
+            if return_channels else None
+        self._rx = Message()
+        self._reassembler = Reassembler()
+        self._next_heartbeat = 0
+        self._claim_generation = 0
+        self.commands_received = 0
+        self.responses_sent = 0
+        self._label = f"device {device_id}"
+        self._running = True
+        self.registry.heartbeat(slot)
+        return device_id
+
+    def stop(self) -> None:
+        """Deregister and remove the segment. Hosts see ``stopped`` at once. Idempotent."""
+        if not self._running:
+            return
+        self._running = False
+        try:
+            _shm.store_u32(self._buf, _O["device_state"], DeviceState.STOPPED)
+            self.registry.deregister(self.slot, self._pid, self.generation)
+        finally:
+            if self.segment is not None:
+                self.segment.unlink()
+                self.segment.close()
+                self.segment = None
+            self._report_connection("stopped", "deregistered")
+
+    def close(self) -> None:
+        self.stop()
+        self.registry.close()
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -- handlers ----------------------------------------------------------------------
+    def on_command(self, handler: CommandHandler) -> CommandHandler:
+        """Add a command handler (usable as a decorator). Called on the real-time path."""
+        self._handlers.append(handler)
+        return handler
+
+    # -- claim state -------------------------------------------------------------------
+    @property
+    def host_pid(self) -> int:
+        return _shm.load_u32(self._buf, _O["host_pid"]) if self._running else 0
+
+    @property
+    def claimed(self) -> bool:
+        """True while a host holds a claim (its pid is set; liveness not checked here)."""
+        return self._running and _shm.load_u32(self._buf, _O["host_pid"]) != 0
+
+    def host_alive(self) -> bool:
+        """True when claimed by a live host process (not for the audio path: it reads /proc)."""
+        pid = self.host_pid
+        return pid != 0 and pid_alive(pid)
+
+    @property
+    def link_tag(self) -> str:
+        if not self._running:
+            return ""
+        raw = TRANSPORT_HEADER.read_field(self._buf, 0, "link_tag")
+        return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+    def fill(self) -> int:
+        """Frames queued in the output ring and not yet read by the host."""
+        return self._audio.fill() if (self._running and self._audio) else 0
+
+    # -- real-time path ----------------------------------------------------------------
+    def send_audio(self, block: np.ndarray) -> bool:
+        """Write one (channels, frames) float32 C-contiguous block. Never raises or blocks.
+
+        Returns False when the ring is full (an overrun, counted while claimed), when the
+        device has no audio ring, or when the block has the wrong shape or type.
+        """
+        try:
+            if not self._running or self._audio is None or self.mode == Mode.MIDI:
+                return False
+            if block.ndim != 2 or block.shape[0] != self.channels:
+                self._error("send_audio", f"block shape {block.shape} does not match "
+                            f"({self.channels}, frames)")
+                return False
+            n = self._audio.write(block)
+            if n > 0:
+                _shm.add_u64(self._buf, _O["blocks_written"], 1)
+                if self.monitor is not None:
+                    self._monitor_audio("out", n, self.channels)
+                return True
+            if n == 0:
+                if _shm.load_u32(self._buf, _O["host_pid"]):
+                    _shm.add_u64(self._buf, _O["overruns"], 1)
+                return False
+            # Only the consumer may repair a ring; the host discards it when it sees this.
+            self._error("send_audio", "audio ring indices are corrupt")
+            return False
+        except Exception as exc:  # never raise on the audio path
+            self._error("send_audio", f"{type(exc).__name__}: {exc}")
+            return False
+
+    def receive_return_audio(self, out: np.ndarray) -> int:
+        """Read the host's return audio into ``out`` (return_channels, frames); zero-fills
+        what is missing. Returns frames read (0 when there is no return ring)."""
+        try:
+            if not self._running or self._return is None:
+                out.fill(0)
+                return 0
+            n = self._return.read(out)
+            if n == CORRUPT:
+                self._error("receive_return_audio", "return ring indices are corrupt")
+                self._return.discard()
+                return 0
+            if n < out.shape[-1] and _shm.load_u32(self._buf, _O["host_pid"]):
+                _shm.add_u64(self._buf, _O["return_underruns"], 1)
+            if self.monitor is not None and n:
+                self._monitor_audio("in", n, self.return_channels)
+            return n
+        except Exception as exc:
+            self._error("receive_return_audio", f"{type(exc).__name__}: {exc}")
+            try:
+                out.fill(0)
+            except Exception:
+                pass
+            return 0
+
+    def process_commands(self, max_messages: int = MESSAGE_RING_SLOTS) -> int:
+        """Handle up to ``max_messages`` queued commands. Never raises. Returns the count."""
+        if not self._running:
+            return 0
+        handled = 0
+        try:
+            now = time.monotonic_ns()
+            if now >= self._next_heartbeat:
+                self.registry.heartbeat(self.slot, now)
+                self._next_heartbeat = now + int(HEARTBEAT_INTERVAL_S * 1e9)
+            generation = _shm.load_u32(self._buf, _O["claim_generation"])
+            if generation != self._claim_generation:
+                self._claim_generation = generation
+                self._on_new_claim()
+            rx = self._rx
+            while handled < max_messages:
+                got = self._commands.pop(rx.buf)
+                if got == 0:
+                    break
+                if got == CORRUPT:
+                    self._error("process_commands", "command ring indices are corrupt; "
+                                "discarding queued commands")
+                    self._commands.discard()
+                    break
+                handled += 1
+                self.commands_received += 1
+                self._dispatch(rx)
+        except Exception as exc:
+            self._error("process_commands", f"{type(exc).__name__}: {exc}")
+        return handled
+
+    def heartbeat(self) -> None:
+        """Refresh the registry heartbeat (call it from idle loops that skip process_commands)."""
+        if self._running:
+            self.registry.heartbeat(self.slot)
+
+    def respond(self, message: Message) -> bool:
+        """Queue a response to the host. False (and counted) when the response ring is full."""
+        got = self._responses.push(message.buf)
+        if got == 1:
+            self.responses_sent += 1
+            if self.monitor is not None:
+                self._safe_monitor("on_response", self._label, "out", message)
+            return True
+        _shm.add_u64(self._buf, _O["responses_dropped"], 1)
+        self._error("respond", "response ring full; response dropped" if got == 0
+                    else "response ring indices are corrupt")
+        return False
+
+    def respond_blob(self, request: Message, name: str, payload: bytes) -> bool:
+        """Send a (possibly fragmented) response payload for ``request``."""
+        return all(self.respond(m) for m in cmd.fragments(name, payload, response_to=request))
+
+    def reply_error(self, request: Message | None, code: int, text: str) -> bool:
+        return self.respond(cmd.error(request, code, text))
+
+    # -- dispatch ----------------------------------------------------------------------
+    def _dispatch(self, rx: Message) -> None:
+        try:
+            if rx.flags & MessageFlag.FRAGMENT or rx.frag_count > 1:
+                msg = self._reassembler.feed(rx)
+                if msg is None:
+                    return
+            else:
+                msg = rx
+            if msg.payload_len > 224:
+                raise MalformedMessage(f"payload_len {msg.payload_len} exceeds 224",
+                                       ErrorCode.MALFORMED)
+            if self.monitor is not None:
+                self._safe_monitor("on_command", self._label, "in", msg)
+            if msg.type not in cmd.BY_CODE:
+                raise MalformedMessage(f"unknown command type 0x{msg.type:04x}",
+                                       ErrorCode.UNKNOWN_COMMAND)
+            if msg.type in cmd.MIDI_TYPES and self.mode == Mode.AUDIO:
+                self.reply_error(msg, ErrorCode.WRONG_MODE,
+                                 f"{cmd.name_of(msg.type)} refused: device is in audio-only mode")
+                return
+            for handler in self._handlers:
+                if handler(msg, self):
+                    return
+            self._default(msg)
+        except MalformedMessage as exc:
+            _shm.add_u64(self._buf, _O["bad_messages"], 1)
+            self._error("process_commands", str(exc))
+            self.reply_error(rx, exc.code or ErrorCode.MALFORMED, str(exc))
+        except Exception as exc:  # a handler failed: answer, count, carry on
+            self._error("command handler", f"{cmd.name_of(rx.type)}: {type(exc).__name__}: {exc}")
+            self.reply_error(rx, ErrorCode.INTERNAL,
+                             f"{cmd.name_of(rx.type)} failed: {type(exc).__name__}: {exc}")
+
+    def _default(self, msg: Message) -> None:
+        t = msg.type
+        T = cmd.T
+        if t == T.Ping:
+            sent = cmd.decode(msg)["sent_ns"]
+            self.respond(cmd.build("Pong", response_to=msg, ping_sent_ns=sent,
+                                   received_ns=time.monotonic_ns()))
+        elif t == T.Handshake:
+            self._handshake(msg)
+        elif t == T.SetTransportMode:
+            self._set_mode(msg)
+        elif t == T.Disconnect:
+            self._report_connection("disconnect", cmd.decode(msg)["reason"] or "host left")
+        elif t in cmd.MIDI_TYPES:
+            cmd.decode(msg)  # validate; a device without a MIDI handler ignores MIDI
+        elif t in (T.Pong, T.Error, T.HandshakeAck):
+            cmd.decode(msg)  # informational when sent to a device
+        else:
+            self.reply_error(msg, ErrorCode.NOT_SUPPORTED,
+                             f"{cmd.name_of(t)} is not supported by device {self.id}")
+
+    def _handshake(self, msg: Message) -> None:
+        req = cmd.decode(msg)
+        if req["version_major"] != PROTOCOL_MAJOR:
+            self.reply_error(
+                msg, ErrorCode.VERSION_MISMATCH,
+                f"protocol version mismatch: host speaks {req['version_major']}."
+                f"{req['version_minor']}, device {self.id} speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
+            return
+        if self.capabilities & Capability.FLEXIBLE_FORMAT:
+            rate = req["sample_rate"] or self.sample_rate
+            block = req["block_size"] or self.block_size
+            try:
+                check_format(max(self.channels, 1), rate, block, Mode.AUDIO_MIDI)
+            except ValueError as exc:
+                self.reply_error(msg, ErrorCode.INVALID_ARGUMENT, f"format refused: {exc}")
+                return
+            self._set_format(rate, block)
+        offered = req["capabilities"]
+        self.negotiated_capabilities = Capability(self.capabilities & offered) if offered \
+            else self.capabilities
+        self.respond(cmd.build(
+            "HandshakeAck", response_to=msg, version_major=PROTOCOL_MAJOR,
+            version_minor=PROTOCOL_MINOR, capabilities=int(self.negotiated_capabilities),
+            sample_rate=self.sample_rate, block_size=self.block_size, channels=self.channels,
+            mode=int(self.mode), return_channels=self.return_channels))
+        self._report_connection("handshake", f"host pid {self.host_pid}: {self.sample_rate} Hz, "
+                                f"{self.block_size} frames, {self.channels} ch")
+
+    def _set_format(self, sample_rate: int, block_size: int) -> None:
+        self.sample_rate, self.block_size = sample_rate, block_size
+        TRANSPORT_HEADER.write_field(self._buf, 0, "sample_rate", sample_rate)
+        TRANSPORT_HEADER.write_field(self._buf, 0, "block_size", block_size)
+        self.registry.update(self.slot, self._pid, self.generation, sample_rate=sample_rate,
+                             block_size=block_size)
+
+    def _set_mode(self, msg: Message) -> None:
+        value = cmd.decode(msg)["mode"]
+        try:
+            mode = Mode(value)
+        except ValueError:
+            self.reply_error(msg, ErrorCode.INVALID_ARGUMENT, f"unknown transport mode {value}")
+            return
+        if mode != Mode.MIDI and self._audio is None:
+            self.reply_error(msg, ErrorCode.INVALID_ARGUMENT,
+                             f"cannot switch to {mode.label}: device {self.id} was started in "
+                             "midi mode and has no audio rings")
+            return
+        self.mode = mode
+        _shm.store_u32(self._buf, _O["mode"], int(mode))
+        self.registry.update(self.slot, self._pid, self.generation, mode=int(mode))
+        self.respond(cmd.build("SetTransportMode", response_to=msg, mode=int(mode)))
+
+    def _on_new_claim(self) -> None:
+        self._reassembler.reset()
+        if self._return is not None:
+            self._return.discard()
+        self._report_connection("claimed", f"host pid {self.host_pid}, link tag "
+                                f"{self.link_tag!r}")
+
+    # -- reporting ---------------------------------------------------------------------
+    @property
+    def stats(self) -> DeviceStats:
+        if self.segment is None:
+            return DeviceStats(errors=self.errors, last_error=self.last_error)
+        h = TRANSPORT_HEADER.unpack_from(self._buf)
+        return DeviceStats(
+            blocks_written=h["blocks_written"], overruns=h["overruns"], underruns=h["underruns"],
+            commands_received=self.commands_received, responses_sent=self.responses_sent,
+            responses_dropped=h["responses_dropped"], bad_messages=h["bad_messages"],
+            commands_dropped=h["commands_dropped"], return_underruns=h["return_underruns"],
+            errors=self.errors, last_error=self.last_error)
+
+    def _error(self, where: str, text: str) -> None:
+        self.errors += 1
+        self.last_error = f"{where}: {text}"
+        if self.monitor is not None:
+            self._safe_monitor("on_error", self._label, where, text)
+
+    def _report_connection(self, event: str, detail: str) -> None:
+        if self.monitor is not None:
+            self._safe_monitor("on_connection", self._label, event, detail)
+
+    def _monitor_audio(self, direction: str, frames: int, channels: int) -> None:
+        self._safe_monitor("on_audio", self._label, direction, frames, channels)
+
+    def _safe_monitor(self, method: str, *args) -> None:
+        try:
+            getattr(self.monitor, method)(*args)
+        except Exception:
+            self.errors += 1

@@ -1,0 +1,328 @@
+"""The registry: a 16-slot bulletin board in shared memory where devices announce themselves.
+
+Mutations (register, deregister, claim mirror, reclaim) happen under an exclusive
+``flock`` on the registry segment: they are rare, never on the audio path, and the kernel
+drops the lock if its holder is killed, so a crash can never wedge the registry. Slot
+``state`` is additionally published with a release store after the other fields, so a
+lock-free reader never sees a half-written slot as ACTIVE. The device's heartbeat is a
+lock-free release store.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import threading
+import time
+import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+from . import _shm
+from .layout import (
+    HEARTBEAT_STALE_S,
+    ID_MAX_BYTES,
+    LINK_TAG_MAX_BYTES,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    REGISTRY_HEADER,
+    REGISTRY_MAGIC,
+    REGISTRY_SIZE,
+    REGISTRY_SLOT,
+    REGISTRY_SLOTS,
+    Mode,
+    SlotState,
+    registry_slot_base,
+)
+from .shm import (
+    Segment,
+    SegmentError,
+    namespace_from_env,
+    open_fd,
+    pid_alive,
+    registry_name,
+    transport_name,
+    unlink,
+)
+
+_STATE = REGISTRY_SLOT.offset("state")
+_HEARTBEAT = REGISTRY_SLOT.offset("heartbeat_ns")
+_INSTANCE_RE = re.compile(r"^(.*):(\d{1,5})$")
+
+
+class RegistryError(Exception):
+    """The registry cannot do what was asked (full, duplicate id, corrupt segment)."""
+
+
+class RegistryFullError(RegistryError):
+    pass
+
+
+def validate_device_id(text: str) -> tuple[str, int | None]:
+    """Split ``Name`` or ``Name:N`` into (name, N or None); raise ValueError naming the fault."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("device id is empty")
+    _check_text(text, "device id", ID_MAX_BYTES)
+    m = _INSTANCE_RE.match(text)
+    if m and m.group(1):
+        instance = int(m.group(2))
+        if instance > 65535:
+            raise ValueError(f"device id {text!r}: instance {instance} exceeds 65535")
+        return m.group(1), instance
+    # Leave room for the ":N" we will append.
+    if len(text.encode()) > ID_MAX_BYTES - 2:
+        raise ValueError(f"device id {text!r} is too long: {len(text.encode())} bytes, "
+                         f"at most {ID_MAX_BYTES - 2} before ':N'")
+    return text, None
+
+
+def validate_link_tag(tag: str) -> str:
+    if tag:
+        _check_text(tag, "link tag", LINK_TAG_MAX_BYTES)
+    return tag
+
+
+def _check_text(text: str, what: str, max_bytes: int) -> None:
+    raw = text.encode("utf-8", errors="strict")
+    if len(raw) > max_bytes:
+        raise ValueError(f"{what} {text!r} is too long: {len(raw)} bytes UTF-8, at most {max_bytes}")
+    if "/" in text:
+        raise ValueError(f"{what} {text!r} contains '/'")
+    for i, ch in enumerate(text):
+        if unicodedata.category(ch) == "Cc":
+            name = "NUL" if ch == "\0" else f"U+{ord(ch):04X}"
+            raise ValueError(f"{what} {text!r} contains a control character ({name}) at {i}")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A registered device, as a host sees it in the registry."""
+
+    id: str
+    pid: int
+    channels: int
+    sample_rate: int
+    block_size: int
+    mode: str
+    claimed: bool  # claimed by a live host
+    host_pid: int
+    link_tag: str
+    capabilities: int
+    slot: int
+    generation: int
+    namespace: str
+
+    @property
+    def name(self) -> str:
+        return self.id.rsplit(":", 1)[0]
+
+    @property
+    def segment_name(self) -> str:
+        return transport_name(self.namespace, self.slot, self.pid)
+
+    def to_json(self) -> dict:
+        """The public JSON form (``discolink-bridge list --json``)."""
+        d = asdict(self)
+        return {k: d[k] for k in ("id", "pid", "channels", "sample_rate", "block_size", "mode",
+                                  "claimed", "host_pid", "link_tag")}
+
+
+class Registry:
+    """One namespace's registry segment, created on first use and shared by every process."""
+
+    def __init__(self, namespace: str | None = None) -> None:
+        self.namespace = namespace_from_env(namespace)
+        self.name = registry_name(self.namespace)
+        self._thread_lock = threading.Lock()
+        self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
+        self.buf = self.segment.buf
+        # A descriptor of our own for flock: the lock belongs to this open file description.
+        self._lock_fd = open_fd(self.name, os.O_RDWR)
+        with self.locked():
+            header = REGISTRY_HEADER.unpack_from(self.buf)
+            if header["magic"] == 0:
+                REGISTRY_HEADER.pack_into(
+                    self.buf, 0, magic=REGISTRY_MAGIC, version_major=PROTOCOL_MAJOR,
+                    version_minor=PROTOCOL_MINOR, header_size=REGISTRY_HEADER.size,
+                    slot_size=REGISTRY_SLOT.size, slot_count=REGISTRY_SLOTS)
+            elif header["magic"] != REGISTRY_MAGIC:
+                raise SegmentError(f"registry {self.name} has bad magic 0x{header['magic']:08x}")
+            elif header["version_major"] != PROTOCOL_MAJOR:
+                raise SegmentError(
+                    f"registry {self.name} has protocol version {header['version_major']}."
+                    f"{header['version_minor']}; this program speaks {PROTOCOL_MAJOR}."
+                    f"{PROTOCOL_MINOR}")
+            elif (header["slot_count"], header["slot_size"]) != (REGISTRY_SLOTS,
+                                                                 REGISTRY_SLOT.size):
+                raise SegmentError(f"registry {self.name} has {header['slot_count']} slots of "
+                                   f"{header['slot_size']} bytes; expected {REGISTRY_SLOTS} of "
+                                   f"{REGISTRY_SLOT.size}")
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        self.segment.close()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive registry lock: a process-wide flock plus a thread lock."""
+        with self._thread_lock:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    # -- slot access -------------------------------------------------------------------
+    def _slot(self, index: int) -> dict:
+        return REGISTRY_SLOT.unpack_from(self.buf, registry_slot_base(index))
+
+    def slot_state(self, index: int) -> int:
+        return _shm.load_u32(self.buf, registry_slot_base(index) + _STATE)
+
+    def heartbeat(self, index: int, now_ns: int | None = None) -> None:
+        """Lock-free: the owning device stamps its slot (real-time safe)."""
+        _shm.store_u64(self.buf, registry_slot_base(index) + _HEARTBEAT,
+                       time.monotonic_ns() if now_ns is None else now_ns)
+
+    def heartbeat_ns(self, index: int) -> int:
+        return _shm.load_u64(self.buf, registry_slot_base(index) + _HEARTBEAT)
+
+    def owner(self, index: int) -> tuple[int, int, int]:
+        """(state, device_pid, generation) of a slot, read without the lock."""
+        base = registry_slot_base(index)
+        state = _shm.load_u32(self.buf, base + _STATE)
+        return (state, REGISTRY_SLOT.read_field(self.buf, base, "device_pid"),
+                REGISTRY_SLOT.read_field(self.buf, base, "generation"))
+
+    def _is_dead(self, slot: dict, now_ns: int) -> bool:
+        if slot["state"] == SlotState.BUSY:
+            return True  # only ever BUSY under the lock we now hold: its writer died
+        if slot["state"] != SlotState.ACTIVE:
+            return False
+        if not pid_alive(slot["device_pid"]):
+            return True
+        return now_ns - slot["heartbeat_ns"] > HEARTBEAT_STALE_S * 1e9
+
+    def _reclaim_dead(self) -> list[str]:
+        """Free slots whose device is gone and unlink their segments. Caller holds the lock."""
+        now = time.monotonic_ns()
+        freed = []
+        for i in range(REGISTRY_SLOTS):
+            slot = self._slot(i)
+            if self._is_dead(slot, now):
+                if slot["device_pid"]:
+                    unlink(transport_name(self.namespace, i, slot["device_pid"]))
+                self._clear(i)
+                freed.append(_cstr(slot["device_id"]))
+        return freed
+
+    def _clear(self, index: int) -> None:
+        base = registry_slot_base(index)
+        _shm.store_u32(self.buf, base + _STATE, SlotState.FREE)
+        generation = REGISTRY_SLOT.read_field(self.buf, base, "generation")
+        REGISTRY_SLOT.pack_into(self.buf, base, generation=generation)
+
+    # -- public operations -------------------------------------------------------------
+    def register(self, requested_id: str, *, pid: int, channels: int, sample_rate: int,
+                 block_size: int, mode: Mode, capabilities: int) -> tuple[int, str, int]:
+        """Take a slot; returns (slot, device_id, generation).
+
+        ``Name`` gets the lowest free instance ``Name:N``; ``Name:N`` gets exactly that or an
+        error. Raises RegistryFullError when all 16 slots hold live devices.
+        """
+        name, wanted = validate_device_id(requested_id)
+        with self.locked():
+            self._reclaim_dead()
+            slots = [self._slot(i) for i in range(REGISTRY_SLOTS)]
+            taken = {}
+            for s in slots:
+                if s["state"] == SlotState.ACTIVE:
+                    taken[_cstr(s["device_id"])] = s["device_pid"]
+            if wanted is not None:
+                instance = wanted
+                device_id = f"{name}:{instance}"
+                if device_id in taken:
+                    raise RegistryError(f"device id {device_id!r} is already registered by "
+                                        f"pid {taken[device_id]} in namespace "
+                                        f"{self.namespace!r}")
+            else:
+                instance = 0
+                while f"{name}:{instance}" in taken:
+                    instance += 1
+                device_id = f"{name}:{instance}"
+            if len(device_id.encode()) > ID_MAX_BYTES:
+                raise ValueError(f"device id {device_id!r} exceeds {ID_MAX_BYTES} bytes")
+            free = [i for i, s in enumerate(slots) if s["state"] == SlotState.FREE]
+            if not free:
+                running = ", ".join(sorted(taken))
+                raise RegistryFullError(
+                    f"registry full ({REGISTRY_SLOTS} slots) in namespace {self.namespace!r}: "
+                    f"{running}")
+            index = free[0]
+            base = registry_slot_base(index)
+            generation = (slots[index]["generation"] + 1) & 0xFFFFFFFF
+            _shm.store_u32(self.buf, base + _STATE, SlotState.BUSY)
+            REGISTRY_SLOT.pack_into(
+                self.buf, base, state=SlotState.BUSY, device_pid=pid,
+                heartbeat_ns=time.monotonic_ns(), channels=channels, sample_rate=sample_rate,
+                block_size=block_size, mode=int(mode), capabilities=int(capabilities),
+                instance=instance, host_pid=0, generation=generation,
+                device_id=device_id.encode(), link_tag=b"")
+            _shm.store_u32(self.buf, base + _STATE, SlotState.ACTIVE)  # publish last
+            return index, device_id, generation
+
+    def deregister(self, index: int, pid: int, generation: int) -> bool:
+        """Free our slot (only if it is still ours)."""
+        with self.locked():
+            s = self._slot(index)
+            if s["device_pid"] != pid or s["generation"] != generation:
+                return False
+            self._clear(index)
+            return True
+
+    def update(self, index: int, pid: int, generation: int, **fields) -> bool:
+        """Update fields of a slot we own or claim (format after handshake, claim mirror)."""
+        with self.locked():
+            s = self._slot(index)
+            if s["state"] != SlotState.ACTIVE or s["device_pid"] != pid or \
+                    s["generation"] != generation:
+                return False
+            base = registry_slot_base(index)
+            for k, v in fields.items():
+                REGISTRY_SLOT.write_field(self.buf, base, k, v.encode() if isinstance(v, str)
+                                          else v)
+            return True
+
+    def scan(self) -> list[DeviceInfo]:
+        """Reclaim dead slots, then list live devices (sorted by id)."""
+        with self.locked():
+            self._reclaim_dead()
+            slots = [(i, self._slot(i)) for i in range(REGISTRY_SLOTS)]
+        out = []
+        for i, s in slots:
+            if s["state"] != SlotState.ACTIVE:
+                continue
+            host = s["host_pid"]
+            try:
+                mode = Mode(s["mode"]).label
+            except ValueError:
+                mode = f"unknown({s['mode']})"
+            out.append(DeviceInfo(
+                id=_cstr(s["device_id"]), pid=s["device_pid"], channels=s["channels"],
+                sample_rate=s["sample_rate"], block_size=s["block_size"], mode=mode,
+                claimed=bool(host) and pid_alive(host), host_pid=host,
+                link_tag=_cstr(s["link_tag"]), capabilities=s["capabilities"], slot=i,
+                generation=s["generation"], namespace=self.namespace))
+        return sorted(out, key=lambda d: (d.name, int(d.id.rsplit(":", 1)[1])))
+
+    def destroy(self) -> None:
+        """Unlink the registry segment (tests and `discolink-bridge` cleanup only)."""
+        unlink(self.name)
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode(errors="replace")

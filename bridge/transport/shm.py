@@ -1,0 +1,169 @@
+"""POSIX shared-memory segments: names, creation, attachment, and process liveness.
+
+Segments are opened with ``shm_open`` and mapped with ``mmap`` directly. We deliberately
+do not use ``multiprocessing.shared_memory``: on Python 3.11 merely attaching registers the
+segment with the attaching process's resource tracker, which unlinks it when that process
+exits, so a host would destroy its device's memory (tests/test_lifecycle.py checks that a
+host exiting leaves the device's segment alone).
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import re
+import sys
+
+try:  # CPython's own binding of shm_open/shm_unlink; it does not touch any resource tracker.
+    import _posixshmem
+except ImportError:  # pragma: no cover - non-POSIX platforms
+    _posixshmem = None
+
+from .layout import NAMESPACE_MAX_CHARS
+
+NAMESPACE_ENV = "DISCOLINK_NAMESPACE"
+DEFAULT_NAMESPACE = "default"
+_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % NAMESPACE_MAX_CHARS)
+
+
+class SegmentError(Exception):
+    """A shared-memory segment is missing, unreadable, or not a valid discoLink segment."""
+
+
+def namespace_from_env(namespace: str | None = None) -> str:
+    """The namespace to use: the argument, else $DISCOLINK_NAMESPACE, else ``default``."""
+    ns = namespace if namespace is not None else os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
+    if not _NAMESPACE_RE.match(ns):
+        raise ValueError(
+            f"invalid namespace {ns!r}: use 1 to {NAMESPACE_MAX_CHARS} characters from "
+            "A-Z a-z 0-9 _ . -"
+        )
+    return ns
+
+
+def registry_name(namespace: str) -> str:
+    """Name of the registry segment of a namespace for the current user."""
+    return f"/discolink-{os.getuid()}-{namespace}-registry"
+
+
+def transport_name(namespace: str, slot: int, device_pid: int) -> str:
+    """Name of a device's transport segment, derived from its registry slot and pid."""
+    return f"/discolink-{os.getuid()}-{namespace}-dev{slot}-{device_pid}"
+
+
+def namespace_prefix(namespace: str) -> str:
+    """Common prefix of every segment name in a namespace (for cleanup tools and tests)."""
+    return f"/discolink-{os.getuid()}-{namespace}-"
+
+
+class Segment:
+    """A mapped shared-memory object. ``buf`` is the writable mmap."""
+
+    def __init__(self, name: str, buf: mmap.mmap, created: bool) -> None:
+        self.name = name
+        self.buf = buf
+        self.created = created
+
+    @property
+    def size(self) -> int:
+        return len(self.buf)
+
+    @classmethod
+    def create(cls, name: str, size: int, *, exclusive: bool = True) -> Segment:
+        """Create (or, when not exclusive, open-or-create) a segment of ``size`` bytes, mode 0600."""
+        flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0)
+        fd = open_fd(name, flags)
+        try:
+            os.fchmod(fd, 0o600)  # umask may have narrowed it; never let it be wider
+            current = os.fstat(fd).st_size
+            created = current == 0
+            if created:
+                os.ftruncate(fd, size)
+            elif current < size:
+                raise SegmentError(f"segment {name} is {current} bytes, expected {size}")
+            buf = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(name, buf, created)
+
+    @classmethod
+    def attach(cls, name: str, min_size: int = 0) -> Segment:
+        """Map an existing segment read-write; clear errors for missing or truncated ones."""
+        try:
+            fd = open_fd(name, os.O_RDWR)
+        except FileNotFoundError:
+            raise SegmentError(f"segment {name} does not exist") from None
+        except PermissionError:
+            raise SegmentError(f"segment {name}: permission denied") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < max(min_size, 1):
+                raise SegmentError(
+                    f"segment {name} is truncated: {size} bytes, need at least {max(min_size, 1)}"
+                )
+            buf = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(name, buf, False)
+
+    def close(self) -> None:
+        try:
+            self.buf.close()
+        except BufferError:  # a view is still exported; the mapping dies with the process
+            pass
+
+    def unlink(self) -> None:
+        unlink(self.name)
+
+
+def unlink(name: str) -> bool:
+    """Remove a segment name; existing mappings stay valid. False if it did not exist."""
+    try:
+        if _posixshmem is not None:
+            _posixshmem.shm_unlink(name)
+        else:  # pragma: no cover
+            os.unlink("/dev/shm" + name)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def list_names(prefix: str) -> list[str]:
+    """Segment names starting with ``prefix`` (Linux: read from /dev/shm)."""
+    try:
+        entries = os.listdir("/dev/shm")
+    except FileNotFoundError:  # pragma: no cover - not Linux
+        return []
+    return sorted("/" + e for e in entries if ("/" + e).startswith(prefix))
+
+
+def open_fd(name: str, flags: int) -> int:
+    """shm_open a segment name; returns a new file descriptor."""
+    if _posixshmem is not None:
+        return _posixshmem.shm_open(name, flags, mode=0o600)
+    return os.open("/dev/shm" + name, flags, 0o600)  # pragma: no cover
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live process. Zombies (killed, not yet reaped) count as dead."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError as exc:  # pragma: no cover
+        return exc.errno != errno.ESRCH
+    if sys.platform.startswith("linux"):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            # The state letter follows the last ')' (the command name may contain spaces).
+            state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]
+            return state not in (b"Z", b"X")
+        except (OSError, ValueError):
+            return False
+    return True

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine for discolink-bridge: system packages, the .venv, and the package
+# with its C extension. Safe to run again; it only does what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# System packages: a C compiler and Python headers build the transport's C extension.
+need_apt=()
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
+    || need_apt+=(python3-dev)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup.sh: missing system packages: ${need_apt[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
+    echo "setup.sh: installing ${need_apt[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The virtual environment and the package (editable, so the C extension builds in place).
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.discolink-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
+    || [ bridge/transport/_shm.c -nt "$stamp" ] || ! .venv/bin/python -c 'import bridge.transport._shm' 2>/dev/null; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch "$stamp"
+fi
