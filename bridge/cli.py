@@ -1,0 +1,390 @@
+"""``discolink-bridge``: run devices, list the registry, and host devices from a terminal.
+
+Exit codes: 0 success; 2 usage or configuration error (one line on stderr); 1 runtime
+failure (one clear line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+EPILOG = """\
+examples:
+  discolink-bridge device --id Sine                 # a sine synth device, Sine:0
+  discolink-bridge list                             # what is registered
+  discolink-bridge host --id Sine:0 --record a.wav  # play A4 for 2 s and record it
+  discolink-bridge demo                             # all of the above in one go
+
+Devices and hosts meet in a namespace: $DISCOLINK_NAMESPACE or --namespace (default
+"default"). Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.
+"""
+
+
+class UsageError(Exception):
+    """Bad configuration detected after parsing: exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 24 * 3600:
+        raise argparse.ArgumentTypeError(f"{value} s is out of range (0, 86400]")
+    return value
+
+
+def _midi7(text: str) -> int:
+    value = _positive_int(text) if text != "0" else 0
+    if value > 127:
+        raise argparse.ArgumentTypeError(f"{value} is out of the MIDI range 0..127")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="discolink-bridge",
+        description="discoLink shared-memory audio and MIDI between processes: run devices, "
+                    "list them, and host them.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--namespace", help="registry namespace (default: $DISCOLINK_NAMESPACE "
+                   "or 'default')")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def device_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--id", default="Sine", metavar="NAME",
+                        help="device id: NAME takes the lowest free NAME:N, NAME:N asks for "
+                             "exactly that (session recall). Default: Sine")
+        sp.add_argument("--channels", type=_positive_int, default=2, help="output channels, "
+                        "1..12 (default 2)")
+        sp.add_argument("--samplerate", type=_positive_int, default=48000,
+                        help="sample rate in Hz (default 48000)")
+        sp.add_argument("--blocksize", type=_positive_int, default=256,
+                        help="block size in frames (default 256)")
+        sp.add_argument("--mode", default="audio+midi", choices=["audio+midi", "audio", "midi"],
+                        help="transport mode (default audio+midi)")
+        sp.add_argument("--clock", default="demand", choices=["demand", "realtime"],
+                        help="demand: render when the host's ring runs low (default); "
+                             "realtime: render on the device's own clock")
+        sp.add_argument("--fill", type=_positive_int, default=2,
+                        help="demand clock: blocks kept queued ahead of the host, 1..4 "
+                             "(default 2; latency is at most fill x block)")
+        sp.add_argument("--return", dest="return_audio", action="store_true",
+                        help="add a host-to-device return ring (the synth mixes it in)")
+        sp.add_argument("--fixed-format", action="store_true",
+                        help="keep this sample rate and block size even if a host asks for "
+                             "others (default: follow the host's handshake)")
+        sp.add_argument("--monitor", action="store_true",
+                        help="print every command, response and connection event to stderr")
+
+    sp = sub.add_parser("device", help="run the sine-synth device until Ctrl-C / SIGTERM",
+                        description="Run a polyphonic sine-synth device that plays the MIDI it "
+                                    "receives over discoLink. Stops cleanly on SIGINT/SIGTERM.")
+    device_args(sp)
+    sp = sub.add_parser("master", help="the sine-synth device with a live status display",
+                        description="Like 'device', with a live terminal display: claim, link "
+                                    "tag, ring fill, underruns, messages and levels.")
+    device_args(sp)
+
+    sp = sub.add_parser("list", help="print the registry",
+                        description="List the devices registered in the namespace.")
+    sp.add_argument("--json", action="store_true", help="print a JSON list of objects with "
+                    "id, pid, channels, sample_rate, block_size, mode, claimed, host_pid, "
+                    "link_tag")
+
+    sp = sub.add_parser("host", help="connect to a device, play, record, report",
+                        description="Connect to a device as a host, play a note or a MIDI file "
+                                    "in real time, optionally send a WAV through the return "
+                                    "ring, record the device's audio, and print stats.")
+    sp.add_argument("--id", required=True, metavar="ID", help="device id (NAME:N, or NAME for "
+                    "its lowest instance)")
+    sp.add_argument("--link-tag", default="", metavar="TAG",
+                    help="tag stored with the claim, for session recall")
+    sp.add_argument("--note", type=_midi7, default=69, help="MIDI note to play (default 69, A4)")
+    sp.add_argument("--velocity", type=_midi7, default=100, help="note velocity (default 100)")
+    sp.add_argument("--midi-file", type=Path, metavar="F.mid",
+                    help="play this MIDI file in time instead of --note")
+    sp.add_argument("--send", type=Path, metavar="IN.wav",
+                    help="stream this WAV through the device's return ring")
+    sp.add_argument("--seconds", type=_seconds, metavar="S",
+                    help="how long to run (default 2 s, or the MIDI file's length + 0.5 s)")
+    sp.add_argument("--record", type=Path, metavar="OUT.wav",
+                    help="write the received audio here (32-bit float WAV)")
+    sp.add_argument("--samplerate", type=_positive_int, default=48000,
+                    help="sample rate to ask for in the handshake (default 48000)")
+    sp.add_argument("--blocksize", type=_positive_int, default=256,
+                    help="block size to ask for in the handshake (default 256)")
+    sp.add_argument("--force", action="store_true",
+                    help="take the device even if another live host holds it")
+    sp.add_argument("--json", action="store_true", help="print only one JSON object: device, "
+                    "sample_rate, block_size, channels, blocks, underruns, note_to_sound_ms, ...")
+
+    sp = sub.add_parser("demo", help="start a sine device, record 2 s of a note, stop",
+                        description="The whole chain in one command: start a sine device in a "
+                                    "separate process, host it for 2 s playing A4, record "
+                                    "demo.wav, print the stats, stop the device.")
+    sp.add_argument("--record", type=Path, default=Path("demo.wav"), metavar="OUT.wav",
+                    help="where to write the recording (default demo.wav)")
+    sp.add_argument("--seconds", type=_seconds, default=2.0, help="length (default 2)")
+    sp.add_argument("--json", action="store_true", help="print the stats as JSON")
+    return p
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+def _device_setup(args: argparse.Namespace):
+    from .adapters.sine import SineSynth
+    from .transport import Capability, Device, DeviceRunner, make_console_monitor
+    from .transport.registry import validate_device_id
+
+    try:
+        validate_device_id(args.id)
+        if not 1 <= args.fill <= 4:
+            raise ValueError(f"--fill must be 1..4 blocks, got {args.fill}")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    monitor = make_console_monitor(audio=False) if args.monitor else None
+    device = Device(args.namespace, monitor=monitor)
+    caps = 0 if args.fixed_format else Capability.FLEXIBLE_FORMAT
+    try:
+        device.start(args.id, args.channels, args.samplerate, args.blocksize, args.mode,
+                     capabilities=caps, return_audio=args.return_audio)
+    except ValueError as exc:
+        device.close()
+        raise UsageError(str(exc)) from None
+    synth = SineSynth(args.samplerate)
+    device.on_command(synth.handle)
+    ret = [np.zeros((device.return_channels, device.block_size), np.float32)]
+
+    def render(block):
+        if synth.sample_rate != device.sample_rate:  # the handshake changed the rate
+            synth.sample_rate = device.sample_rate
+        synth.render(block)
+        if device.return_channels:
+            if ret[0].shape[1] != block.shape[1]:  # only after a handshake changed the size
+                ret[0] = np.zeros((device.return_channels, block.shape[1]), np.float32)
+            device.receive_return_audio(ret[0])
+            block += ret[0]
+
+    runner = DeviceRunner(device, render, clock=args.clock, fill=args.fill)
+    return device, runner
+
+
+def _install_stop(runner) -> None:
+    def stop(signum, frame):
+        runner.stop_event.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    device, runner = _device_setup(args)
+    _install_stop(runner)
+    try:
+        print(f"device {device.id} ready: {device.channels} ch, {device.sample_rate} Hz, "
+              f"{device.block_size} frames, {device.mode.label}, {args.clock} clock"
+              f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}, namespace "
+              f"{device.namespace!r}, pid {os.getpid()}", flush=True)
+        runner.run()
+        s = device.stats
+        print(f"device {device.id} stopped: {s.blocks_written} blocks, {s.overruns} overruns, "
+              f"{s.underruns} host underruns, {s.commands_received} commands, "
+              f"{s.bad_messages} bad messages", flush=True)
+    finally:
+        device.close()
+    return 0
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    device, runner = _device_setup(args)
+    levels = np.zeros(max(device.channels, 1), np.float32)
+    scratch = np.zeros((max(device.channels, 1), 8192), np.float32)
+
+    def on_block(block):
+        view = scratch[:, : block.shape[1]]
+        np.abs(block, out=view)
+        np.maximum(levels * 0.8, view.max(axis=1), out=levels)
+
+    runner.on_block = on_block
+    thread = threading.Thread(target=runner.run, name="discolink-device", daemon=True)
+    _install_stop(runner)
+
+    def table() -> Table:
+        s = device.stats
+        t = Table(title=f"discoLink device {device.id}  (namespace {device.namespace})",
+                  show_header=False, min_width=60)
+        host = device.host_pid
+        t.add_row("claim", f"host pid {host}" + ("" if device.host_alive() else " (stale)")
+                  if host else "unclaimed")
+        t.add_row("link tag", device.link_tag or "-")
+        t.add_row("format", f"{device.channels} ch, {device.sample_rate} Hz, "
+                  f"{device.block_size} frames, {device.mode.label}, {args.clock} clock")
+        t.add_row("ring fill", f"{device.fill()} frames")
+        t.add_row("blocks", str(s.blocks_written))
+        t.add_row("underruns / overruns", f"{s.underruns} / {s.overruns}")
+        t.add_row("messages in / out", f"{s.commands_received} / {s.responses_sent}")
+        t.add_row("bad messages", str(s.bad_messages))
+        for c, level in enumerate(levels):
+            db = 20 * np.log10(max(float(level), 1e-6))
+            bar = "#" * int(max(0.0, (db + 60) / 60) * 30)
+            t.add_row(f"level ch {c + 1}", f"{db:6.1f} dBFS {bar}")
+        return t
+
+    try:
+        thread.start()
+        with Live(table(), console=Console(), refresh_per_second=10) as live:
+            while thread.is_alive() and not runner.stop_event.is_set():
+                time.sleep(0.1)
+                live.update(table())
+    finally:
+        runner.stop_event.set()
+        thread.join(timeout=2)
+        device.close()
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .transport import Registry
+
+    registry = Registry(args.namespace)
+    try:
+        devices = registry.scan()
+    finally:
+        registry.close()
+    if args.json:
+        print(json.dumps([d.to_json() for d in devices]))
+        return 0
+    if not devices:
+        print(f"no devices in namespace {registry.namespace!r}")
+        return 0
+    print(f"{'ID':<24} {'PID':>7} {'CH':>3} {'RATE':>6} {'BLOCK':>5} {'MODE':<10} CLAIM")
+    for d in devices:
+        claim = f"host {d.host_pid}" if d.claimed else "-"
+        if d.link_tag:
+            claim += f" [{d.link_tag}]"
+        print(f"{d.id:<24} {d.pid:>7} {d.channels:>3} {d.sample_rate:>6} {d.block_size:>5} "
+              f"{d.mode:<10} {claim}")
+    return 0
+
+
+def _print_stats(stats: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(stats))
+        return
+    ms = stats["note_to_sound_ms"]
+    print(f"{stats['device']}: {stats['blocks']} blocks, {stats['underruns']} underruns, "
+          f"note-to-sound {'n/a' if ms is None else f'{ms:.2f} ms'}, peak {stats['peak']:.3f}"
+          + (f", disconnected: {stats['disconnected']}" if stats["disconnected"] else ""))
+
+
+def cmd_host(args: argparse.Namespace) -> int:
+    from .adapters.session import SessionPlan, run_session
+    from .transport.registry import validate_device_id, validate_link_tag
+
+    try:
+        validate_device_id(args.id)
+        validate_link_tag(args.link_tag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for path in (args.midi_file, args.send):
+        if path is not None and not path.is_file():
+            raise UsageError(f"no such file: {path}")
+    plan = SessionPlan(device=args.id, link_tag=args.link_tag, note=args.note,
+                       velocity=args.velocity, midi_file=args.midi_file, send=args.send,
+                       seconds=args.seconds, record=args.record, sample_rate=args.samplerate,
+                       block_size=args.blocksize, force=args.force)
+    log = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
+    stats = run_session(plan, log=log)
+    _print_stats(stats, args.json)
+    return 1 if stats["disconnected"] else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .adapters.session import SessionPlan, run_session
+    from .transport import Host
+
+    env = dict(os.environ)
+    if args.namespace:
+        env["DISCOLINK_NAMESPACE"] = args.namespace
+    name = f"Demo{os.getpid()}"
+    proc = subprocess.Popen([sys.executable, "-m", "bridge", "device", "--id", name],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        ready = proc.stdout.readline().strip()
+        if not ready.startswith("device "):
+            raise RuntimeError(f"the demo device did not start (exit code {proc.poll()})")
+        if not args.json:
+            print(ready)
+        device_id = ready.split()[1]
+        with Host(args.namespace) as host:
+            plan = SessionPlan(device=device_id, link_tag="demo", seconds=args.seconds,
+                               record=args.record)
+            stats = run_session(plan, host, log=(lambda s: None) if args.json else print)
+        _print_stats(stats, args.json)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        if out and not args.json:
+            print(out.strip())
+    return 1 if stats["disconnected"] else 0
+
+
+COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list, "host": cmd_host,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .adapters.session import SessionError
+    from .transport import HostError, RegistryError, SegmentError
+
+    prog = f"discolink-bridge {args.command}"
+    try:
+        if args.namespace is not None:
+            from .transport.shm import namespace_from_env
+
+            namespace_from_env(args.namespace)
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # e.g. a bad namespace
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except (HostError, RegistryError, SegmentError, SessionError, RuntimeError, OSError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
