@@ -135,11 +135,6 @@ def _play(plan: SessionPlan, host: Host, log: Callable[[str], None]) -> dict:
     buf = np.zeros((channels, block), np.float32)
     ret = np.zeros((conn.return_channels, block), np.float32) if send is not None else None
 
-    # Let the device fill its first blocks so the stream starts without an underrun.
-    deadline = time.monotonic() + 1.0
-    while host.available_frames() < block and time.monotonic() < deadline:
-        time.sleep(0.0002)
-
     period = block / rate
     start = time.monotonic()
     k_event = 0

@@ -175,8 +175,10 @@ class Host:
     # -- connect and disconnect (not real-time) ----------------------------------------
     def connect(self, device: DeviceInfo | str, link_tag: str = "", *, force: bool = False,
                 timeout: float = 2.0, capabilities: int = ALL_CAPABILITIES,
-                version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR)) -> Connection:
-        """Claim a device and run the handshake.
+                version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
+                prime_timeout: float = 0.5) -> Connection:
+        """Claim a device, run the handshake, and wait up to ``prime_timeout`` for the first
+        block of audio.
 
         Refuses a device held by another live host unless ``force``. A stale claim (its host
         is dead) is taken over silently. Raises DeviceNotFound, DeviceClaimed, SegmentError,
@@ -233,6 +235,13 @@ class Host:
             return_channels=a["return_channels"],
             version=f"{a['version_major']}.{a['version_minor']}")
         self._report_connection("handshake", f"{self.connection}")
+        # Give the device a moment to queue its first block, so that the first real-time
+        # read does not underrun. A device on a DAW's clock may take longer: no error then.
+        if self._audio is not None and self.connection.mode != "midi":
+            deadline = time.monotonic() + prime_timeout
+            while self._audio.fill() < self.connection.block_size and \
+                    time.monotonic() < deadline:
+                time.sleep(0.0002)
         return self.connection
 
     def _claim(self, seg: Segment, info: DeviceInfo, force: bool) -> None:

@@ -1,0 +1,119 @@
+"""Shared fixtures: an isolated namespace per test, and device processes started for real.
+
+Every test gets its own DISCOLINK_NAMESPACE, so tests never see each other's devices, and
+every segment of that namespace is unlinked afterwards, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bridge.transport import shm
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class DeviceProcess:
+    """A `discolink-bridge device` running in its own OS process."""
+
+    proc: subprocess.Popen
+    id: str
+    ready_line: str
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 5.0) -> str:
+        """SIGTERM, wait, and return what the device printed after its ready line."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out or ""
+
+    def kill9(self) -> None:
+        """kill -9, then reap the zombie (as a shell or supervisor would)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=5)
+
+
+class Spawner:
+    """Starts device processes in the test's namespace and cleans up after the test."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env["DISCOLINK_NAMESPACE"] = self.namespace
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def device(self, *args: str, device_id: str = "Sine", timeout: float = 20.0) -> DeviceProcess:
+        """Start `python -m bridge device --id ID ARGS...` and wait for its ready line."""
+        cmd = [sys.executable, "-m", "bridge", "device", "--id", device_id, *args]
+        proc = subprocess.Popen(cmd, env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+        self.procs.append(proc)
+        deadline = time.monotonic() + timeout
+        line = proc.stdout.readline()
+        if not line.startswith("device ") or time.monotonic() > deadline:
+            err = proc.stderr.read() if proc.poll() is not None else ""
+            raise RuntimeError(f"device did not start: {line!r} {err}")
+        return DeviceProcess(proc, line.split()[1], line.strip(), list(args))
+
+    def run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """Run `python -m bridge ARGS...` to completion in this namespace."""
+        return subprocess.run([sys.executable, "-m", "bridge", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+    def popen(self, *args: str, **kwargs) -> subprocess.Popen:
+        """Start `python -m bridge ARGS...` without waiting."""
+        proc = subprocess.Popen([sys.executable, "-m", "bridge", *args], env=self.env(),
+                                cwd=REPO, **kwargs)
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for name in shm.list_names(shm.namespace_prefix(self.namespace)):
+            shm.unlink(name)
+
+
+@pytest.fixture
+def namespace(monkeypatch) -> str:
+    """A fresh namespace, also exported as DISCOLINK_NAMESPACE for in-process endpoints."""
+    ns = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("DISCOLINK_NAMESPACE", ns)
+    yield ns
+    for name in shm.list_names(shm.namespace_prefix(ns)):
+        shm.unlink(name)
+
+
+@pytest.fixture
+def spawn(namespace) -> Spawner:
+    s = Spawner(namespace)
+    yield s
+    s.cleanup()
