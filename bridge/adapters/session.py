@@ -60,7 +60,7 @@ def midi_file_events(path: Path, sample_rate: int) -> tuple[list[tuple[int, Mess
         now += msg.time
         if msg.is_meta or msg.type == "sysex":
             continue
-        events.append((int(round(now * sample_rate)), cmd.midi_raw(bytes(msg.bytes()))))
+        events.append((round(now * sample_rate), cmd.midi_raw(bytes(msg.bytes()))))
     return events, now
 
 

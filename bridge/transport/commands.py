@@ -152,7 +152,7 @@ class Command:
 
     code: int
     name: str
-    direction: str  # "host→device", "device→host" or "both"
+    direction: str  # "host→device" or "device→host"
     request: Layout
     response: Layout | None  # payload of a RESPONSE-flagged reply of the same type
     fragmentable: bool
@@ -169,19 +169,19 @@ _HANDSHAKE = _l(("version_major", "u16"), ("version_minor", "u16"), ("capabiliti
 _PARAM = _l(("index", "i32"), ("value", "f32"), ("name", "char[64]"))
 
 COMMANDS: tuple[Command, ...] = (
-    Command(0x0001, "Ping", "both", _l(("sent_ns", "u64")), None, False,
-            "Liveness and latency probe; the receiver answers Pong."),
-    Command(0x0002, "Pong", "both", _l(("ping_sent_ns", "u64"), ("received_ns", "u64")), None,
-            False, "Answer to Ping: echoes sent_ns and adds the receiver's CLOCK_MONOTONIC."),
+    Command(0x0001, "Ping", "host→device", _l(("sent_ns", "u64")), None, False,
+            "Liveness and latency probe; the device answers Pong."),
+    Command(0x0002, "Pong", "device→host", _l(("ping_sent_ns", "u64"), ("received_ns", "u64")),
+            None, False, "Answer to Ping: echoes sent_ns and adds the device's CLOCK_MONOTONIC."),
     Command(0x0003, "Handshake", "host→device", _HANDSHAKE, None, False,
             "Host's protocol version, capabilities and preferred format (0 = no preference)."),
     Command(0x0004, "HandshakeAck", "device→host", _HANDSHAKE, None, False,
             "Device's answer: the format and capabilities it accepts; in effect from now on."),
-    Command(0x0005, "Error", "both",
+    Command(0x0005, "Error", "device→host",
             _l(("code", "u32"), ("request_type", "u16"), ("reserved", "u16"), ("text", "utf8")),
             None, False, "Failure report; request_seq names the failed request."),
-    Command(0x0006, "Disconnect", "both", _l(("reason", "utf8")), None, False,
-            "The sender is going away; the host releases its claim."),
+    Command(0x0006, "Disconnect", "host→device", _l(("reason", "utf8")), None, False,
+            "The host is leaving (it then releases its claim)."),
     Command(0x0007, "SetTransportMode", "host→device", _l(("mode", "u32")), _l(("mode", "u32")),
             False, "Switch among modes the segment supports; the response gives the mode now."),
     Command(0x0008, "Route", "host→device", _l(("tap", "utf8")), _l(("routing", "utf8")), False,

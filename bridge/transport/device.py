@@ -405,7 +405,8 @@ class Device:
             self.reply_error(
                 msg, ErrorCode.VERSION_MISMATCH,
                 f"protocol version mismatch: host speaks {req['version_major']}."
-                f"{req['version_minor']}, device {self.id} speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
+                f"{req['version_minor']}, device {self.id} speaks "
+                f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
             return
         if self.capabilities & Capability.FLEXIBLE_FORMAT:
             rate = req["sample_rate"] or self.sample_rate

@@ -87,7 +87,8 @@ def validate_link_tag(tag: str) -> str:
 def _check_text(text: str, what: str, max_bytes: int) -> None:
     raw = text.encode("utf-8", errors="strict")
     if len(raw) > max_bytes:
-        raise ValueError(f"{what} {text!r} is too long: {len(raw)} bytes UTF-8, at most {max_bytes}")
+        raise ValueError(
+            f"{what} {text!r} is too long: {len(raw)} bytes UTF-8, at most {max_bytes}")
     if "/" in text:
         raise ValueError(f"{what} {text!r} contains '/'")
     for i, ch in enumerate(text):

@@ -24,7 +24,7 @@ from .layout import NAMESPACE_MAX_CHARS
 
 NAMESPACE_ENV = "DISCOLINK_NAMESPACE"
 DEFAULT_NAMESPACE = "default"
-_NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % NAMESPACE_MAX_CHARS)
+_NAMESPACE_RE = re.compile(rf"^[A-Za-z0-9_.-]{{1,{NAMESPACE_MAX_CHARS}}}$")
 
 
 class SegmentError(Exception):
@@ -71,7 +71,7 @@ class Segment:
 
     @classmethod
     def create(cls, name: str, size: int, *, exclusive: bool = True) -> Segment:
-        """Create (or, when not exclusive, open-or-create) a segment of ``size`` bytes, mode 0600."""
+        """Create (or, unless exclusive, open-or-create) a segment of ``size`` bytes, mode 0600."""
         flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if exclusive else 0)
         fd = open_fd(name, flags)
         try:
