@@ -28,6 +28,6 @@ stamp=.venv/.discolink-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
     || [ bridge/transport/_shm.c -nt "$stamp" ] || ! .venv/bin/python -c 'import bridge.transport._shm' 2>/dev/null; then
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[test]'
+    .venv/bin/python -m pip install -q -e '.[test,bench]'
     touch "$stamp"
 fi
