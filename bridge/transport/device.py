@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -162,6 +163,7 @@ class Device:
             if return_channels else None
         self._rx = Message()
         self._reassembler = Reassembler()
+        self._outbox: deque[Message] = deque()  # fragments waiting for room in the ring
         self._next_heartbeat = 0
         self._claim_generation = 0
         self.commands_received = 0
@@ -298,6 +300,8 @@ class Device:
             if now >= self._next_heartbeat:
                 self.registry.heartbeat(self.slot, now)
                 self._next_heartbeat = now + int(HEARTBEAT_INTERVAL_S * 1e9)
+            if self._outbox:
+                self._flush_outbox()
             generation = _shm.load_u32(self._buf, _O["claim_generation"])
             if generation != self._claim_generation:
                 self._claim_generation = generation
@@ -338,8 +342,32 @@ class Device:
         return False
 
     def respond_blob(self, request: Message, name: str, payload: bytes) -> bool:
-        """Send a (possibly fragmented) response payload for ``request``."""
-        return all(self.respond(m) for m in cmd.fragments(name, payload, response_to=request))
+        """Send a (possibly fragmented) response payload for ``request``.
+
+        Fragments that do not fit in the response ring now wait in an outbox and go out on
+        later ``process_commands`` calls as the host drains the ring: a fragment is never
+        dropped, since one lost fragment loses the whole transfer.
+        """
+        messages = cmd.fragments(name, payload, response_to=request)
+        if len(messages) == 1 and not self._outbox:
+            return self.respond(messages[0])
+        self._outbox.extend(messages)
+        self._flush_outbox()
+        return True
+
+    def _flush_outbox(self) -> None:
+        outbox = self._outbox
+        while outbox:
+            got = self._responses.push(outbox[0].buf)
+            if got != 1:
+                if got == CORRUPT:
+                    self._error("respond", "response ring indices are corrupt")
+                    outbox.clear()
+                return
+            message = outbox.popleft()
+            self.responses_sent += 1
+            if self.monitor is not None:
+                self._safe_monitor("on_response", self._label, "out", message)
 
     def reply_error(self, request: Message | None, code: int, text: str) -> bool:
         return self.respond(cmd.error(request, code, text))
@@ -454,6 +482,7 @@ class Device:
 
     def _on_new_claim(self) -> None:
         self._reassembler.reset()
+        self._outbox.clear()  # half-sent transfers belonged to the previous host
         if self._return is not None:
             self._return.discard()
         self._report_connection("claimed", f"host pid {self.host_pid}, link tag "

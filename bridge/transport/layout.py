@@ -134,6 +134,7 @@ class Struct:
     fields: list[Field]
     offsets: dict[str, int] = field(init=False)
     _struct: struct.Struct = field(init=False, repr=False)
+    _field_structs: dict[str, struct.Struct] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         offset = 0
@@ -150,6 +151,7 @@ class Struct:
         if offset != self.size:
             raise AssertionError(f"{self.name}: fields cover {offset} bytes, declared {self.size}")
         self._struct = struct.Struct(fmt)
+        self._field_structs = {f.name: struct.Struct("<" + f.fmt) for f in self.fields}
 
     def offset(self, name: str) -> int:
         return self.offsets[name]
@@ -169,13 +171,11 @@ class Struct:
 
     def write_field(self, buf, base: int, name: str, value) -> None:
         """Plain (non-atomic) store of one field."""
-        f = self.fields[[x.name for x in self.fields].index(name)]
-        struct.pack_into("<" + f.fmt, buf, base + self.offsets[name], value)
+        self._field_structs[name].pack_into(buf, base + self.offsets[name], value)
 
     def read_field(self, buf, base: int, name: str):
         """Plain (non-atomic) load of one field."""
-        f = self.fields[[x.name for x in self.fields].index(name)]
-        return struct.unpack_from("<" + f.fmt, buf, base + self.offsets[name])[0]
+        return self._field_structs[name].unpack_from(buf, base + self.offsets[name])[0]
 
 
 def _char(n: int) -> str:
