@@ -175,6 +175,7 @@ def _device_setup(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
     synth = SineSynth(args.samplerate)
     device.on_command(synth.handle)
+    device.on_claim(lambda _device: synth.all_notes_off())  # a new host starts in silence
     ret = [np.zeros((device.return_channels, device.block_size), np.float32)]
 
     def render(block):

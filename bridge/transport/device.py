@@ -40,6 +40,8 @@ from .ring import CORRUPT, AudioRing, MessageRing
 from .shm import Segment, pid_alive, transport_name, unlink
 
 CommandHandler = Callable[[Message, "Device"], bool]
+ClaimHandler = Callable[["Device"], None]
+HOST_CHECK_INTERVAL_NS = 250_000_000  # how often a device re-checks that its host lives
 
 _O = TRANSPORT_HEADER.offsets
 SAMPLE_RATE_RANGE = (8000, 384000)
@@ -93,6 +95,7 @@ class Device:
         self.generation = 0
         self.segment: Segment | None = None
         self._handlers: list[CommandHandler] = []
+        self._claim_handlers: list[ClaimHandler] = []
         self._label = "device"
         self._running = False
         self.errors = 0
@@ -165,6 +168,8 @@ class Device:
         self._reassembler = Reassembler()
         self._outbox: deque[Message] = deque()  # fragments waiting for room in the ring
         self._next_heartbeat = 0
+        self._next_host_check = 0
+        self._host_alive = False
         self._claim_generation = 0
         self.commands_received = 0
         self.responses_sent = 0
@@ -206,6 +211,14 @@ class Device:
     def on_command(self, handler: CommandHandler) -> CommandHandler:
         """Add a command handler (usable as a decorator). Called on the real-time path."""
         self._handlers.append(handler)
+        return handler
+
+    def on_claim(self, handler: ClaimHandler) -> ClaimHandler:
+        """Add a callback for a new host claim (e.g. to silence notes a dead host left on).
+
+        Called from ``process_commands`` when ``claim_generation`` changes.
+        """
+        self._claim_handlers.append(handler)
         return handler
 
     # -- claim state -------------------------------------------------------------------
@@ -255,8 +268,8 @@ class Device:
                     self._monitor_audio("out", n, self.channels)
                 return True
             if n == 0:
-                if _shm.load_u32(self._buf, _O["host_pid"]):
-                    _shm.add_u64(self._buf, _O["overruns"], 1)
+                if self._host_alive and _shm.load_u32(self._buf, _O["host_pid"]):
+                    _shm.add_u64(self._buf, _O["overruns"], 1)  # only a live reader counts
                 return False
             # Only the consumer may repair a ring; the host discards it when it sees this.
             self._error("send_audio", "audio ring indices are corrupt")
@@ -300,12 +313,12 @@ class Device:
             if now >= self._next_heartbeat:
                 self.registry.heartbeat(self.slot, now)
                 self._next_heartbeat = now + int(HEARTBEAT_INTERVAL_S * 1e9)
+            if now >= self._next_host_check:
+                self._host_alive = self.host_alive()
+                self._next_host_check = now + HOST_CHECK_INTERVAL_NS
             if self._outbox:
                 self._flush_outbox()
-            generation = _shm.load_u32(self._buf, _O["claim_generation"])
-            if generation != self._claim_generation:
-                self._claim_generation = generation
-                self._on_new_claim()
+            self._check_claim()
             rx = self._rx
             while handled < max_messages:
                 got = self._commands.pop(rx.buf)
@@ -318,6 +331,10 @@ class Device:
                     break
                 handled += 1
                 self.commands_received += 1
+                # The host bumps claim_generation before pushing its Handshake, and our
+                # acquire pop makes that store visible: checking here means a new claim is
+                # seen before the first command of its host, never after it.
+                self._check_claim()
                 self._dispatch(rx)
         except Exception as exc:
             self._error("process_commands", f"{type(exc).__name__}: {exc}")
@@ -480,11 +497,20 @@ class Device:
         self.registry.update(self.slot, self._pid, self.generation, mode=int(mode))
         self.respond(cmd.build("SetTransportMode", response_to=msg, mode=int(mode)))
 
+    def _check_claim(self) -> None:
+        generation = _shm.load_u32(self._buf, _O["claim_generation"])
+        if generation != self._claim_generation:
+            self._claim_generation = generation
+            self._on_new_claim()
+
     def _on_new_claim(self) -> None:
         self._reassembler.reset()
         self._outbox.clear()  # half-sent transfers belonged to the previous host
+        self._host_alive = self.host_alive()
         if self._return is not None:
             self._return.discard()
+        for handler in self._claim_handlers:
+            handler(self)
         self._report_connection("claimed", f"host pid {self.host_pid}, link tag "
                                 f"{self.link_tag!r}")
 

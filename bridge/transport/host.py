@@ -340,6 +340,11 @@ class Host:
                 reason = "device left the registry"
             elif time.monotonic_ns() - self.registry.heartbeat_ns(dev.slot) > LINK_STALE_S * 1e9:
                 reason = f"device silent for more than {LINK_STALE_S:.1f} s"
+        if reason and not reason.startswith("claim") and \
+                _shm.load_u32(buf, _O["device_state"]) == DeviceState.STOPPED:
+            # A device stores STOPPED before it deregisters and exits: if it stopped while
+            # we were looking, what we saw afterwards is the stop itself.
+            reason = "device stopped"
         if reason:
             self._connected = False
             self.disconnect_reason = reason
