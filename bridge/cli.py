@@ -34,6 +34,13 @@ class UsageError(Exception):
     """Bad configuration detected after parsing: exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (``--help`` shows the rest)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -62,7 +69,7 @@ def _midi7(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="discolink-bridge",
         description="discoLink shared-memory audio and MIDI between processes: run devices, "
                     "list them, and host them.",

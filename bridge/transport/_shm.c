@@ -174,6 +174,16 @@ static int check_capacity(Py_ssize_t capacity)
     return 0;
 }
 
+/* channels * capacity * 4 must not overflow (a hostile or corrupt count must not crash us). */
+static int check_channels(Py_ssize_t channels, Py_ssize_t capacity)
+{
+    if (channels <= 0 || channels > PY_SSIZE_T_MAX / 4 / capacity) {
+        PyErr_Format(PyExc_ValueError, "channel count %zd is out of range", channels);
+        return -1;
+    }
+    return 0;
+}
+
 /* Producer: fill as seen by the producer (acquire on the consumer's read_index). */
 static PyObject *ring_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -215,7 +225,7 @@ static PyObject *audio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
         parse_ssize(args[3], &channels) < 0 || parse_ssize(args[4], &capacity) < 0)
         return NULL;
     if (check_capacity(capacity) < 0) return NULL;
-    if (channels <= 0) { PyErr_SetString(PyExc_ValueError, "channels must be > 0"); return NULL; }
+    if (check_channels(channels, capacity) < 0) return NULL;
     Py_buffer src;
     if (PyObject_GetBuffer(args[5], &src, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (src.itemsize != 4 || src.format == NULL || strcmp(src.format, "f") != 0 ||
@@ -268,7 +278,7 @@ static PyObject *audio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
         parse_ssize(args[3], &channels) < 0 || parse_ssize(args[4], &capacity) < 0)
         return NULL;
     if (check_capacity(capacity) < 0) return NULL;
-    if (channels <= 0) { PyErr_SetString(PyExc_ValueError, "channels must be > 0"); return NULL; }
+    if (check_channels(channels, capacity) < 0) return NULL;
     Py_buffer dst;
     if (PyObject_GetBuffer(args[5], &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
         return NULL;

@@ -254,7 +254,7 @@ def next_seq() -> int:
     return next(_seq) % 0xFFFFFFFF or next(_seq)
 
 
-def build(name: str, *, sample_offset: int = 0, response_to: Message | None = None,
+def build(name: str, /, *, sample_offset: int = 0, response_to: Message | None = None,
           seq: int | None = None, **fields) -> Message:
     """Build one message of the named type. Raises ValueError for bad fields or sizes."""
     cmd = BY_NAME.get(name)
@@ -321,7 +321,7 @@ def fragments(name: str, data: bytes, *, response_to: Message | None = None,
     return out
 
 
-def encode_payload(name: str, *, response: bool = False, **fields) -> bytes:
+def encode_payload(name: str, /, *, response: bool = False, **fields) -> bytes:
     """Encode a payload without the size limit (for fragmented transfers)."""
     cmd = BY_NAME[name]
     layout = cmd.response if (response and cmd.response) else cmd.request
@@ -371,11 +371,22 @@ class Reassembler:
             state = (count, 0, bytearray())
         expected_count, expected, data = state
         if count != expected_count or index != expected:
-            del self._open[tid]
-            what = "duplicate" if index < expected else "missing"
-            raise FragmentError(f"transfer {tid}: {what} fragment {expected} of {expected_count} "
-                                f"(got {index} of {count})", ErrorCode.FRAGMENT_ERROR)
+            self._open.pop(tid, None)
+            if count != expected_count:
+                text = (f"transfer {tid}: fragment {index} says {count} fragments, the "
+                        f"transfer has {expected_count}")
+            elif index < expected:
+                text = (f"transfer {tid}: duplicate fragment {index} of {count} "
+                        f"(expected {expected})")
+            else:
+                text = (f"transfer {tid}: missing fragment {expected} of {expected_count} "
+                        f"(got {index})")
+            raise FragmentError(text, ErrorCode.FRAGMENT_ERROR)
         data += msg.payload
+        if len(data) > self.max_bytes:
+            self._open.pop(tid, None)
+            raise FragmentError(f"transfer {tid}: more than the limit of {self.max_bytes} "
+                                "bytes", ErrorCode.FRAGMENT_ERROR)
         if index + 1 == count:
             self._open.pop(tid, None)
             return msg.with_blob(bytes(data))

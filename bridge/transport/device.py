@@ -127,29 +127,37 @@ class Device:
         layout = SegmentLayout.compute(audio_channels, return_channels)
         pid = os.getpid()
 
-        slot, device_id, generation = self.registry.register(
-            name, pid=pid, channels=audio_channels, sample_rate=sample_rate,
-            block_size=block_size, mode=mode, capabilities=int(caps))
+        def create_segment(slot: int, device_id: str, generation: int) -> None:
+            # Runs under the registry lock, before the slot is published: a host that sees
+            # the device always finds its segment, initialised.
+            name = transport_name(self.namespace, slot, pid)
+            unlink(name)  # a leftover of an earlier process that had our pid
+            self.segment = Segment.create(name, layout.total_size)
+            TRANSPORT_HEADER.pack_into(
+                self.segment.buf, 0, magic=SEGMENT_MAGIC, version_major=PROTOCOL_MAJOR,
+                version_minor=PROTOCOL_MINOR, header_size=TRANSPORT_HEADER.size,
+                total_size=layout.total_size, sample_rate=sample_rate, block_size=block_size,
+                channels=audio_channels, mode=int(mode), capabilities=int(caps),
+                audio_frames=AUDIO_RING_FRAMES, message_slots=MESSAGE_RING_SLOTS,
+                return_channels=return_channels, audio_ring_offset=layout.audio_ring_offset,
+                return_ring_offset=layout.return_ring_offset,
+                command_ring_offset=layout.command_ring_offset,
+                response_ring_offset=layout.response_ring_offset, device_pid=pid,
+                device_state=DeviceState.STARTING)
+            _shm.store_u32(self.segment.buf, _O["device_state"], DeviceState.RUNNING)
+
         try:
-            seg_name = transport_name(self.namespace, slot, pid)
-            unlink(seg_name)  # a leftover of an earlier process that had our pid
-            self.segment = Segment.create(seg_name, layout.total_size)
-        except Exception:
-            self.registry.deregister(slot, pid, generation)
+            slot, device_id, generation = self.registry.register(
+                name, pid=pid, channels=audio_channels, sample_rate=sample_rate,
+                block_size=block_size, mode=mode, capabilities=int(caps),
+                prepare=create_segment)
+        except BaseException:
+            if self.segment is not None:  # created, then publication failed
+                self.segment.unlink()
+                self.segment.close()
+                self.segment = None
             raise
         buf = self.segment.buf
-        TRANSPORT_HEADER.pack_into(
-            buf, 0, magic=SEGMENT_MAGIC, version_major=PROTOCOL_MAJOR,
-            version_minor=PROTOCOL_MINOR, header_size=TRANSPORT_HEADER.size,
-            total_size=layout.total_size, sample_rate=sample_rate, block_size=block_size,
-            channels=audio_channels, mode=int(mode), capabilities=int(caps),
-            audio_frames=AUDIO_RING_FRAMES, message_slots=MESSAGE_RING_SLOTS,
-            return_channels=return_channels, audio_ring_offset=layout.audio_ring_offset,
-            return_ring_offset=layout.return_ring_offset,
-            command_ring_offset=layout.command_ring_offset,
-            response_ring_offset=layout.response_ring_offset, device_pid=pid,
-            device_state=DeviceState.STARTING)
-        _shm.store_u32(buf, _O["device_state"], DeviceState.RUNNING)
 
         self.id, self.slot, self.generation = device_id, slot, generation
         self.channels, self.return_channels = audio_channels, return_channels
@@ -469,7 +477,9 @@ class Device:
             "HandshakeAck", response_to=msg, version_major=PROTOCOL_MAJOR,
             version_minor=PROTOCOL_MINOR, capabilities=int(self.negotiated_capabilities),
             sample_rate=self.sample_rate, block_size=self.block_size, channels=self.channels,
-            mode=int(self.mode), return_channels=self.return_channels))
+            mode=int(self.mode),
+            return_channels=self.return_channels
+            if self.negotiated_capabilities & Capability.RETURN_AUDIO else 0))
         self._report_connection("handshake", f"host pid {self.host_pid}: {self.sample_rate} Hz, "
                                 f"{self.block_size} frames, {self.channels} ch")
 

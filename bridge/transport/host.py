@@ -234,6 +234,8 @@ class Host:
             channels=a["channels"], mode=Mode(a["mode"]).label, capabilities=a["capabilities"],
             return_channels=a["return_channels"],
             version=f"{a['version_major']}.{a['version_minor']}")
+        if not a["capabilities"] & Capability.RETURN_AUDIO:
+            self._return = None  # not negotiated: this host must not write the return ring
         self._report_connection("handshake", f"{self.connection}")
         # Give the device a moment to queue its first block, so that the first real-time
         # read does not underrun. A device on a DAW's clock may take longer: no error then.

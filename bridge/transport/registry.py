@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -85,7 +85,10 @@ def validate_link_tag(tag: str) -> str:
 
 
 def _check_text(text: str, what: str, max_bytes: int) -> None:
-    raw = text.encode("utf-8", errors="strict")
+    try:
+        raw = text.encode("utf-8", errors="strict")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} is not valid UTF-8") from None
     if len(raw) > max_bytes:
         raise ValueError(
             f"{what} {text!r} is too long: {len(raw)} bytes UTF-8, at most {max_bytes}")
@@ -141,6 +144,14 @@ class Registry:
         self.buf = self.segment.buf
         # A descriptor of our own for flock: the lock belongs to this open file description.
         self._lock_fd = open_fd(self.name, os.O_RDWR)
+        try:
+            self._check_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_header(self) -> None:
+        """Initialise a new registry, or refuse one that is not ours (naming the fault)."""
         with self.locked():
             header = REGISTRY_HEADER.unpack_from(self.buf)
             if header["magic"] == 0:
@@ -229,11 +240,16 @@ class Registry:
 
     # -- public operations -------------------------------------------------------------
     def register(self, requested_id: str, *, pid: int, channels: int, sample_rate: int,
-                 block_size: int, mode: Mode, capabilities: int) -> tuple[int, str, int]:
+                 block_size: int, mode: Mode, capabilities: int,
+                 prepare: Callable[[int, str, int], None] | None = None
+                 ) -> tuple[int, str, int]:
         """Take a slot; returns (slot, device_id, generation).
 
         ``Name`` gets the lowest free instance ``Name:N``; ``Name:N`` gets exactly that or an
         error. Raises RegistryFullError when all 16 slots hold live devices.
+        ``prepare(slot, device_id, generation)`` runs under the lock before the slot is
+        published ACTIVE (the device creates its segment there, so that any host that sees
+        the slot finds the segment); if it raises, the slot is freed and nothing is published.
         """
         name, wanted = validate_device_id(requested_id)
         with self.locked():
@@ -273,6 +289,12 @@ class Registry:
                 block_size=block_size, mode=int(mode), capabilities=int(capabilities),
                 instance=instance, host_pid=0, generation=generation,
                 device_id=device_id.encode(), link_tag=b"")
+            if prepare is not None:
+                try:
+                    prepare(index, device_id, generation)
+                except BaseException:
+                    self._clear(index)
+                    raise
             _shm.store_u32(self.buf, base + _STATE, SlotState.ACTIVE)  # publish last
             return index, device_id, generation
 

@@ -1,0 +1,311 @@
+"""The command-line tool, run for real: help, list --json, host, demo, master, and the exit
+codes (0 ok, 1 runtime failure, 2 usage or configuration error with one line on stderr)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import threading
+
+import mido
+import numpy as np
+import pytest
+import soundfile as sf
+from proto_helpers import (
+    NOTE_AMPLITUDE_V100,
+    REPO,
+    TIMEOUT,
+    device_time,
+    peak_hz,
+    tone_amplitude,
+    wait_until,
+)
+
+from bridge.transport import Host, Registry
+
+C4, G4 = 261.6256, 391.9954
+
+
+def registered(namespace: str) -> list[str]:
+    registry = Registry(namespace)
+    try:
+        return [d.id for d in registry.scan()]
+    finally:
+        registry.close()
+
+
+def one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+# ---- help --------------------------------------------------------------------------------
+
+DEVICE_OPTIONS = ["--id", "--channels", "--samplerate", "--blocksize", "--mode", "--clock",
+                  "--fill", "--return", "--fixed-format", "--monitor"]
+HELP = {
+    "device": DEVICE_OPTIONS,
+    "master": DEVICE_OPTIONS,
+    "list": ["--json"],
+    "host": ["--id", "--link-tag", "--note", "--velocity", "--midi-file", "--send", "--seconds",
+             "--record", "--samplerate", "--blocksize", "--force", "--json"],
+    "demo": ["--record", "--seconds", "--json"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(HELP))
+def test_help_of_each_subcommand_exits_0_and_lists_its_options(spawn, command):
+    r = spawn.run(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: discolink-bridge {command}")
+    for option in HELP[command]:
+        assert option in r.stdout, f"{command} --help does not mention {option}"
+
+
+def test_top_level_help_lists_every_subcommand(spawn):
+    r = spawn.run("--help")
+    assert r.returncode == 0
+    for command in HELP:
+        assert command in r.stdout
+
+
+# ---- list --------------------------------------------------------------------------------
+
+
+def test_list_json_prints_objects_with_exactly_the_documented_keys(spawn):
+    a = spawn.device("--channels", "3", device_id="Alpha")
+    b = spawn.device("--mode", "midi", "--samplerate", "44100", device_id="Synthé")
+    with Host() as host:
+        host.connect(a.id, "session-7", timeout=TIMEOUT)
+        r = spawn.run("list", "--json")
+    assert r.returncode == 0, r.stderr
+    devices = json.loads(r.stdout)
+    assert isinstance(devices, list) and len(devices) == 2
+    keys = {"id", "pid", "channels", "sample_rate", "block_size", "mode", "claimed",
+            "host_pid", "link_tag"}
+    for d in devices:
+        assert set(d) == keys
+    by_id = {d["id"]: d for d in devices}
+    assert by_id["Alpha:0"] == {"id": "Alpha:0", "pid": a.pid, "channels": 3,
+                                "sample_rate": 48000, "block_size": 256, "mode": "audio+midi",
+                                "claimed": True, "host_pid": os.getpid(),
+                                "link_tag": "session-7"}
+    assert by_id["Synthé:0"] == {"id": "Synthé:0", "pid": b.pid, "channels": 0,
+                                 "sample_rate": 44100, "block_size": 256, "mode": "midi",
+                                 "claimed": False, "host_pid": 0, "link_tag": ""}
+
+
+def test_list_json_of_an_empty_namespace_is_an_empty_list(spawn):
+    r = spawn.run("list", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+
+
+# ---- host --------------------------------------------------------------------------------
+
+
+def test_host_json_record_writes_the_negotiated_format_and_a_440_hz_tone(spawn, tmp_path):
+    dev = spawn.device("--channels", "3", "--samplerate", "44100", "--blocksize", "128",
+                       "--fixed-format")
+    wav = tmp_path / "out.wav"
+    r = spawn.run("host", "--id", dev.id, "--json", "--seconds", "1", "--record", str(wav))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1, f"--json must print only one JSON object:\n{r.stdout}"
+    stats = json.loads(lines[0])
+    assert {"device", "sample_rate", "block_size", "channels", "blocks", "underruns",
+            "note_to_sound_ms"} <= set(stats)
+    assert stats["device"] == dev.id
+    assert (stats["sample_rate"], stats["block_size"], stats["channels"]) == (44100, 128, 3)
+    n_blocks = int(np.ceil(44100 / 128))
+    assert stats["blocks"] == n_blocks
+    assert isinstance(stats["underruns"], int) and stats["underruns"] >= 0
+    assert isinstance(stats["note_to_sound_ms"], float) and stats["note_to_sound_ms"] >= 0
+    data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+    assert rate == 44100 and data.shape == (n_blocks * 128, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(data[:, c], data[:, 0])
+    seg = device_time(data[:, 0])[: 44100 * 4 // 10]
+    assert seg.shape[0] == 44100 * 4 // 10, "less than 0.4 s of sound arrived"
+    assert abs(peak_hz(seg, 44100) - 440.0) < 2.5
+    assert abs(np.abs(seg).max() - NOTE_AMPLITUDE_V100) < 0.02
+
+
+def test_host_with_an_unknown_device_exits_1_naming_it_and_the_running_ones(spawn, namespace):
+    spawn.device(device_id="A")
+    r = spawn.run("host", "--id", "X:0", "--seconds", "0.5")
+    assert r.returncode == 1
+    assert one_line(r.stderr) == (f"discolink-bridge host: no device 'X:0' in namespace "
+                                  f"'{namespace}'; running: A:0")
+
+
+def test_host_midi_file_plays_both_notes_in_time(spawn, tmp_path):
+    mid = mido.MidiFile(ticks_per_beat=480)  # 120 bpm: 480 ticks = 0.5 s
+    track = mido.MidiTrack()
+    mid.tracks.append(track)
+    track.append(mido.Message("note_on", note=60, velocity=100, time=0))
+    track.append(mido.Message("note_off", note=60, velocity=0, time=384))  # 0.4 s
+    track.append(mido.Message("note_on", note=67, velocity=100, time=0))
+    track.append(mido.Message("note_off", note=67, velocity=0, time=384))
+    path = tmp_path / "two.mid"
+    mid.save(str(path))
+    dev = spawn.device()
+    wav = tmp_path / "midi.wav"
+    r = spawn.run("host", "--id", dev.id, "--midi-file", str(path), "--record", str(wav),
+                  "--json")
+    assert r.returncode == 0, r.stderr
+    data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+    assert rate == 48000
+    assert data.shape[0] >= int(1.3 * rate), "the recording lasts the file plus 0.5 s"
+    x = device_time(data[:, 0])
+    first = x[int(0.03 * rate) : int(0.35 * rate)]
+    second = x[int(0.45 * rate) : int(0.75 * rate)]
+    assert abs(peak_hz(first, rate) - C4) < 3.0
+    assert abs(peak_hz(second, rate) - G4) < 3.0
+    assert tone_amplitude(first, rate, G4) < 0.01, "the second note sounded too early"
+    assert tone_amplitude(second, rate, C4) < 0.01, "the first note did not stop"
+    assert 0.78 * rate < x.shape[0] < 0.85 * rate, "two notes of 0.4 s each, then silence"
+    assert not data[-int(0.2 * rate) :].any(), "the notes must end"
+
+
+def test_host_send_streams_a_wav_through_a_return_device(spawn, tmp_path):
+    rate = 48000
+    t = np.arange(rate) / rate
+    src = tmp_path / "in.wav"
+    sf.write(str(src), (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), rate,
+             subtype="FLOAT")
+    dev = spawn.device("--return")
+    wav = tmp_path / "out.wav"
+    r = spawn.run("host", "--id", dev.id, "--send", str(src), "--seconds", "1", "--record",
+                  str(wav), "--json")
+    assert r.returncode == 0, r.stderr
+    data, got_rate = sf.read(str(wav), dtype="float32", always_2d=True)
+    assert got_rate == rate
+    for c in range(2):
+        seg = device_time(data[:, c])[int(0.15 * rate) : int(0.6 * rate)]
+        assert abs(tone_amplitude(seg, rate, 1000) - 0.3) < 0.05, "the sent WAV is missing"
+        assert abs(tone_amplitude(seg, rate, 440) - NOTE_AMPLITUDE_V100) < 0.04, "no note"
+
+
+def test_host_send_to_a_device_without_return_ring_exits_1(spawn, tmp_path):
+    src = tmp_path / "in.wav"
+    sf.write(str(src), np.zeros(4800, np.float32), 48000)
+    dev = spawn.device()
+    r = spawn.run("host", "--id", dev.id, "--send", str(src), "--seconds", "0.2")
+    assert r.returncode == 1
+    assert "--return" in one_line(r.stderr)
+
+
+def test_host_with_a_missing_input_file_exits_2(spawn, tmp_path):
+    dev = spawn.device()
+    r = spawn.run("host", "--id", dev.id, "--midi-file", str(tmp_path / "nope.mid"))
+    assert r.returncode == 2
+    assert "nope.mid" in one_line(r.stderr)
+
+
+# ---- usage errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,problem", [
+    (("device", "--channels", "13"), "channels"),
+    (("device", "--blocksize", "5"), "block size"),
+    (("device", "--samplerate", "1000"), "sample rate"),
+    (("device", "--fill", "9"), "fill"),
+    (("device", "--mode", "bogus"), "mode"),
+    (("device", "--channels", "two"), "channels"),
+    (("host", "--id", "A", "--note", "200"), "note"),
+    (("host", "--id", "A", "--seconds", "0"), "seconds"),
+], ids=["channels-13", "blocksize-5", "samplerate-1000", "fill-9", "mode-bogus",
+        "channels-two", "note-200", "seconds-0"])
+def test_bad_option_values_exit_2_with_a_single_clear_line(spawn, namespace, args, problem):
+    r = spawn.run(*args)
+    assert r.returncode == 2
+    line = one_line(r.stderr)
+    assert line.startswith(f"discolink-bridge {args[0]}: error:")
+    assert problem in line
+    assert registered(namespace) == []
+
+
+BAD_IDS = [("", "empty"), ("x" * 64, "too long"), ("é" * 32, "too long"), ("a/b", "'/'"),
+           ("a\nb", "U+000A"), ("a\x7fb", "U+007F"), ("a\x1bb", "U+001B")]
+
+
+@pytest.mark.parametrize("bad,problem", BAD_IDS, ids=[p for _, p in BAD_IDS])
+def test_device_with_a_bad_id_exits_2_with_one_line(spawn, namespace, bad, problem):
+    r = spawn.run("device", "--id", bad)
+    assert r.returncode == 2
+    line = one_line(r.stderr)
+    assert "device id" in line and problem in line
+    assert registered(namespace) == []
+
+
+def test_device_with_a_non_utf8_id_exits_2_naming_the_device_id(spawn, namespace):
+    argv = [os.fsencode(sys.executable), b"-m", b"bridge", b"device", b"--id", b"Synth\xff"]
+    r = subprocess.run(argv, capture_output=True, env=spawn.env(), timeout=60, cwd=REPO)
+    assert r.returncode == 2
+    line = one_line(r.stderr.decode(errors="replace"))
+    assert "device id" in line, line
+    assert registered(namespace) == []
+
+
+# ---- demo and master ---------------------------------------------------------------------
+
+
+def test_demo_records_a_wav_and_exits_0_leaving_no_device(spawn, namespace, tmp_path):
+    wav = tmp_path / "demo.wav"
+    r = spawn.run("demo", "--record", str(wav), "--seconds", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("device Demo")
+    data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
+    assert rate == 48000 and data.shape[1] == 2 and data.shape[0] >= 48000
+    seg = device_time(data[:, 0])[: rate * 4 // 10]
+    assert seg.shape[0] == rate * 4 // 10, "less than 0.4 s of sound arrived"
+    assert abs(peak_hz(seg, rate) - 440.0) < 2.5
+    assert registered(namespace) == []
+
+
+def test_master_registers_shows_its_status_on_a_terminal_and_stops_cleanly_on_sigterm(
+        spawn, namespace):
+    controller, terminal = pty.openpty()
+    proc = spawn.popen("master", "--id", "Master", stdin=terminal, stdout=terminal,
+                       stderr=terminal)
+    os.close(terminal)
+    chunks: list[bytes] = []
+
+    def drain() -> None:  # keep the pty from filling up, whatever the display writes
+        while True:
+            try:
+                data = os.read(controller, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        # The display appears once the device is fully started (waiting for it, rather than
+        # for the registry entry, keeps this test clear of the race covered by
+        # test_segments.py::test_a_device_visible_in_the_registry_always_has_a_valid_segment).
+        wait_until(lambda: b"Master:0" in b"".join(chunks), 20.0, "the status display")
+        assert "Master:0" in registered(namespace)
+        with Host() as host:
+            host.connect("Master:0", timeout=TIMEOUT)
+            assert host.ping(timeout=TIMEOUT) > 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+        os.close(controller)
+    assert "Master:0" not in registered(namespace)
+    out = b"".join(chunks).decode(errors="replace")
+    assert "Traceback" not in out, out
