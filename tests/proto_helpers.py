@@ -13,37 +13,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
+from helpers_ipc import NOTE_69_AMPLITUDE, wait_until  # noqa: F401  (re-exported)
 
 from bridge.transport import Device, Host, Message
 from bridge.transport.layout import TRANSPORT_HEADER
 from bridge.transport.ring import MessageRing
 
-T = TypeVar("T")
-
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 CHILD = TESTS / "proto_child.py"
-NOTE_AMPLITUDE_V100 = 0.25 * 100 / 127  # the sine synth's amplitude at velocity 100
+NOTE_AMPLITUDE_V100 = NOTE_69_AMPLITUDE  # the sine synth's amplitude at velocity 100
 TIMEOUT = 10.0  # for requests and handshakes: generous, the machine may be loaded
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, what: str,
-               interval: float = 0.002) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(interval)
 
 
 # ---- audio analysis ---------------------------------------------------------------------

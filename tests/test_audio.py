@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
+from helpers_ipc import read_realtime
 
 from bridge.transport import Host, cmd
-
-
-def record(host: Host, blocks: int, block: int, channels: int) -> np.ndarray:
-    """Read ``blocks`` blocks paced in real time, like a DAW callback."""
-    out = np.zeros((channels, block), np.float32)
-    rec = np.zeros((channels, blocks * block), np.float32)
-    period = block / host.connection.sample_rate
-    start = time.monotonic()
-    for k in range(blocks):
-        host.receive_audio(out)
-        rec[:, k * block : (k + 1) * block] = out
-        delay = start + (k + 1) * period - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-    return rec
 
 
 @pytest.mark.parametrize("channels", [1, 2, 12])
@@ -35,7 +19,7 @@ def test_note_69_arrives_as_440_hz_on_every_channel_without_gaps(spawn, channels
         conn = host.connect(dev.id)
         assert conn.channels == channels
         host.send_command(cmd.midi_note_on(0, 69, 100))
-        rec = record(host, 200, 256, channels)  # ~1.07 s
+        rec = read_realtime(host, 200 * 256 / 48000, channels)  # ~1.07 s
         assert host.stats.underruns == 0
         assert host.counters()["overruns"] == 0
     # Skip the first blocks (the note starts after the queued fill), then analyse 1 s.
