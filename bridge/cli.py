@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .transport.clock import DEFAULT_RT_PRIORITY, set_realtime_priority
+
 EPILOG = """\
 examples:
   discolink-bridge device --id Sine                 # a sine synth device, Sine:0
@@ -103,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "others (default: follow the host's handshake)")
         sp.add_argument("--monitor", action="store_true",
                         help="print every command, response and connection event to stderr")
+        rt_arg(sp)
+
+    def rt_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--rt-priority", type=int, default=DEFAULT_RT_PRIORITY, metavar="N",
+                        help="SCHED_FIFO priority of the audio loop, 1..99, as JACK uses; 0 "
+                             f"for normal scheduling (default {DEFAULT_RT_PRIORITY}; falls "
+                             "back to normal when the OS refuses)")
 
     sp = sub.add_parser("device", help="run the sine-synth device until Ctrl-C / SIGTERM",
                         description="Run a polyphonic sine-synth device that plays the MIDI it "
@@ -143,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="block size to ask for in the handshake (default 256)")
     sp.add_argument("--force", action="store_true",
                     help="take the device even if another live host holds it")
+    rt_arg(sp)
     sp.add_argument("--json", action="store_true", help="print only one JSON object: device, "
                     "sample_rate, block_size, channels, blocks, underruns, note_to_sound_ms, ...")
 
@@ -169,6 +179,7 @@ def _device_setup(args: argparse.Namespace):
         validate_device_id(args.id)
         if not 1 <= args.fill <= 4:
             raise ValueError(f"--fill must be 1..4 blocks, got {args.fill}")
+        check_rt_priority(args.rt_priority)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     monitor = make_console_monitor(audio=False) if args.monitor else None
@@ -195,8 +206,14 @@ def _device_setup(args: argparse.Namespace):
             device.receive_return_audio(ret[0])
             block += ret[0]
 
-    runner = DeviceRunner(device, render, clock=args.clock, fill=args.fill)
+    runner = DeviceRunner(device, render, clock=args.clock, fill=args.fill,
+                          rt_priority=args.rt_priority)
     return device, runner
+
+
+def check_rt_priority(priority: int) -> None:
+    if not 0 <= priority <= 99:
+        raise ValueError(f"--rt-priority must be 0..99, got {priority}")
 
 
 def _install_stop(runner) -> None:
@@ -211,9 +228,10 @@ def cmd_device(args: argparse.Namespace) -> int:
     device, runner = _device_setup(args)
     _install_stop(runner)
     try:
+        rt = f", {runner.enter_realtime()}" if args.rt_priority else ""
         print(f"device {device.id} ready: {device.channels} ch, {device.sample_rate} Hz, "
               f"{device.block_size} frames, {device.mode.label}, {args.clock} clock"
-              f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}, namespace "
+              f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}{rt}, namespace "
               f"{device.namespace!r}, pid {os.getpid()}", flush=True)
         runner.run()
         s = device.stats
@@ -318,6 +336,7 @@ def cmd_host(args: argparse.Namespace) -> int:
     try:
         validate_device_id(args.id)
         validate_link_tag(args.link_tag)
+        check_rt_priority(args.rt_priority)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for path in (args.midi_file, args.send):
@@ -328,6 +347,10 @@ def cmd_host(args: argparse.Namespace) -> int:
                        seconds=args.seconds, record=args.record, sample_rate=args.samplerate,
                        block_size=args.blocksize, force=args.force)
     log = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
+    if args.rt_priority:
+        refused = set_realtime_priority(args.rt_priority)
+        if refused:
+            log(f"normal scheduling: {refused}")
     stats = run_session(plan, log=log)
     _print_stats(stats, args.json)
     return 1 if stats["disconnected"] else 0
@@ -390,9 +413,15 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. a bad namespace
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except (HostError, RegistryError, SegmentError, SessionError, RuntimeError, OSError) as exc:
+    except (HostError, RegistryError, SegmentError, SessionError, RuntimeError) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # our reader went away (`... | head`): cleanup already ran
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # keep the exit-time flush from failing again
+        return 0
+    except OSError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-

@@ -12,6 +12,7 @@ the end of the payload). Fixed fields come first, little-endian, packed without 
 from __future__ import annotations
 
 import enum
+import functools
 import itertools
 import json
 import struct
@@ -64,22 +65,22 @@ class Layout:
             if kind not in _TAILS and kind not in _FIXED and not kind.startswith("char["):
                 raise AssertionError(f"unknown field type {kind}")
 
-    @property
+    @functools.cached_property
     def _fixed(self) -> tuple[tuple[str, str], ...]:
         return tuple(f for f in self.fields if f[1] not in _TAILS)
 
-    @property
+    @functools.cached_property
     def tail(self) -> tuple[str, str] | None:
         return self.fields[-1] if self.fields and self.fields[-1][1] in _TAILS else None
 
-    @property
+    @functools.cached_property
     def struct(self) -> struct.Struct:
         fmt = "<"
         for _, kind in self._fixed:
             fmt += f"{kind[5:-1]}s" if kind.startswith("char[") else _FIXED[kind]
         return struct.Struct(fmt)
 
-    @property
+    @functools.cached_property
     def fixed_size(self) -> int:
         return self.struct.size
 

@@ -22,6 +22,7 @@ from .layout import (
     AUDIO_RING_FRAMES,
     HEARTBEAT_INTERVAL_S,
     MAX_CHANNELS,
+    MESSAGE_HEADER_SIZE,
     MESSAGE_RING_SLOTS,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
@@ -29,11 +30,10 @@ from .layout import (
     TRANSPORT_HEADER,
     Capability,
     DeviceState,
-    MessageFlag,
     Mode,
     SegmentLayout,
 )
-from .message import Message
+from .message import FRAGMENT, Message
 from .monitor import DebugMonitor
 from .registry import Registry
 from .ring import CORRUPT, AudioRing, MessageRing
@@ -42,6 +42,10 @@ from .shm import Segment, pid_alive, transport_name, unlink
 CommandHandler = Callable[[Message, "Device"], bool]
 ClaimHandler = Callable[["Device"], None]
 HOST_CHECK_INTERVAL_NS = 250_000_000  # how often a device re-checks that its host lives
+HEARTBEAT_EVERY_NS = int(HEARTBEAT_INTERVAL_S * 1e9) // 5  # stamp often, well inside the limit
+_PING, _HANDSHAKE = int(cmd.T.Ping), int(cmd.T.Handshake)
+_PING_PAYLOAD = cmd.BY_NAME["Ping"].request.struct  # derived from the command table
+_PONG_PAYLOAD = cmd.BY_NAME["Pong"].request.struct
 
 _O = TRANSPORT_HEADER.offsets
 SAMPLE_RATE_RANGE = (8000, 384000)
@@ -175,6 +179,7 @@ class Device:
         self._rx = Message()
         self._reassembler = Reassembler()
         self._outbox: deque[Message] = deque()  # fragments waiting for room in the ring
+        self._pong_msg = cmd.build("Pong", response_to=self._rx, ping_sent_ns=0, received_ns=0)
         self._next_heartbeat = 0
         self._next_host_check = 0
         self._host_alive = False
@@ -320,7 +325,7 @@ class Device:
             now = time.monotonic_ns()
             if now >= self._next_heartbeat:
                 self.registry.heartbeat(self.slot, now)
-                self._next_heartbeat = now + int(HEARTBEAT_INTERVAL_S * 1e9)
+                self._next_heartbeat = now + HEARTBEAT_EVERY_NS
             if now >= self._next_host_check:
                 self._host_alive = self.host_alive()
                 self._next_host_check = now + HOST_CHECK_INTERVAL_NS
@@ -400,7 +405,7 @@ class Device:
     # -- dispatch ----------------------------------------------------------------------
     def _dispatch(self, rx: Message) -> None:
         try:
-            if rx.flags & MessageFlag.FRAGMENT or rx.frag_count > 1:
+            if rx.flags & FRAGMENT or rx.frag_count > 1:
                 msg = self._reassembler.feed(rx)
                 if msg is None:
                     return
@@ -434,11 +439,9 @@ class Device:
     def _default(self, msg: Message) -> None:
         t = msg.type
         T = cmd.T
-        if t == T.Ping:
-            sent = cmd.decode(msg)["sent_ns"]
-            self.respond(cmd.build("Pong", response_to=msg, ping_sent_ns=sent,
-                                   received_ns=time.monotonic_ns()))
-        elif t == T.Handshake:
+        if t == _PING:
+            self._pong(msg)
+        elif t == _HANDSHAKE:
             self._handshake(msg)
         elif t == T.SetTransportMode:
             self._set_mode(msg)
@@ -451,6 +454,18 @@ class Device:
         else:
             self.reply_error(msg, ErrorCode.NOT_SUPPORTED,
                              f"{cmd.name_of(t)} is not supported by device {self.id}")
+
+    def _pong(self, ping: Message) -> None:
+        """Answer a Ping from a preallocated message: the latency probe stays cheap."""
+        if ping.payload_len < _PING_PAYLOAD.size:
+            raise MalformedMessage(f"Ping payload is {ping.payload_len} bytes, needs "
+                                   f"{_PING_PAYLOAD.size}", ErrorCode.MALFORMED)
+        (sent,) = _PING_PAYLOAD.unpack_from(ping.buf, MESSAGE_HEADER_SIZE)
+        pong = self._pong_msg
+        pong.seq = cmd.next_seq()
+        pong.request_seq = ping.seq
+        _PONG_PAYLOAD.pack_into(pong.buf, MESSAGE_HEADER_SIZE, sent, time.monotonic_ns())
+        self.respond(pong)
 
     def _handshake(self, msg: Message) -> None:
         req = cmd.decode(msg)

@@ -19,6 +19,7 @@ from . import _shm
 from . import commands as cmd
 from .commands import Reassembler
 from .layout import (
+    HEARTBEAT_INTERVAL_S,
     LINK_CHECK_INTERVAL_S,
     LINK_STALE_S,
     MESSAGE_RING_SLOTS,
@@ -36,11 +37,14 @@ from .message import Message
 from .monitor import DebugMonitor
 from .registry import DeviceInfo, Registry, validate_link_tag
 from .ring import CORRUPT, AudioRing, MessageRing
-from .shm import Segment, SegmentError, pid_alive
+from .shm import Segment, SegmentError, pid_alive, pid_exists
 
 ResponseHandler = Callable[[Message, "Host"], None]
 _O = TRANSPORT_HEADER.offsets
 ALL_CAPABILITIES = int(Capability(sum(Capability)))
+# Heartbeat age after which a host also looks for a zombie: twice the longest a running
+# device may go without stamping it.
+ZOMBIE_CHECK_NS = int(2 * HEARTBEAT_INTERVAL_S * 1e9)
 
 
 class HostError(Exception):
@@ -334,13 +338,17 @@ class Host:
             reason = "device stopped"
         elif (owner := _shm.load_u32(buf, _O["host_pid"])) != self.pid:
             reason = f"claim taken over by host pid {owner}" if owner else "claim released"
-        elif not pid_alive(dev.pid):
-            reason = f"device process {dev.pid} died"
         else:
             state, pid, generation = self.registry.owner(dev.slot)
+            silent_ns = time.monotonic_ns() - self.registry.heartbeat_ns(dev.slot)
             if state != SlotState.ACTIVE or pid != dev.pid or generation != dev.generation:
                 reason = "device left the registry"
-            elif time.monotonic_ns() - self.registry.heartbeat_ns(dev.slot) > LINK_STALE_S * 1e9:
+            elif not pid_exists(dev.pid) or (silent_ns > ZOMBIE_CHECK_NS and
+                                            not pid_alive(dev.pid)):
+                # kill(pid, 0) always; /proc (to see a zombie) only once the heartbeat has
+                # stalled, so a healthy link never reads /proc on the audio path.
+                reason = f"device process {dev.pid} died"
+            elif silent_ns > LINK_STALE_S * 1e9:
                 reason = f"device silent for more than {LINK_STALE_S:.1f} s"
         if reason and not reason.startswith("claim") and \
                 _shm.load_u32(buf, _O["device_state"]) == DeviceState.STOPPED:
@@ -509,6 +517,7 @@ class Host:
                 self.stats.commands_sent += 1
                 if self.monitor is not None:
                     self._safe_monitor("on_command", self._label, "out", part)
+            spin_until = time.monotonic() + 0.002  # spin briefly: answers usually take µs
             while True:
                 self.process_responses()
                 reply = self._waiting.get(last.seq)
@@ -517,12 +526,15 @@ class Host:
                         e = cmd.decode(reply)
                         raise CommandError(e["code"], e["text"])
                     return reply
-                if not self.connected:
+                if not self._connected:
                     raise HostError(f"disconnected: {self.disconnect_reason}")
-                if time.monotonic() > deadline:
+                self._check_link(time.monotonic())
+                now = time.monotonic()
+                if now > deadline:
                     name = cmd.name_of(last.type)
                     raise HostError(f"no answer to {name} within {timeout:.1f} s")
-                time.sleep(0.0002)
+                if now > spin_until:
+                    time.sleep(0.0002)
         finally:
             self._waiting.pop(last.seq, None)
 

@@ -35,7 +35,7 @@ RING_CONTROL_SIZE = 128
 RING_READ_INDEX_OFFSET = 64  # read_index sits on its own cache line, away from write_index
 SEGMENT_ALIGN = 64
 
-HEARTBEAT_INTERVAL_S = 0.010  # a device refreshes its heartbeat at least this often while running
+HEARTBEAT_INTERVAL_S = 0.050  # a device refreshes its heartbeat at least this often while running
 HEARTBEAT_STALE_S = 3.0  # a registry scan reclaims a slot whose heartbeat is older than this
 LINK_STALE_S = 1.0  # a connected host declares a live-but-silent device gone after this
 LINK_CHECK_INTERVAL_S = 0.050  # how often a host re-checks device liveness

@@ -145,6 +145,19 @@ def open_fd(name: str, flags: int) -> int:
     return os.open("/dev/shm" + name, flags, 0o600)  # pragma: no cover
 
 
+def pid_exists(pid: int) -> bool:
+    """True if ``pid`` exists (zombies included): one kill(pid, 0), no file access."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` is a live process. Zombies (killed, not yet reaped) count as dead."""
     if pid <= 0:
