@@ -184,6 +184,18 @@ static int check_channels(Py_ssize_t channels, Py_ssize_t capacity)
     return 0;
 }
 
+/* Optional statistics counter at off (-1: none), bumped with a relaxed fetch-add. Callers
+ * validate off with counter_ok() before copying, so nothing can fail after the copy. */
+static int counter_ok(Py_buffer *v, Py_ssize_t off)
+{
+    return off < 0 ? 0 : check_range(v, off, 8, 8);
+}
+
+static void bump(Py_buffer *v, Py_ssize_t off)
+{
+    if (off >= 0) __atomic_add_fetch((uint64_t *)((char *)v->buf + off), 1, __ATOMIC_RELAXED);
+}
+
 /* Producer: fill as seen by the producer (acquire on the consumer's read_index). */
 static PyObject *ring_fill(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -214,15 +226,20 @@ static PyObject *ring_discard(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromUnsignedLong(wi - ri);
 }
 
-/* audio_write(buf, ctl_off, data_off, channels, capacity, src) -> frames written, or -1
- * when the ring indices are corrupt. src: C-contiguous float32, channels * frames values
- * (planar, channel-major). All or nothing: returns 0 when the block does not fit. */
+/* audio_write(buf, ctl_off, data_off, channels, capacity, src[, written_off]) -> frames
+ * written, or -1 when the ring indices are corrupt. src: C-contiguous float32, channels *
+ * frames values (planar, channel-major). All or nothing: returns 0 when the block does not
+ * fit. written_off (optional, -1 = none): u64 counter bumped after a successful write. */
 static PyObject *audio_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    NEED_ARGS(6, "audio_write");
-    Py_ssize_t ctl, doff, channels, capacity;
+    if (nargs != 6 && nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "audio_write() takes 6 or 7 arguments");
+        return NULL;
+    }
+    Py_ssize_t ctl, doff, channels, capacity, written_off = -1;
     if (parse_ssize(args[1], &ctl) < 0 || parse_ssize(args[2], &doff) < 0 ||
-        parse_ssize(args[3], &channels) < 0 || parse_ssize(args[4], &capacity) < 0)
+        parse_ssize(args[3], &channels) < 0 || parse_ssize(args[4], &capacity) < 0 ||
+        (nargs == 7 && parse_ssize(args[6], &written_off) < 0))
         return NULL;
     if (check_capacity(capacity) < 0) return NULL;
     if (check_channels(channels, capacity) < 0) return NULL;
@@ -238,7 +255,8 @@ static PyObject *audio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_buffer v;
     if (get_view(args[0], &v) < 0) { PyBuffer_Release(&src); return NULL; }
     ring_t r;
-    if (ring_at(&v, ctl, doff, channels * capacity * 4, &r) < 0) {
+    if (ring_at(&v, ctl, doff, channels * capacity * 4, &r) < 0 ||
+        counter_ok(&v, written_off) < 0) {
         PyBuffer_Release(&v); PyBuffer_Release(&src); return NULL;
     }
     uint32_t wi = __atomic_load_n(r.write_index, __ATOMIC_RELAXED); /* we own it */
@@ -261,6 +279,7 @@ static PyObject *audio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (frames > first) memcpy(ring, chan + first, (size_t)(frames - first) * 4);
         }
         __atomic_store_n(r.write_index, wi + (uint32_t)frames, __ATOMIC_RELEASE);
+        bump(&v, written_off);
         result = (long)frames;
     }
     PyBuffer_Release(&v);
@@ -268,14 +287,21 @@ static PyObject *audio_write(PyObject *self, PyObject *const *args, Py_ssize_t n
     return PyLong_FromLong(result);
 }
 
-/* audio_read(buf, ctl_off, data_off, channels, capacity, dst) -> frames read, or -1 when
- * the ring indices are corrupt. Reads min(available, dst frames), zero-fills the rest of dst. */
+/* audio_read(buf, ctl_off, data_off, channels, capacity, dst[, read_off, short_off]) ->
+ * frames read, or -1 when the ring indices are corrupt. Reads min(available, dst frames) and
+ * zero-fills the rest of dst. Optional u64 counters (-1 = none): read_off is bumped on every
+ * read, short_off when the read came up short (an underrun). */
 static PyObject *audio_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    NEED_ARGS(6, "audio_read");
-    Py_ssize_t ctl, doff, channels, capacity;
+    if (nargs != 6 && nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "audio_read() takes 6 or 8 arguments");
+        return NULL;
+    }
+    Py_ssize_t ctl, doff, channels, capacity, read_off = -1, short_off = -1;
     if (parse_ssize(args[1], &ctl) < 0 || parse_ssize(args[2], &doff) < 0 ||
-        parse_ssize(args[3], &channels) < 0 || parse_ssize(args[4], &capacity) < 0)
+        parse_ssize(args[3], &channels) < 0 || parse_ssize(args[4], &capacity) < 0 ||
+        (nargs == 8 && (parse_ssize(args[6], &read_off) < 0 ||
+                        parse_ssize(args[7], &short_off) < 0)))
         return NULL;
     if (check_capacity(capacity) < 0) return NULL;
     if (check_channels(channels, capacity) < 0) return NULL;
@@ -292,7 +318,8 @@ static PyObject *audio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_buffer v;
     if (get_view(args[0], &v) < 0) { PyBuffer_Release(&dst); return NULL; }
     ring_t r;
-    if (ring_at(&v, ctl, doff, channels * capacity * 4, &r) < 0) {
+    if (ring_at(&v, ctl, doff, channels * capacity * 4, &r) < 0 ||
+        counter_ok(&v, read_off) < 0 || counter_ok(&v, short_off) < 0) {
         PyBuffer_Release(&v); PyBuffer_Release(&dst); return NULL;
     }
     uint32_t wi = __atomic_load_n(r.write_index, __ATOMIC_ACQUIRE);
@@ -316,6 +343,8 @@ static PyObject *audio_read(PyObject *self, PyObject *const *args, Py_ssize_t na
             if (frames > n) memset(chan + n, 0, (size_t)(frames - n) * 4);
         }
         if (n > 0) __atomic_store_n(r.read_index, ri + (uint32_t)n, __ATOMIC_RELEASE);
+        bump(&v, read_off);
+        if (n < frames) bump(&v, short_off);
         result = (long)n;
     }
     PyBuffer_Release(&v);

@@ -44,6 +44,8 @@ ClaimHandler = Callable[["Device"], None]
 HOST_CHECK_INTERVAL_NS = 250_000_000  # how often a device re-checks that its host lives
 HEARTBEAT_EVERY_NS = int(HEARTBEAT_INTERVAL_S * 1e9) // 5  # stamp often, well inside the limit
 _PING, _HANDSHAKE = int(cmd.T.Ping), int(cmd.T.Handshake)
+_BLOCKS_WRITTEN = TRANSPORT_HEADER.offset("blocks_written")
+_HOST_PID = TRANSPORT_HEADER.offset("host_pid")
 _PING_PAYLOAD = cmd.BY_NAME["Ping"].request.struct  # derived from the command table
 _PONG_PAYLOAD = cmd.BY_NAME["Pong"].request.struct
 
@@ -98,6 +100,7 @@ class Device:
         self.slot = -1
         self.generation = 0
         self.segment: Segment | None = None
+        self._audio_out: AudioRing | None = None
         self._handlers: list[CommandHandler] = []
         self._claim_handlers: list[ClaimHandler] = []
         self._label = "device"
@@ -176,6 +179,7 @@ class Device:
             if audio_channels else None
         self._return = AudioRing(buf, layout.return_ring_offset, return_channels) \
             if return_channels else None
+        self._audio_out = self._audio if mode != Mode.MIDI else None  # None: send no audio
         self._rx = Message()
         self._reassembler = Reassembler()
         self._outbox: deque[Message] = deque()  # fragments waiting for room in the ring
@@ -196,6 +200,7 @@ class Device:
         if not self._running:
             return
         self._running = False
+        self._audio_out = None
         try:
             _shm.store_u32(self._buf, _O["device_state"], DeviceState.STOPPED)
             self.registry.deregister(self.slot, self._pid, self.generation)
@@ -264,24 +269,25 @@ class Device:
     def send_audio(self, block: np.ndarray) -> bool:
         """Write one (channels, frames) float32 C-contiguous block. Never raises or blocks.
 
-        Returns False when the ring is full (an overrun, counted while claimed), when the
-        device has no audio ring, or when the block has the wrong shape or type.
+        Returns False when the ring is full (an overrun, counted while a live host holds the
+        claim), when the device sends no audio (midi mode), or when the block has the wrong
+        shape or type.
         """
         try:
-            if not self._running or self._audio is None or self.mode == Mode.MIDI:
+            audio = self._audio_out
+            if audio is None:
                 return False
-            if block.ndim != 2 or block.shape[0] != self.channels:
+            if block.ndim != 2 or block.shape[0] != audio.channels:
                 self._error("send_audio", f"block shape {block.shape} does not match "
-                            f"({self.channels}, frames)")
+                            f"({audio.channels}, frames)")
                 return False
-            n = self._audio.write(block)
+            n = audio.write(block, _BLOCKS_WRITTEN)  # the C call also counts the block
             if n > 0:
-                _shm.add_u64(self._buf, _O["blocks_written"], 1)
                 if self.monitor is not None:
-                    self._monitor_audio("out", n, self.channels)
+                    self._monitor_audio("out", n, audio.channels)
                 return True
             if n == 0:
-                if self._host_alive and _shm.load_u32(self._buf, _O["host_pid"]):
+                if self._host_alive and _shm.load_u32(self._buf, _HOST_PID):
                     _shm.add_u64(self._buf, _O["overruns"], 1)  # only a live reader counts
                 return False
             # Only the consumer may repair a ring; the host discards it when it sees this.
@@ -518,6 +524,7 @@ class Device:
                              "midi mode and has no audio rings")
             return
         self.mode = mode
+        self._audio_out = self._audio if mode != Mode.MIDI else None
         _shm.store_u32(self._buf, _O["mode"], int(mode))
         self.registry.update(self.slot, self._pid, self.generation, mode=int(mode))
         self.respond(cmd.build("SetTransportMode", response_to=msg, mode=int(mode)))

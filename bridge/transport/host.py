@@ -45,6 +45,8 @@ ALL_CAPABILITIES = int(Capability(sum(Capability)))
 # Heartbeat age after which a host also looks for a zombie: twice the longest a running
 # device may go without stamping it.
 ZOMBIE_CHECK_NS = int(2 * HEARTBEAT_INTERVAL_S * 1e9)
+_BLOCKS_READ = TRANSPORT_HEADER.offset("blocks_read")
+_UNDERRUNS = TRANSPORT_HEADER.offset("underruns")
 
 
 class HostError(Exception):
@@ -146,7 +148,8 @@ class Host:
         self.device: DeviceInfo | None = None
         self.connection: Connection | None = None
         self.disconnect_reason = ""
-        self.stats = HostStats()
+        self._stats = HostStats()
+        self._base = (0, 0)  # header blocks_read, underruns at connect
         self._segment: Segment | None = None
         self._connected = False
         self._handlers: list[ResponseHandler] = []
@@ -206,6 +209,9 @@ class Host:
         self.registry.update(info.slot, info.pid, info.generation, host_pid=self.pid,
                              link_tag=link_tag)
         self._segment, self._buf, self.device, self.link_tag = seg, buf, info, link_tag
+        self._stats = HostStats()
+        self._base = tuple(TRANSPORT_HEADER.read_field(buf, 0, name)
+                           for name in ("blocks_read", "underruns"))
         self._commands = MessageRing(buf, h["command_ring_offset"], h["message_slots"])
         self._responses = MessageRing(buf, h["response_ring_offset"], h["message_slots"])
         self._audio = AudioRing(buf, h["audio_ring_offset"], h["channels"], h["audio_frames"]) \
@@ -297,6 +303,7 @@ class Host:
                 self.registry.update(self.device.slot, self.device.pid, self.device.generation,
                                      host_pid=0)
         finally:
+            self._sync_stats()  # keep this connection's numbers after the segment is gone
             was = self._connected
             self._connected = False
             self._segment = None
@@ -321,16 +328,14 @@ class Host:
     def connected(self) -> bool:
         """True while the claimed device is alive, running and still ours."""
         if self._connected:
-            self._check_link(time.monotonic(), force=True)
+            self._check_link(time.monotonic())
         return self._connected
 
     @property
     def status(self) -> str:
         return "connected" if self.connected else "disconnected"
 
-    def _check_link(self, now: float, force: bool = False) -> None:
-        if not force and now < self._next_check:
-            return
+    def _check_link(self, now: float) -> None:
         self._next_check = now + LINK_CHECK_INTERVAL_S
         buf, dev = self._buf, self.device
         reason = ""
@@ -368,27 +373,26 @@ class Host:
         """
         try:
             if self._connected:
-                self._check_link(time.monotonic())
-            if not self._connected or self._audio is None:
+                now = time.monotonic()
+                if now >= self._next_check:
+                    self._check_link(now)
+            audio = self._audio
+            if not self._connected or audio is None:
                 out.fill(0)
                 return 0
-            if out.ndim != 2 or out.shape[0] != self._audio.channels:
+            if out.ndim != 2 or out.shape[0] != audio.channels:
                 out.fill(0)
                 self._error("receive_audio", f"buffer shape {out.shape} does not match "
-                            f"({self._audio.channels}, frames)")
+                            f"({audio.channels}, frames)")
                 return 0
-            n = self._audio.read(out)
+            # The C call also counts the read, and an underrun when it comes up short.
+            n = audio.read(out, _BLOCKS_READ, _UNDERRUNS)
             if n == CORRUPT:
                 self._error("receive_audio", "audio ring indices are corrupt; discarding")
-                self._audio.discard()
+                audio.discard()
                 return 0
-            self.stats.blocks_read += 1
-            _shm.add_u64(self._buf, _O["blocks_read"], 1)
-            if n < out.shape[1]:
-                self.stats.underruns += 1
-                _shm.add_u64(self._buf, _O["underruns"], 1)
             if self.monitor is not None:
-                self._safe_monitor("on_audio", self._label, "in", n, self._audio.channels)
+                self._safe_monitor("on_audio", self._label, "in", n, audio.channels)
             return n
         except Exception as exc:
             self._error("receive_audio", f"{type(exc).__name__}: {exc}")
@@ -417,7 +421,7 @@ class Host:
                     self._safe_monitor("on_audio", self._label, "out", n, self._return.channels)
                 return True
             if n == 0:
-                self.stats.return_overruns += 1
+                self._stats.return_overruns += 1
                 _shm.add_u64(self._buf, _O["return_overruns"], 1)
             else:
                 self._error("send_return_audio", "return ring indices are corrupt")
@@ -433,12 +437,12 @@ class Host:
                 return False
             got = self._commands.push(message.buf)
             if got == 1:
-                self.stats.commands_sent += 1
+                self._stats.commands_sent += 1
                 if self.monitor is not None:
                     self._safe_monitor("on_command", self._label, "out", message)
                 return True
             if got == 0:
-                self.stats.commands_dropped += 1
+                self._stats.commands_dropped += 1
                 _shm.add_u64(self._buf, _O["commands_dropped"], 1)
                 self._error("send_command", "command ring full; command dropped")
             else:
@@ -469,7 +473,7 @@ class Host:
                     self._responses.discard()
                     break
                 handled += 1
-                self.stats.responses_received += 1
+                self._stats.responses_received += 1
                 try:
                     msg = self._reassembler.feed(rx)
                 except cmd.MalformedMessage as exc:
@@ -478,7 +482,7 @@ class Host:
                 if msg is None:
                     continue
                 if msg.type == cmd.T.Error:
-                    self.stats.errors_received += 1
+                    self._stats.errors_received += 1
                 if self.monitor is not None:
                     self._safe_monitor("on_response", self._label, "in", msg)
                 if msg.request_seq in self._waiting:
@@ -514,7 +518,7 @@ class Host:
                         raise HostError(f"command ring stayed full for {timeout:.1f} s")
                     self.process_responses()
                     time.sleep(0.0005)
-                self.stats.commands_sent += 1
+                self._stats.commands_sent += 1
                 if self.monitor is not None:
                     self._safe_monitor("on_command", self._label, "out", part)
             spin_until = time.monotonic() + 0.002  # spin briefly: answers usually take µs
@@ -528,8 +532,9 @@ class Host:
                     return reply
                 if not self._connected:
                     raise HostError(f"disconnected: {self.disconnect_reason}")
-                self._check_link(time.monotonic())
                 now = time.monotonic()
+                if now >= self._next_check:
+                    self._check_link(now)
                 if now > deadline:
                     name = cmd.name_of(last.type)
                     raise HostError(f"no answer to {name} within {timeout:.1f} s")
@@ -537,6 +542,20 @@ class Host:
                     time.sleep(0.0002)
         finally:
             self._waiting.pop(last.seq, None)
+
+    @property
+    def stats(self) -> HostStats:
+        """This host's counters for the current (or last) connection."""
+        if self._segment is not None:
+            self._sync_stats()
+        return self._stats
+
+    def _sync_stats(self) -> None:
+        """Per-connection values of the counters the C ring code keeps in the header."""
+        blocks, underruns = (TRANSPORT_HEADER.read_field(self._buf, 0, name)
+                             for name in ("blocks_read", "underruns"))
+        self._stats.blocks_read = blocks - self._base[0]
+        self._stats.underruns = underruns - self._base[1]
 
     def ping(self, timeout: float = 1.0) -> float:
         """Round trip of a Ping, in seconds."""
@@ -555,8 +574,8 @@ class Host:
 
     # -- reporting ---------------------------------------------------------------------
     def _error(self, where: str, text: str) -> None:
-        self.stats.errors += 1
-        self.stats.last_error = f"{where}: {text}"
+        self._stats.errors += 1
+        self._stats.last_error = f"{where}: {text}"
         if self.monitor is not None:
             self._safe_monitor("on_error", self._label, where, text)
 
@@ -568,4 +587,4 @@ class Host:
         try:
             getattr(self.monitor, method)(*args)
         except Exception:
-            self.stats.errors += 1
+            self._stats.errors += 1

@@ -39,22 +39,24 @@ class AudioRing:
         self.channels = channels
         self.capacity = capacity
 
-    def write(self, block: np.ndarray) -> int:
+    def write(self, block: np.ndarray, written_counter: int = -1) -> int:
         """Producer: append a C-contiguous float32 (channels, frames) block, all or nothing.
 
         Returns frames written, 0 when the block does not fit, CORRUPT on bad indices.
+        ``written_counter``: offset of a u64 counter to bump on success (-1: none).
         """
         return _shm.audio_write(self._buf, self._ctl, self._data, self.channels,
-                                self.capacity, block)
+                                self.capacity, block, written_counter)
 
-    def read(self, out: np.ndarray) -> int:
+    def read(self, out: np.ndarray, read_counter: int = -1, short_counter: int = -1) -> int:
         """Consumer: fill a C-contiguous float32 (channels, frames) array.
 
         Reads what is available up to the array's length and zero-fills the rest.
-        Returns frames read, or CORRUPT (with ``out`` zeroed).
+        Returns frames read, or CORRUPT (with ``out`` zeroed). Optional u64 counters
+        (offsets, -1: none) are bumped per read and per short read.
         """
         return _shm.audio_read(self._buf, self._ctl, self._data, self.channels,
-                               self.capacity, out)
+                               self.capacity, out, read_counter, short_counter)
 
     def fill(self) -> int:
         """Frames queued (written and not yet read)."""
