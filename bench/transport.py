@@ -62,7 +62,10 @@ import numpy as np
 
 from bridge.adapters.session import detect_onset
 from bridge.transport import Device, Host, cmd, shm
+from bridge.transport.clock import DEFAULT_RT_PRIORITY, IDLE_INTERVAL_S, realtime
 from bridge.transport.layout import AUDIO_RING_FRAMES, MESSAGE_HEADER_SIZE
+
+RT_PRIORITY = DEFAULT_RT_PRIORITY  # the host loops of (c) and (d), like the CLI host
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 48000
@@ -788,17 +791,18 @@ def note_to_sound(plan: Plan, namespace: str, block: int, fill: int) -> dict:
             Host(namespace) as host:
         connect(host, dev.id, SR, block)
         send, receive, poll = host.send_command, host.receive_audio, host.process_responses
-        start = time.monotonic()
-        for k in range(total):
-            for msg in events.get(k, ()):
-                if not send(msg):
-                    raise RuntimeError(f"send_command failed: {host.stats.last_error}")
-            receive(buf)
-            rec[k * block : (k + 1) * block] = buf[0]
-            poll()
-            wait = start + (k + 1) * period - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        with realtime(RT_PRIORITY):  # the host loop runs as a DAW's audio callback would
+            start = time.monotonic()
+            for k in range(total):
+                for msg in events.get(k, ()):
+                    if not send(msg):
+                        raise RuntimeError(f"send_command failed: {host.stats.last_error}")
+                receive(buf)
+                rec[k * block : (k + 1) * block] = buf[0]
+                poll()
+                wait = start + (k + 1) * period - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
         underruns = host.stats.underruns
     latencies, missed, noisy = [], 0, 0
     for k in note_blocks:
@@ -856,14 +860,15 @@ def bench_stream(plan: Plan, namespace: str) -> dict:
         cpu = CpuWindow(dev.pid)
         host_cpu0 = time.process_time()
         receive, poll = host.receive_audio, host.process_responses
-        start = time.monotonic()
-        for k in range(n_blocks):
-            read_at[k] = time.monotonic()
-            short[k] = receive(buf) < block
-            poll()
-            wait = start + (k + 1) * period - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
+        with realtime(RT_PRIORITY):  # the host loop runs as a DAW's audio callback would
+            start = time.monotonic()
+            for k in range(n_blocks):
+                read_at[k] = time.monotonic()
+                short[k] = receive(buf) < block
+                poll()
+                wait = start + (k + 1) * period - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
         result = cpu.finish()
         host_cpu = time.process_time() - host_cpu0
         host.send_command(cmd.midi_cc(0, 123, 0))
@@ -894,10 +899,10 @@ def bench_stream(plan: Plan, namespace: str) -> dict:
 
 def bench_idle(plan: Plan, namespace: str) -> dict:
     """An unclaimed CLI device, and beside it, measured over the same window, a bare Python
-    loop of the same idle wait (``time.sleep(0.005)``): the cost of waking up at all."""
+    loop of the same idle wait (``time.sleep(IDLE_INTERVAL_S)``): the cost of waking up."""
     log(f"(e) idle device CPU for {plan.idle_s:.0f} s")
     baseline = subprocess.Popen([sys.executable, "-c",
-                                 "import time\nwhile True:\n    time.sleep(0.005)"])
+                                 f"import time\nwhile True:\n    time.sleep({IDLE_INTERVAL_S})"])
     try:
         with CliDevice(namespace, "Idle") as dev:
             time.sleep(0.2)  # past start-up
@@ -908,21 +913,23 @@ def bench_idle(plan: Plan, namespace: str) -> dict:
         baseline.kill()
         baseline.wait()
     result["baseline_sleep_loop"] = {
-        "what": "python -c 'while True: time.sleep(0.005)', measured in the same window",
+        "what": f"python -c 'while True: time.sleep({IDLE_INTERVAL_S})', same window",
         **{k: v for k, v in base_result.items() if k != "seconds"}}
     return result
 
 
 def bench_probe(plan: Plan, namespace: str) -> dict:
     """How often this machine stalls a process that sleeps one 64-frame period: the same
-    wait the host does in (c) and (d). No discoLink code runs here."""
+    wait, at the same SCHED_FIFO priority, as the host in (c) and (d). No discoLink code."""
     period = 64 / SR
-    log(f"(f) scheduler probe: time.sleep({period * 1000:.3f} ms) for {plan.probe_s:.0f} s")
+    log(f"(f) scheduler probe: time.sleep({period * 1000:.3f} ms) for {plan.probe_s:.0f} s "
+        f"at SCHED_FIFO {RT_PRIORITY}")
     over = []
     end = time.monotonic() + plan.probe_s
-    while (t := time.monotonic()) < end:
-        time.sleep(period)
-        over.append(time.monotonic() - t - period)
+    with realtime(RT_PRIORITY):
+        while (t := time.monotonic()) < end:
+            time.sleep(period)
+            over.append(time.monotonic() - t - period)
     ms = np.asarray(over) * 1000.0
     p50, p99, p999 = np.percentile(ms, [50, 99, 99.9])
     stalls = int((ms > period * 1000).sum())
@@ -1068,7 +1075,7 @@ def table(r: dict) -> str:
                   f"{i['device_cpu_percent']:.2f}% (tick resolution "
                   f"{i['cpu_resolution_percent']}%){_precise(i)}, "
                   f"{i['device_wakeups_per_s']} wakeups/s",
-                  f"    same window, a bare Python time.sleep(0.005) loop: CPU "
+                  f"    same window, a bare Python time.sleep({IDLE_INTERVAL_S}) loop: CPU "
                   f"{b['device_cpu_percent']:.2f}%{_precise(b)}, "
                   f"{b['device_wakeups_per_s']} wakeups/s"]
     if "scheduler_probe" in r:

@@ -14,10 +14,12 @@ delay a wake-up past the block deadline.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -26,6 +28,23 @@ from .layout import Mode
 
 RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 array in place
 DEFAULT_RT_PRIORITY = 10  # SCHED_FIFO priority for audio loops (JACK's default is 10 too)
+POLL_INTERVAL_S = 0.0001  # demand clock, claimed: sleep between polls (about 0.2 ms real)
+IDLE_INTERVAL_S = 0.020  # unclaimed: sleep between polls (below the 50 ms heartbeat limit)
+
+
+@contextlib.contextmanager
+def realtime(priority: int = DEFAULT_RT_PRIORITY) -> Iterator[str]:
+    """SCHED_FIFO for the calling thread inside the block, normal scheduling after it.
+
+    Yields "" when granted, else the reason it was refused.
+    """
+    refused = set_realtime_priority(priority) if priority else "off"
+    gc.freeze()  # see DeviceRunner.enter_realtime
+    try:
+        yield refused
+    finally:
+        if not refused:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
 
 def set_realtime_priority(priority: int) -> str:
@@ -50,8 +69,8 @@ class DeviceRunner:
     """Runs a device's loop: commands, then rendering when the clock says so."""
 
     def __init__(self, device: Device, render: RenderFn, *, clock: str = "demand",
-                 fill: int = 2, poll_interval: float = 0.0001,
-                 idle_interval: float = 0.020,
+                 fill: int = 2, poll_interval: float = POLL_INTERVAL_S,
+                 idle_interval: float = IDLE_INTERVAL_S,
                  on_block: Callable[[np.ndarray], None] | None = None,
                  rt_priority: int = 0) -> None:
         if clock not in CLOCKS:
@@ -79,6 +98,10 @@ class DeviceRunner:
         if self.rt_priority and self.rt_status == "off":
             refused = set_realtime_priority(self.rt_priority)
             self.rt_status = refused or f"SCHED_FIFO {self.rt_priority}"
+        # Move everything allocated so far (imports, plugin state) out of the collector's
+        # reach: a full collection over it would stall the loop for milliseconds, and the
+        # loop itself allocates almost nothing for the collector to find.
+        gc.freeze()
         return self.rt_status
 
     def _buffer(self) -> np.ndarray:
