@@ -42,6 +42,43 @@ def per_call_ns(fn, n: int = 200_000, repeats: int = 5) -> float:
     return max(0.0, (best - base) / n)
 
 
+def endpoint_round_trip_ns(block: np.ndarray, out: np.ndarray) -> float:
+    """``Device.send_audio`` + ``Host.receive_audio`` of one block, both in this process:
+    the ring plus everything the endpoints add (checks, counters, liveness, monitor test)."""
+    import os
+    import threading
+
+    from bridge.transport import Device, Host, shm
+
+    namespace = f"prim{os.getpid()}"
+    device = Device(namespace)
+    try:
+        device.start("Prim", block.shape[0], 48000, block.shape[1])
+        done = threading.Event()
+
+        def answer_handshake() -> None:
+            while not done.is_set():
+                device.process_commands()
+                time.sleep(0.0005)
+
+        helper = threading.Thread(target=answer_handshake)
+        helper.start()
+        with Host(namespace) as host:
+            host.connect(device.id, prime_timeout=0)
+            done.set()
+            helper.join()
+
+            def both():
+                device.send_audio(block)
+                host.receive_audio(out)
+
+            return per_call_ns(both, n=50_000)
+    finally:
+        device.close()
+        for name in shm.list_names(shm.namespace_prefix(namespace)):
+            shm.unlink(name)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -87,6 +124,7 @@ def main() -> int:
 
     results["ours_ring_block_write_read"] = per_call_ns(ring_round_trip, n=50_000)
     results["numpy_slices_block_write_read"] = per_call_ns(numpy_round_trip, n=50_000)
+    results["endpoints_send_audio_receive_audio"] = endpoint_round_trip_ns(block, out)
 
     report = {
         "machine": f"{platform.machine()} Python {platform.python_version()}",

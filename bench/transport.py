@@ -19,7 +19,7 @@ Every comparison is measured in the same run, on the same bytes, so the ratios m
     into a Ping; the device process stamps its receipt; CLOCK_MONOTONIC is system-wide) and
     Ping->Pong round trip timed on the host, p50/p99 over at least 10,000 messages each, vs
     the same over UDP on 127.0.0.1. The shm device is a tight ``process_commands()`` loop;
-    the real CLI device (``python -m bridge device``, which sleeps ~0.16 ms per poll) is a
+    the real CLI device (``python -m bridge device``, which sleeps ~0.15-0.2 ms per poll) is a
     separate row.
 (c) Note-to-sound latency at 48 kHz, 64- and 256-frame blocks, fill 2 and fill 1, through the
     CLI device: the host reads in real time and sends NoteOn at a block boundary; latency is
@@ -1021,7 +1021,7 @@ def table(r: dict) -> str:
                   "warm-up)",
                   f"    {'transport':<40}{'one-way p50':>12}{'p99':>9}{'RTT p50':>10}{'p99':>9}"]
         names = {"shm": "shm, device polling process_commands()",
-                 "shm_cli_device": "shm, CLI device (sleeps ~0.16 ms/poll)",
+                 "shm_cli_device": "shm, CLI device (sleeping poll)",
                  "udp": "UDP 127.0.0.1, blocking sockets",
                  "udp_busy_poll": "UDP 127.0.0.1, busy-polling sockets"}
         for key, row in lat["rows"].items():
