@@ -319,7 +319,9 @@ def _shm_writer(namespace: str, name: str, ready: Any, stop: Any) -> None:
             poll()
 
 
-def _socket_writer(sock: socket.socket, stop: Any) -> None:
+def _counting_writer(send: Callable[[memoryview], Any], close: Callable[[], None],
+                     stop: Any) -> None:
+    """Send sequence-numbered blocks with ``send`` until ``stop`` is set."""
     block, stamp = _thr_block()
     view = memoryview(block).cast("B")
     seq = 0
@@ -327,28 +329,20 @@ def _socket_writer(sock: socket.socket, stop: Any) -> None:
         while not stop.is_set():
             for _ in range(256):
                 stamp[0, 0] = seq
-                sock.sendall(view)
+                send(view)
                 seq += 1
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:
-        sock.close()
+        close()
+
+
+def _socket_writer(sock: socket.socket, stop: Any) -> None:
+    _counting_writer(sock.sendall, sock.close, stop)
 
 
 def _pipe_writer(conn: Any, stop: Any) -> None:
-    block, stamp = _thr_block()
-    view = memoryview(block).cast("B")
-    seq = 0
-    try:
-        while not stop.is_set():
-            for _ in range(256):
-                stamp[0, 0] = seq
-                conn.send_bytes(view)
-                seq += 1
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        conn.close()
+    _counting_writer(conn.send_bytes, conn.close, stop)
 
 
 def _measure_reader(read_block: Callable[[], int], warmup_s: float, seconds: float) -> dict:

@@ -154,22 +154,16 @@ def pid_exists(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # exists, owned by someone else
+    except OSError as exc:  # pragma: no cover
+        return exc.errno != errno.ESRCH
     return True
 
 
 def pid_alive(pid: int) -> bool:
     """True if ``pid`` is a live process. Zombies (killed, not yet reaped) count as dead."""
-    if pid <= 0:
+    if not pid_exists(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError as exc:  # pragma: no cover
-        return exc.errno != errno.ESRCH
     if sys.platform.startswith("linux"):
         try:
             with open(f"/proc/{pid}/stat", "rb") as f:
