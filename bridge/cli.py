@@ -234,6 +234,8 @@ def cmd_device(args: argparse.Namespace) -> int:
               f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}{rt}, namespace "
               f"{device.namespace!r}, pid {os.getpid()}", flush=True)
         runner.run()
+        if not device.registered:
+            raise RuntimeError(device.last_error.removeprefix("registry: "))
         s = device.stats
         print(f"device {device.id} stopped: {s.blocks_written} blocks, {s.overruns} overruns, "
               f"{s.underruns} host underruns, {s.commands_received} commands, "

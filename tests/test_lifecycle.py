@@ -386,3 +386,17 @@ def test_host_polling_connected_continuously_still_sees_device_stopped_on_sigter
         _, err = dev.proc.communicate(timeout=10)
         assert dev.proc.returncode == 0, err
     assert reasons == ["device stopped"] * len(reasons), reasons
+
+
+def test_a_device_stalled_past_the_heartbeat_limit_loses_its_slot_and_exits_1_saying_so(spawn):
+    dev = spawn.device(device_id="Stalled")
+    os.kill(dev.pid, signal.SIGSTOP)  # a hung device: alive, but no heartbeat
+    try:
+        wait_until(lambda: "Stalled:0" not in by_id(spawn.namespace), 10,
+                   "a scan to reclaim the stalled device's slot")
+    finally:
+        os.kill(dev.pid, signal.SIGCONT)
+    code = dev.proc.wait(timeout=10)
+    err = dev.proc.stderr.read()
+    assert code == 1
+    assert "lost its registry slot" in err and "restart it" in err

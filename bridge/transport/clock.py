@@ -135,7 +135,8 @@ class DeviceRunner:
         return rendered
 
     def run(self) -> None:
-        """Loop until ``stop_event`` is set (in the calling thread)."""
+        """Loop in the calling thread until ``stop_event`` is set, or the device has lost its
+        registry slot (``device.registered`` turns False; the device's last_error says why)."""
         self.enter_realtime()
         if self.clock == "demand":
             self._run_demand()
@@ -144,14 +145,14 @@ class DeviceRunner:
 
     def _run_demand(self) -> None:
         d, stop = self.device, self.stop_event
-        while not stop.is_set():
+        while not stop.is_set() and d.registered:
             if self.step() == 0:
                 time.sleep(self.poll_interval if d.claimed else self.idle_interval)
 
     def _run_realtime(self) -> None:
         d, stop = self.device, self.stop_event
         next_block = time.monotonic()
-        while not stop.is_set():
+        while not stop.is_set() and d.registered:
             d.process_commands()
             now = time.monotonic()
             if now >= next_block:

@@ -21,6 +21,7 @@ from .commands import ErrorCode, MalformedMessage, Reassembler
 from .layout import (
     AUDIO_RING_FRAMES,
     HEARTBEAT_INTERVAL_S,
+    HEARTBEAT_STALE_S,
     MAX_CHANNELS,
     MESSAGE_HEADER_SIZE,
     MESSAGE_RING_SLOTS,
@@ -32,6 +33,7 @@ from .layout import (
     DeviceState,
     Mode,
     SegmentLayout,
+    SlotState,
 )
 from .message import FRAGMENT, Message
 from .monitor import DebugMonitor
@@ -107,6 +109,7 @@ class Device:
         self._running = False
         self.errors = 0
         self.last_error = ""
+        self.registered = False
 
     # -- lifetime ----------------------------------------------------------------------
     def start(self, name: str, channels: int = 2, sample_rate: int = 48000,
@@ -167,6 +170,7 @@ class Device:
         buf = self.segment.buf
 
         self.id, self.slot, self.generation = device_id, slot, generation
+        self.registered = True  # False once a scan has reclaimed our slot
         self.channels, self.return_channels = audio_channels, return_channels
         self.sample_rate, self.block_size, self.mode = sample_rate, block_size, mode
         self.capabilities = caps
@@ -335,6 +339,7 @@ class Device:
             if now >= self._next_host_check:
                 self._host_alive = self.host_alive()
                 self._next_host_check = now + HOST_CHECK_INTERVAL_NS
+                self._check_registration()
             if self._outbox:
                 self._flush_outbox()
             self._check_claim()
@@ -528,6 +533,17 @@ class Device:
         _shm.store_u32(self._buf, _O["mode"], int(mode))
         self.registry.update(self.slot, self._pid, self.generation, mode=int(mode))
         self.respond(cmd.build("SetTransportMode", response_to=msg, mode=int(mode)))
+
+    def _check_registration(self) -> None:
+        """Notice when a scan reclaimed our slot (our heartbeat stalled past
+        HEARTBEAT_STALE_S, e.g. the process was stopped): hosts can no longer find us."""
+        state, pid, generation = self.registry.owner(self.slot)
+        if self.registered and (state != SlotState.ACTIVE or pid != self._pid
+                                or generation != self.generation):
+            self.registered = False
+            self._error("registry", f"device {self.id} lost its registry slot (reclaimed after "
+                        f"its heartbeat stalled for over {HEARTBEAT_STALE_S:.0f} s); hosts "
+                        "can no longer find it: restart it")
 
     def _check_claim(self) -> None:
         generation = _shm.load_u32(self._buf, _O["claim_generation"])
