@@ -39,7 +39,7 @@ from .message import FRAGMENT, Message
 from .monitor import DebugMonitor
 from .registry import Registry
 from .ring import CORRUPT, AudioRing, MessageRing
-from .shm import Segment, pid_alive, transport_name, unlink
+from .shm import Segment, pid_alive, pid_exists, transport_name, unlink
 
 CommandHandler = Callable[[Message, "Device"], bool]
 ClaimHandler = Callable[["Device"], None]
@@ -337,7 +337,9 @@ class Device:
                 self.registry.heartbeat(self.slot, now)
                 self._next_heartbeat = now + HEARTBEAT_EVERY_NS
             if now >= self._next_host_check:
-                self._host_alive = self.host_alive()
+                # kill(pid, 0) only: no /proc on the audio path (a zombie host still counts as
+                # alive here, which only means its overruns are counted a little longer).
+                self._host_alive = pid_exists(self.host_pid)
                 self._next_host_check = now + HOST_CHECK_INTERVAL_NS
                 self._check_registration()
             if self._outbox:
@@ -554,7 +556,7 @@ class Device:
     def _on_new_claim(self) -> None:
         self._reassembler.reset()
         self._outbox.clear()  # half-sent transfers belonged to the previous host
-        self._host_alive = self.host_alive()
+        self._host_alive = pid_exists(self.host_pid)
         if self._return is not None:
             self._return.discard()
         for handler in self._claim_handlers:
