@@ -373,11 +373,8 @@ class Device:
 
     def respond(self, message: Message) -> bool:
         """Queue a response to the host. False (and counted) when the response ring is full."""
-        got = self._responses.push(message.buf)
+        got = self._push_response(message)
         if got == 1:
-            self.responses_sent += 1
-            if self.monitor is not None:
-                self._safe_monitor("on_response", self._label, "out", message)
             return True
         _shm.add_u64(self._buf, _O["responses_dropped"], 1)
         self._error("respond", "response ring full; response dropped" if got == 0
@@ -398,19 +395,25 @@ class Device:
         self._flush_outbox()
         return True
 
+    def _push_response(self, message: Message) -> int:
+        """Push one response and account for it when it went out; returns the ring's answer."""
+        got = self._responses.push(message.buf)
+        if got == 1:
+            self.responses_sent += 1
+            if self.monitor is not None:
+                self._safe_monitor("on_response", self._label, "out", message)
+        return got
+
     def _flush_outbox(self) -> None:
         outbox = self._outbox
         while outbox:
-            got = self._responses.push(outbox[0].buf)
+            got = self._push_response(outbox[0])
             if got != 1:
                 if got == CORRUPT:
                     self._error("respond", "response ring indices are corrupt")
                     outbox.clear()
                 return
-            message = outbox.popleft()
-            self.responses_sent += 1
-            if self.monitor is not None:
-                self._safe_monitor("on_response", self._label, "out", message)
+            outbox.popleft()
 
     def reply_error(self, request: Message | None, code: int, text: str) -> bool:
         return self.respond(cmd.error(request, code, text))

@@ -210,8 +210,7 @@ class Host:
                              link_tag=link_tag)
         self._segment, self._buf, self.device, self.link_tag = seg, buf, info, link_tag
         self._stats = HostStats()
-        self._base = tuple(TRANSPORT_HEADER.read_field(buf, 0, name)
-                           for name in ("blocks_read", "underruns"))
+        self._base = self._ring_counters()
         self._commands = MessageRing(buf, h["command_ring_offset"], h["message_slots"])
         self._responses = MessageRing(buf, h["response_ring_offset"], h["message_slots"])
         self._audio = AudioRing(buf, h["audio_ring_offset"], h["channels"], h["audio_frames"]) \
@@ -550,10 +549,14 @@ class Host:
             self._sync_stats()
         return self._stats
 
+    def _ring_counters(self) -> tuple[int, int]:
+        """(blocks_read, underruns) as the C ring code keeps them in the header."""
+        return (TRANSPORT_HEADER.read_field(self._buf, 0, "blocks_read"),
+                TRANSPORT_HEADER.read_field(self._buf, 0, "underruns"))
+
     def _sync_stats(self) -> None:
         """Per-connection values of the counters the C ring code keeps in the header."""
-        blocks, underruns = (TRANSPORT_HEADER.read_field(self._buf, 0, name)
-                             for name in ("blocks_read", "underruns"))
+        blocks, underruns = self._ring_counters()
         self._stats.blocks_read = blocks - self._base[0]
         self._stats.underruns = underruns - self._base[1]
 
