@@ -10,6 +10,10 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
     || need_apt+=(python3-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# JACK (jackd2): the server and its example clients (jack_midiseq, jack_metro, ...) that the
+# tests play against, and libjack, which python-rtmidi's JACK MIDI API needs where there is
+# no ALSA sequencer (as on a machine with no sound card).
+command -v jackd >/dev/null 2>&1 && command -v jack_midiseq >/dev/null 2>&1 || need_apt+=(jackd2)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup.sh: missing system packages: ${need_apt[*]} (run as root, or install them)" >&2
@@ -17,7 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     fi
     echo "setup.sh: installing ${need_apt[*]}" >&2
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 # The virtual environment and the package (editable, so the C extension builds in place).

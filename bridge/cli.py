@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .midi.parser import DEFAULT_SYSEX_LIMIT
 from .transport.clock import DEFAULT_RT_PRIORITY, set_realtime_priority
 
 EPILOG = """\
@@ -105,7 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "others (default: follow the host's handshake)")
         sp.add_argument("--monitor", action="store_true",
                         help="print every command, response and connection event to stderr")
+        midi_in_args(sp)
         rt_arg(sp)
+
+    def midi_in_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--midi-in", action="append", default=[], metavar="PATTERN",
+                        help="also play live MIDI from every input port whose name matches "
+                             "(glob, or a substring); repeatable. Uses ALSA, or JACK where "
+                             "there is no /dev/snd/seq. Ports that vanish are reopened")
+        sp.add_argument("--sysex-limit", type=_positive_int, default=DEFAULT_SYSEX_LIMIT,
+                        metavar="BYTES", help="longest SysEx accepted; longer ones are "
+                        f"dropped and counted (default {DEFAULT_SYSEX_LIMIT})")
 
     def rt_arg(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--rt-priority", type=int, default=DEFAULT_RT_PRIORITY, metavar="N",
@@ -156,6 +167,48 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print only one JSON object: device, "
                     "sample_rate, block_size, channels, blocks, underruns, note_to_sound_ms, ...")
 
+    sp = sub.add_parser(
+        "send", help="send MIDI messages to a device, then release it",
+        description="Connect to a device as a short-lived host, send MIDI messages written "
+                    "in mido's text format, wait until the device has taken them, and "
+                    "disconnect.",
+        epilog="examples:\n"
+               "  discolink-bridge send --id Sine:0 'note_on channel=0 note=60 velocity=100'\n"
+               "  discolink-bridge send --id Mon:0 --at-offset 128 'control_change control=7 "
+               "value=90' 'pitchwheel pitch=-2000'\n"
+               "  discolink-bridge send --id Mon:0 'sysex data=(1,2,3)'\n"
+               "Message types and fields are mido's: note_on, note_off, control_change, "
+               "pitchwheel (-8192..8191),\nprogram_change, aftertouch, polytouch, sysex, "
+               "songpos, start, stop, clock, ...",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--id", required=True, metavar="ID", help="device id (NAME:N, or NAME for "
+                    "its lowest instance)")
+    sp.add_argument("messages", nargs="+", metavar="MESSAGE",
+                    help="a MIDI message in mido's text format, e.g. 'note_on channel=0 "
+                    "note=60 velocity=100' (channels are 0..15)")
+    sp.add_argument("--at-offset", type=int, default=0, metavar="N",
+                    help="sample offset of the messages within the device's block (default 0)")
+    sp.add_argument("--link-tag", default="", metavar="TAG", help="link tag for the claim")
+    sp.add_argument("--force", action="store_true",
+                    help="send even if another live host holds the device (takes its claim)")
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    sp = sub.add_parser(
+        "midi-monitor", help="a MIDI-only device that prints every event it receives",
+        description="Run a MIDI-only device that prints each MIDI event it receives, with "
+                    "its block number and sample offset, in the manner of jack_midi_dump. "
+                    "Point any host's MIDI at it (or --midi-in a live port). Runs until "
+                    "Ctrl-C / SIGTERM.")
+    sp.add_argument("--id", default="MidiMonitor", metavar="NAME",
+                    help="device id (default MidiMonitor)")
+    sp.add_argument("--samplerate", type=_positive_int, default=48000,
+                    help="sample rate of its block clock in Hz (default 48000)")
+    sp.add_argument("--blocksize", type=_positive_int, default=256,
+                    help="block size in frames (default 256)")
+    sp.add_argument("--json", action="store_true", help="one JSON object per event: block, "
+                    "offset, bytes (hex), message")
+    midi_in_args(sp)
+
     sp = sub.add_parser("demo", help="start a sine device, record 2 s of a note, stop",
                         description="The whole chain in one command: start a sine device in a "
                                     "separate process, host it for 2 s playing A4, record "
@@ -171,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _device_setup(args: argparse.Namespace):
+    from .adapters.instrument import InstrumentDevice
     from .adapters.sine import SineSynth
     from .transport import Capability, Device, DeviceRunner, make_console_monitor
     from .transport.registry import validate_device_id
@@ -191,24 +245,21 @@ def _device_setup(args: argparse.Namespace):
     except ValueError as exc:
         device.close()
         raise UsageError(str(exc)) from None
-    synth = SineSynth(args.samplerate)
-    device.on_command(synth.handle)
-    device.on_claim(lambda _device: synth.all_notes_off())  # a new host starts in silence
-    ret = [np.zeros((device.return_channels, device.block_size), np.float32)]
-
-    def render(block):
-        if synth.sample_rate != device.sample_rate:  # the handshake changed the rate
-            synth.sample_rate = device.sample_rate
-        synth.render(block)
-        if device.return_channels:
-            if ret[0].shape[1] != block.shape[1]:  # only after a handshake changed the size
-                ret[0] = np.zeros((device.return_channels, block.shape[1]), np.float32)
-            device.receive_return_audio(ret[0])
-            block += ret[0]
-
-    runner = DeviceRunner(device, render, clock=args.clock, fill=args.fill,
+    try:
+        wiring = InstrumentDevice(device, SineSynth(args.samplerate), midi_in=args.midi_in,
+                                  sysex_limit=args.sysex_limit, on_port_event=_port_event)
+    except BaseException:
+        device.close()
+        raise
+    runner = DeviceRunner(device, wiring, clock=args.clock, fill=args.fill,
                           rt_priority=args.rt_priority)
+    runner.wiring = wiring
     return device, runner
+
+
+def _port_event(event: str, detail: str) -> None:
+    """Live MIDI port news, on stderr (stdout is for the device's own status lines)."""
+    print(f"discolink-bridge: midi-in {event}: {detail}", file=sys.stderr, flush=True)
 
 
 def check_rt_priority(priority: int) -> None:
@@ -237,10 +288,13 @@ def cmd_device(args: argparse.Namespace) -> int:
         if not device.registered:
             raise RuntimeError(device.last_error.removeprefix("registry: "))
         s = device.stats
+        midi = runner.wiring.stream.stats
         print(f"device {device.id} stopped: {s.blocks_written} blocks, {s.overruns} overruns, "
               f"{s.underruns} host underruns, {s.commands_received} commands, "
-              f"{s.bad_messages} bad messages", flush=True)
+              f"{s.bad_messages} bad messages, {midi.ipc_events + midi.live_events} MIDI "
+              f"events", flush=True)
     finally:
+        runner.wiring.close()
         device.close()
     return 0
 
@@ -293,6 +347,7 @@ def cmd_master(args: argparse.Namespace) -> int:
     finally:
         runner.stop_event.set()
         thread.join(timeout=2)
+        runner.wiring.close()
         device.close()
     return 0
 
@@ -392,8 +447,72 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 1 if stats["disconnected"] else 0
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from .adapters.midi_tools import send_midi
+    from .midi.event import from_mido, parse_mido_text
+    from .transport.registry import validate_device_id, validate_link_tag
+
+    try:
+        validate_device_id(args.id)
+        validate_link_tag(args.link_tag)
+        if not 0 <= args.at_offset <= 0xFFFFFFFF:
+            raise ValueError(f"--at-offset {args.at_offset} must be 0..4294967295")
+        events = []
+        for n, text in enumerate(args.messages, 1):
+            try:
+                events.append(from_mido(parse_mido_text(text), args.at_offset))
+            except ValueError as exc:
+                raise ValueError(f"message {n}: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = send_midi(args.id, events, namespace=args.namespace, link_tag=args.link_tag,
+                       force=args.force)
+    if args.json:
+        print(json.dumps(result.__dict__))
+    else:
+        print(f"sent {result.events} message(s) to {result.device} at offset "
+              f"{args.at_offset} ({result.commands} command(s); round trip "
+              f"{result.round_trip_ms:.2f} ms)")
+    return 0
+
+
+def cmd_midi_monitor(args: argparse.Namespace) -> int:
+    from .adapters.midi_tools import start_midi_monitor
+    from .transport.registry import validate_device_id
+
+    try:
+        validate_device_id(args.id)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def print_line(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        device, runner, wiring = start_midi_monitor(
+            args.id, print_line, namespace=args.namespace, sample_rate=args.samplerate,
+            block_size=args.blocksize, as_json=args.json, midi_in=args.midi_in,
+            on_port_event=_port_event)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    _install_stop(runner)
+    try:
+        print(f"midi-monitor {device.id} ready: {device.sample_rate} Hz, {device.block_size} "
+              f"frames per block, namespace {device.namespace!r}, pid {os.getpid()}",
+              file=sys.stderr, flush=True)
+        runner.run()
+        s = wiring.stream.stats
+        print(f"midi-monitor {device.id} stopped: {s.ipc_events} IPC and {s.live_events} live "
+              f"events in {s.blocks} blocks; {wiring.stream.counters()['invalid']} invalid",
+              file=sys.stderr, flush=True)
+    finally:
+        wiring.close()
+        device.close()
+    return 0
+
+
 COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list, "host": cmd_host,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "send": cmd_send, "midi-monitor": cmd_midi_monitor}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -415,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:  # e.g. a bad namespace
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    except (HostError, RegistryError, SegmentError, SessionError, RuntimeError) as exc:
+    except (HostError, RegistryError, SegmentError, SessionError, RuntimeError,
+            TimeoutError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # our reader went away (`... | head`): cleanup already ran

@@ -30,6 +30,7 @@ class DeviceProcess:
     id: str
     ready_line: str
     args: list[str] = field(default_factory=list)
+    stderr: str = ""  # what it wrote to stderr, once stop() has collected it
 
     @property
     def pid(self) -> int:
@@ -40,10 +41,11 @@ class DeviceProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
+            out, err = self.proc.communicate()
+        self.stderr = err or ""
         return out or ""
 
     def kill9(self) -> None:
@@ -117,3 +119,16 @@ def spawn(namespace) -> Spawner:
     s = Spawner(namespace)
     yield s
     s.cleanup()
+
+
+@pytest.fixture
+def jack(monkeypatch):
+    """A jackd of this test's own (dummy backend, 48 kHz, 256 frames), exported to every
+    process the test starts through JACK_DEFAULT_SERVER."""
+    from jack_server import JackServer
+
+    server = JackServer().start()
+    for k, v in server.env.items():
+        monkeypatch.setenv(k, v)
+    yield server
+    server.stop()

@@ -4,6 +4,8 @@ Demand clock: the device renders whenever the host's read position leaves less t
 ``fill`` blocks queued in the ring, so latency stays at most ``fill`` blocks and nothing
 drifts: the host's reads are the clock. Real-time clock: one block per block period from
 the device's own monotonic clock, for devices with no host (or a host that only listens).
+A MIDI-only device on the real-time clock still calls its renderer once per block period,
+with a zero-channel block, so that a MIDI consumer sees each block's events.
 
 Waiting is by polling with ``time.sleep``: ``poll_interval`` (0.1 ms, about 0.2 ms in
 practice) while a host holds a claim, ``idle_interval`` (20 ms) while none does. The cost of
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .device import Device
+from .device import BLOCK_SIZE_RANGE, Device
 from .layout import Mode
 
 RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 array in place
@@ -89,6 +91,7 @@ class DeviceRunner:
         self.stop_event = threading.Event()
         self.blocks_rendered = 0
         self._block = np.zeros((max(device.channels, 1), device.block_size), np.float32)
+        self._midi_block = np.zeros((0, BLOCK_SIZE_RANGE[1]), np.float32)
 
     def enter_realtime(self) -> str:
         """Apply ``rt_priority`` to the calling thread, once; returns ``rt_status``.
@@ -158,6 +161,8 @@ class DeviceRunner:
             if now >= next_block:
                 if d.mode != Mode.MIDI:
                     self._render_one()
+                else:  # no audio, but a MIDI-only renderer still sees every block's events
+                    self.render(self._midi_block[:, : d.block_size])
                 next_block += d.block_size / d.sample_rate
                 if now - next_block > 0.25:  # fell far behind (suspended?): resynchronise
                     next_block = now

@@ -580,6 +580,10 @@ class Device:
             commands_dropped=h["commands_dropped"], return_underruns=h["return_underruns"],
             errors=self.errors, last_error=self.last_error)
 
+    def report_error(self, where: str, text: str) -> None:
+        """Count a failure and tell the debug monitor; for adapters' real-time code."""
+        self._error(where, text)
+
     def _error(self, where: str, text: str) -> None:
         self.errors += 1
         self.last_error = f"{where}: {text}"

@@ -1,0 +1,89 @@
+"""Wiring shared by every instrument device: Device + MidiStream + live input + renderer.
+
+An *instrument* is anything with ``sample_rate``, ``render(out, events)`` and
+``all_notes_off()``: the built-in sine synth now, a pedalboard plugin later. This module
+gives it the device's merged MIDI stream, one ``take`` per block, keeps its sample rate in
+step with the handshake, mixes the host's return audio in when the device has a return
+ring, and silences it when a new host claims the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from ..midi.event import MidiEvent
+from ..midi.parser import DEFAULT_SYSEX_LIMIT
+from ..midi.stream import MidiStream
+from ..transport.device import Device
+
+
+class Instrument(Protocol):
+    sample_rate: int
+
+    def render(self, out: np.ndarray, events: list[MidiEvent]) -> None: ...
+
+    def all_notes_off(self) -> None: ...
+
+
+class InstrumentDevice:
+    """The render function of an instrument device, for a DeviceRunner.
+
+    Owns the device's :class:`MidiStream` (registered as its command handler) and, with
+    ``midi_in`` patterns, a :class:`~bridge.adapters.rtmidi_in.LiveMidiInputs` feeding it.
+    ``on_events`` (optional) sees each block's events, with the block number: the MIDI
+    monitor uses it.
+    """
+
+    def __init__(self, device: Device, instrument: Instrument | None, *,
+                 midi_in: list[str] | None = None, sysex_limit: int = DEFAULT_SYSEX_LIMIT,
+                 on_events: Callable[[int, list[MidiEvent]], None] | None = None,
+                 on_port_event: Callable[[str, str], None] | None = None) -> None:
+        self.device = device
+        self.instrument = instrument
+        self.stream = MidiStream(device.sample_rate, sysex_limit=sysex_limit,
+                                 report=device.report_error)
+        self.on_events = on_events
+        self.blocks = 0
+        device.on_command(self.stream.handle)
+        device.on_claim(self._on_claim)
+        self._return = np.zeros((device.return_channels, device.block_size), np.float32)
+        self.live = None
+        if midi_in:
+            from .rtmidi_in import LiveMidiInputs
+
+            self.live = LiveMidiInputs(midi_in, self.stream, report=on_port_event).start()
+
+    def _on_claim(self, _device: Device) -> None:
+        self.stream.clear()
+        if self.instrument is not None:
+            self.instrument.all_notes_off()  # a new host starts in silence
+
+    def __call__(self, block: np.ndarray) -> None:
+        """Render one block: this block's MIDI, the instrument, then the return audio."""
+        device = self.device
+        rate = device.sample_rate
+        if self.stream.sample_rate != rate:  # the handshake changed the rate
+            self.stream.sample_rate = rate
+        events = self.stream.take(block.shape[1])
+        if self.on_events is not None and events:
+            self.on_events(self.blocks, events)
+        self.blocks += 1
+        if self.instrument is None:
+            block.fill(0.0)
+        else:
+            if self.instrument.sample_rate != rate:
+                self.instrument.sample_rate = rate
+            self.instrument.render(block, events)
+        if device.return_channels:
+            if self._return.shape[1] != block.shape[1]:  # only after a handshake's new size
+                self._return = np.zeros((device.return_channels, block.shape[1]), np.float32)
+            device.receive_return_audio(self._return)
+            block += self._return
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+            self.live = None

@@ -1,0 +1,92 @@
+"""The MIDI command-line tools' engines: ``send`` (a short-lived host that sends MIDI) and
+``midi-monitor`` (a MIDI-only device that prints what it receives, like jack_midi_dump)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..midi import ipc
+from ..midi.event import MidiEvent
+from ..transport import Device, Host
+from ..transport.clock import DeviceRunner
+from ..transport.layout import Mode
+from .instrument import InstrumentDevice
+
+
+@dataclass
+class SendResult:
+    device: str
+    events: int
+    commands: int
+    round_trip_ms: float
+
+
+def send_midi(device_id: str, events: list[MidiEvent], *, namespace: str | None = None,
+              link_tag: str = "", force: bool = False, timeout: float = 2.0) -> SendResult:
+    """Claim ``device_id``, send ``events`` in order, wait until the device has taken them
+    (a Ping behind them comes back), and release the claim.
+
+    Raises DeviceNotFound, DeviceClaimed (naming the holder's pid and link tag unless
+    ``force``), HandshakeError, or TimeoutError when the device stops answering.
+    """
+    messages = ipc.encode_all(events)  # encode everything first: a bad event sends nothing
+    with Host(namespace) as host:
+        conn = host.connect(device_id, link_tag, force=force, timeout=timeout,
+                            prime_timeout=0.0)
+        deadline = time.monotonic() + timeout
+        for m in messages:
+            while not host.send_command(m):  # ring full: let the device drain it
+                if not host.connected or time.monotonic() > deadline:
+                    raise TimeoutError(f"device {conn.device} is not taking commands")
+                host.process_responses()
+                time.sleep(0.001)
+        rtt = host.ping(timeout=timeout)  # commands are FIFO: the Pong follows our MIDI
+        host.disconnect()
+    return SendResult(conn.device, len(events), len(messages), rtt * 1000.0)
+
+
+def format_event(block: int, event: MidiEvent) -> str:
+    """One line per event, jack_midi_dump style: block, offset, bytes, and mido's reading."""
+    body = " ".join(f"{b:02x}" for b in event.data)
+    try:
+        text = str(event.to_mido()).removesuffix(f" time={event.offset}")
+    except Exception:
+        text = "(unparsable)"
+    return f"block {block:>7}  offset {event.offset:>5}: {body:<12}  {text}"
+
+
+def event_json(block: int, event: MidiEvent) -> str:
+    try:
+        text = str(event.to_mido()).removesuffix(f" time={event.offset}")
+    except Exception:
+        text = ""
+    return json.dumps({"block": block, "offset": event.offset, "bytes": event.data.hex(),
+                       "message": text})
+
+
+def start_midi_monitor(device_id: str, print_line: Callable[[str], None], *,
+                       namespace: str | None = None, sample_rate: int = 48000,
+                       block_size: int = 256, as_json: bool = False,
+                       midi_in: list[str] | None = None,
+                       on_port_event: Callable[[str, str], None] | None = None,
+                       ) -> tuple[Device, DeviceRunner, InstrumentDevice]:
+    """A MIDI-only device on the real-time clock whose blocks print their events."""
+    fmt = event_json if as_json else format_event
+
+    def on_events(block: int, events: list[MidiEvent]) -> None:
+        for e in events:
+            print_line(fmt(block, e))
+
+    device = Device(namespace)
+    device.start(device_id, 0, sample_rate, block_size, Mode.MIDI)
+    try:
+        wiring = InstrumentDevice(device, None, midi_in=midi_in, on_events=on_events,
+                                  on_port_event=on_port_event)
+    except BaseException:
+        device.close()
+        raise
+    runner = DeviceRunner(device, wiring, clock="realtime")
+    return device, runner, wiring

@@ -1,0 +1,287 @@
+"""A device's MIDI intake: IPC commands and live ports merged into one stream per block.
+
+:class:`MidiStream` is what an instrument adapter plugs between a Device and its renderer:
+
+- ``handle`` is a Device command handler. It turns every IPC MIDI command (MidiRaw,
+  NoteOn/Off, ControlChange, PitchBend, ProgramChange, Aftertouch, SysEx, UMP) into MIDI 1.0
+  events at the command's ``sample_offset``. UMP is translated to MIDI 1.0 on arrival,
+  since that is what plugins take.
+- ``push_live`` takes bytes from a live port, from any thread, stamped with their arrival
+  time.
+- ``take`` is called once per rendered block and returns that block's events in time
+  order, each with its sample offset.
+
+Live events are placed as JACK places MIDI: an event that arrived during the previous block
+period plays in the next block at the offset of its arrival within that period. This keeps
+the spacing of what a player played, at a fixed latency of one block. Events that ask for an
+offset at or past the block's end are played on the block's last frame and counted as late.
+A command whose fields MIDI can't carry (a channel over 15, a SysEx without F7, a SysEx
+over the limit) raises MalformedMessage, which the Device counts, reports to its debug
+monitor and answers with an Error response. Damage inside a MidiRaw or UMP byte stream is
+handled as on a cable: the good messages are kept, the damage is dropped, counted in the
+codecs' counters and reported through ``report``, with no Error response.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from ..transport import commands as cmd
+from ..transport.message import Message
+from . import translate, ump
+from .event import SYSEX_END, SYSEX_START, MidiEvent
+from .mpe import MpeZoneTracker
+from .parser import DEFAULT_SYSEX_LIMIT, MidiParser
+
+MAX_EVENTS_PER_BLOCK = 4096  # more than this in one block is dropped (and counted)
+MAX_LIVE_QUEUE = 8192  # live events waiting for the next block
+
+T = cmd.T
+_NOTE_ON, _NOTE_OFF, _CC, _BEND = T.NoteOn, T.NoteOff, T.ControlChange, T.PitchBend
+_PROGRAM, _TOUCH, _RAW, _SYSEX, _UMP = (T.ProgramChange, T.Aftertouch, T.MidiRaw, T.SysEx,
+                                        T.UMP)
+_MIDI_TYPES = cmd.MIDI_TYPES
+
+
+@dataclass
+class StreamStats:
+    """Counters of a device's MIDI intake; ``parse`` and ``ump`` hold the codecs' own."""
+
+    ipc_events: int = 0
+    live_events: int = 0
+    blocks: int = 0
+    late: int = 0  # offset at or past the block's end: played on its last frame
+    invalid: int = 0  # IPC MIDI commands with out-of-range fields or bad SysEx framing
+    sysex_overflow: int = 0  # SysEx commands over the limit
+    dropped: int = 0  # over MAX_EVENTS_PER_BLOCK or MAX_LIVE_QUEUE
+    untranslatable: int = 0  # UMP that has no MIDI 1.0 form (dropped)
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+Reporter = Callable[[str, str], None]  # (where, text)
+
+
+class MidiStream:
+    """One block's MIDI from every source, merged and ordered by sample offset."""
+
+    def __init__(self, sample_rate: int, *, sysex_limit: int = DEFAULT_SYSEX_LIMIT,
+                 report: Reporter | None = None) -> None:
+        self.sample_rate = sample_rate
+        self.sysex_limit = sysex_limit
+        self.report = report
+        self.stats = StreamStats()
+        self.parser = MidiParser(sysex_limit, lambda text: self._report("MidiRaw", text))
+        # live ports: only the audio thread parses (in take), so one parser serves them all
+        self.live_parser = MidiParser(sysex_limit, lambda text: self._report("live MIDI", text))
+        self.mpe = MpeZoneTracker()  # follows zone set-up, so UMP per-note data becomes MPE
+        self.translator = translate.Translator(mpe=False, sysex_limit=sysex_limit)
+        self.ump_stats = self.translator.stats.ump
+        self._events: list[MidiEvent] = []  # IPC events for the next block
+        self._live: collections.deque[tuple[float, bytes]] = collections.deque()
+        self._live_dropped = 0  # written only by push_live's thread
+        self._live_dropped_seen = 0
+        self._last_take = time.monotonic()
+        self._scratch: list[bytes] = []
+
+    # -- sources ------------------------------------------------------------------------
+    def handle(self, msg: Message, device: object = None) -> bool:
+        """Device command handler: take MIDI commands, leave everything else."""
+        t = msg.type
+        if t not in _MIDI_TYPES:
+            return False
+        try:
+            self._handle(t, msg)
+        except cmd.MalformedMessage:
+            raise  # the device counts it, reports it, and answers Error MALFORMED
+        except Exception as exc:  # a codec bug must not reach the device's loop
+            self._report("MIDI", f"{cmd.name_of(t)}: {type(exc).__name__}: {exc}")
+        return True
+
+    def _handle(self, t: int, msg: Message) -> None:
+        offset = msg.sample_offset
+        p = msg.payload
+        if t == _NOTE_ON or t == _NOTE_OFF or t == _CC:
+            if len(p) < 3:
+                cmd.decode(msg)  # raises MalformedMessage naming the short payload
+            if p[0] > 15 or p[1] > 127 or p[2] > 127:
+                return self._invalid(f"{cmd.name_of(t)} with fields out of range (channel "
+                                     f"0..15, data 0..127): {bytes(p[:3]).hex(' ')}")
+            status = 0x90 if t == _NOTE_ON else 0x80 if t == _NOTE_OFF else 0xB0
+            self._add(offset, bytes((status | p[0], p[1], p[2])))
+        elif t == _BEND:
+            f = cmd.decode(msg)
+            if f["channel"] > 15 or f["value"] > 16383:
+                return self._invalid(f"PitchBend channel {f['channel']} value {f['value']} "
+                                     "out of range (0..15, 0..16383)")
+            v = f["value"]
+            self._add(offset, bytes((0xE0 | f["channel"], v & 0x7F, v >> 7)))
+        elif t == _PROGRAM:
+            if len(p) < 2:
+                cmd.decode(msg)
+            if p[0] > 15 or p[1] > 127:
+                return self._invalid("ProgramChange with fields out of range (channel 0..15, "
+                                     f"program 0..127): {bytes(p[:2]).hex(' ')}")
+            self._add(offset, bytes((0xC0 | p[0], p[1])))
+        elif t == _TOUCH:
+            f = cmd.decode(msg)
+            ch, pressure, note = f["channel"], f["pressure"], f["note"]
+            if ch > 15 or pressure > 127 or note > 127 or f["poly"] > 1:
+                return self._invalid("Aftertouch with fields out of range (channel 0..15, "
+                                     "poly 0..1, note and pressure 0..127)")
+            self._add(offset, bytes((0xA0 | ch, note, pressure)) if f["poly"]
+                      else bytes((0xD0 | ch, pressure)))
+        elif t == _RAW:
+            out = self._scratch
+            out.clear()
+            self.parser.feed(p, out)
+            for data in out:
+                self._add(offset, data)
+        elif t == _SYSEX:
+            data = bytes(p)
+            if len(data) > self.sysex_limit:
+                self.stats.sysex_overflow += 1
+                raise cmd.MalformedMessage(f"SysEx of {len(data)} bytes is over the limit of "
+                                           f"{self.sysex_limit}; dropped",
+                                           cmd.ErrorCode.INVALID_ARGUMENT)
+            if (len(data) < 2 or data[0] != SYSEX_START or data[-1] != SYSEX_END
+                    or any(b >= 0x80 for b in data[1:-1])):
+                return self._invalid("SysEx must be F0, data bytes below 0x80, F7; got "
+                                     f"{len(data)} bytes starting {data[:4].hex(' ')}")
+            self._add(offset, data)
+        elif t == _UMP:
+            self._ump(bytes(p), offset)
+
+    def _ump(self, raw: bytes, offset: int) -> None:
+        tr = self.translator
+        tr.mpe = self.mpe.mpe_enabled  # per-note data becomes MPE when the zone is set up
+        damage = _ump_damage(self.ump_stats)
+        dropped = tr.stats.total_dropped
+        words = ump.words_from_bytes(raw, self.ump_stats)
+        for _group, data in tr.translate(words):
+            self._add(offset, data)
+        if _ump_damage(self.ump_stats) != damage:
+            after = self.ump_stats.as_dict()
+            what = ", ".join(f"{k} {v}" for k, v in after.items() if k != "packets" and v)
+            self._report("UMP", f"invalid UMP skipped (totals: {what})")
+        if tr.stats.total_dropped != dropped:
+            self.stats.untranslatable += tr.stats.total_dropped - dropped
+            kinds = ", ".join(sorted(tr.stats.dropped))
+            self._report("UMP", f"UMP with no MIDI 1.0 form dropped (kinds so far: {kinds})")
+
+    def _add(self, offset: int, data: bytes) -> None:
+        events = self._events
+        if len(events) >= MAX_EVENTS_PER_BLOCK:
+            self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
+            return
+        self.stats.ipc_events += 1
+        if data[0] < 0xF0:
+            self.mpe.feed(data)
+        events.append(MidiEvent(offset, data))
+
+    def push_live(self, data: bytes | list[int], when: float | None = None) -> None:
+        """Queue bytes from a live input port. Thread-safe; ``when`` is time.monotonic()."""
+        live = self._live
+        if len(live) >= MAX_LIVE_QUEUE:
+            self._live_dropped += 1
+            return
+        live.append((time.monotonic() if when is None else when, bytes(data)))
+
+    # -- the block ----------------------------------------------------------------------
+    def take(self, frames: int) -> list[MidiEvent]:
+        """This block's events, ordered by offset (IPC before live at equal offsets).
+
+        Call it exactly once per rendered block, from the audio thread.
+        """
+        now = time.monotonic()
+        events = self._events
+        last = frames - 1
+        if self._live:
+            self._take_live(events, frames, now)
+        late = 0
+        for i, e in enumerate(events):
+            if e.offset > last:
+                events[i] = MidiEvent(last, e.data, e.words)
+                late += 1
+        if late:
+            self.stats.late += late
+            self._report("offset", f"{late} event(s) asked for an offset past the block of "
+                         f"{frames} frames; played on its last frame")
+        if self._live_dropped != self._live_dropped_seen:
+            n = self._live_dropped - self._live_dropped_seen
+            self._live_dropped_seen = self._live_dropped
+            self._bad("dropped", f"{n} live MIDI event(s) dropped: queue full")
+        self._last_take = now
+        self.stats.blocks += 1
+        if len(events) > 1:
+            events.sort(key=_offset)
+        self._events = []
+        return events
+
+    def _take_live(self, events: list[MidiEvent], frames: int, now: float) -> None:
+        live = self._live
+        rate = self.sample_rate
+        last_take = self._last_take
+        parser = self.live_parser
+        out = self._scratch
+        while live:
+            when, data = live.popleft()
+            offset = int((when - last_take) * rate + 0.5)
+            offset = 0 if offset < 0 else frames - 1 if offset >= frames else offset
+            out.clear()
+            parser.feed(data, out)
+            for message in out:
+                if len(events) >= MAX_EVENTS_PER_BLOCK:
+                    self.stats.dropped += 1
+                    continue
+                self.stats.live_events += 1
+                if message[0] < 0xF0:
+                    self.mpe.feed(message)
+                events.append(MidiEvent(offset, message))
+
+    def clear(self) -> None:
+        """Forget queued events and partial state (a new host claimed the device)."""
+        self._events = []
+        self._live.clear()
+        self.parser.reset()
+        self.live_parser.reset()
+        self.translator.reset()
+
+    # -- reporting ----------------------------------------------------------------------
+    def _invalid(self, text: str) -> None:
+        """A well-formed command with values MIDI can't carry: counted, then refused."""
+        self.stats.invalid += 1
+        raise cmd.MalformedMessage(text, cmd.ErrorCode.MALFORMED)
+
+    def _bad(self, counter: str, text: str) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        self._report("MIDI", text)
+
+    def _report(self, where: str, text: str) -> None:
+        if self.report is not None:
+            try:
+                self.report(where, text)
+            except Exception:
+                pass
+
+    def counters(self) -> dict[str, int]:
+        """Every counter of the intake, parser and UMP decoder, flat, for status output."""
+        out = self.stats.as_dict()
+        out.update({f"midi_{k}": v for k, v in self.parser.stats.as_dict().items()
+                    if k != "messages"})
+        out.update({f"live_{k}": v for k, v in self.live_parser.stats.as_dict().items()
+                    if k != "messages"})
+        out.update({f"ump_{k}": v for k, v in self.ump_stats.as_dict().items()})
+        return out
+
+
+def _offset(e: MidiEvent) -> int:
+    return e.offset
+
+
+def _ump_damage(s: ump.UmpStats) -> int:
+    return s.skipped_unknown + s.truncated + s.invalid + s.sysex_overflow + s.sysex_unexpected

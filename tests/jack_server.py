@@ -1,0 +1,74 @@
+"""A real jackd (dummy backend) for tests, under a server name of its own.
+
+``jackd --no-realtime -d dummy`` needs no sound card. Each server gets a unique ``-n NAME``
+and the processes that should use it get ``JACK_DEFAULT_SERVER=NAME``, so parallel test
+runs never meet. ``JACK_NO_START_SERVER=1`` keeps any client from starting a server of its
+own when ours is down (which the fault tests rely on).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+
+class JackServer:
+    """One jackd process; start() waits until clients can connect."""
+
+    def __init__(self, sample_rate: int = 48000, period: int = 256,
+                 name: str | None = None) -> None:
+        self.name = name or f"dltest{uuid.uuid4().hex[:8]}"
+        self.sample_rate = sample_rate
+        self.period = period
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"JACK_DEFAULT_SERVER": self.name, "JACK_NO_START_SERVER": "1"}
+
+    def client_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        env = dict(os.environ if base is None else base)
+        env.update(self.env)
+        return env
+
+    def start(self, timeout: float = 10.0) -> JackServer:
+        if shutil.which("jackd") is None:
+            raise RuntimeError("jackd is not installed: run ./setup.sh (it installs jackd2)")
+        self.proc = subprocess.Popen(
+            ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy",
+             "-r", str(self.sample_rate), "-p", str(self.period)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env=self.client_env())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jackd exited with {self.proc.returncode}: "
+                                   f"{self.proc.stderr.read()[-2000:]}")
+            if self.ports() is not None:
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"jackd {self.name} did not come up in {timeout} s")
+
+    def ports(self, *args: str) -> list[str] | None:
+        """jack_lsp's output lines (None while the server can't be reached)."""
+        r = subprocess.run(["jack_lsp", *args], env=self.client_env(), capture_output=True,
+                           text=True, timeout=10)
+        return r.stdout.splitlines() if r.returncode == 0 else None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)

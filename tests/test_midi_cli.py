@@ -1,0 +1,101 @@
+"""``discolink-bridge send`` and ``midi-monitor``, each in its own process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO
+from helpers_ipc import by_id, wait_until
+
+from bridge.transport import Host
+
+
+class Monitor:
+    """A ``midi-monitor`` process and the lines it has printed."""
+
+    def __init__(self, spawn, *args: str, device_id: str = "Mon") -> None:
+        self.proc = spawn.popen("midi-monitor", "--id", device_id, *args,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.id = wait_until(lambda: next((i for i in by_id(spawn.namespace)
+                                           if i.startswith(device_id)), None),
+                             10, "the midi-monitor device to register")
+
+    def stop(self) -> tuple[list[str], str]:
+        self.proc.terminate()
+        out, err = self.proc.communicate(timeout=10)
+        return out.splitlines(), err
+
+
+def test_send_reaches_the_monitor_with_offsets(spawn):
+    mon = Monitor(spawn, "--blocksize", "256")
+    r = spawn.run("send", "--id", mon.id, "--at-offset", "77",
+                  "note_on channel=3 note=60 velocity=100", "control_change control=7 value=90",
+                  "pitchwheel channel=1 pitch=-2000", "sysex data=(1,2,3)")
+    assert r.returncode == 0, r.stderr
+    assert "sent 4 message(s)" in r.stdout
+    time.sleep(0.1)  # a block period or two for the monitor to take them
+    lines, err = mon.stop()
+    assert len(lines) == 4, (lines, err)
+    assert all("offset    77:" in line for line in lines)
+    assert "93 3c 64" in lines[0] and "note_on channel=3 note=60 velocity=100" in lines[0]
+    assert "b0 07 5a" in lines[1] and "e1 30 30" in lines[2]  # -2000 + 8192 = 6192
+    assert "f0 01 02 03 f7" in lines[3] and "sysex data=(1,2,3)" in lines[3]
+    assert "4 IPC and 0 live events" in err
+
+
+def test_monitor_json_lines_parse(spawn):
+    mon = Monitor(spawn, "--json")
+    r = spawn.run("send", "--id", mon.id, "start", "songpos pos=100", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["events"] == 2
+    time.sleep(0.1)
+    lines, _ = mon.stop()
+    got = [json.loads(line) for line in lines]
+    assert [g["bytes"] for g in got] == ["fa", "f26400"]
+    assert got[1]["message"] == "songpos pos=100" and got[1]["offset"] == 0
+
+
+def test_send_to_a_claimed_device_names_the_holder(spawn):
+    mon = Monitor(spawn)
+    with Host() as holder:
+        holder.connect(mon.id, "studio-A")
+        r = spawn.run("send", "--id", mon.id, "note_on note=60")
+        assert r.returncode == 1
+        assert f"host pid {holder.pid}" in r.stderr and "'studio-A'" in r.stderr
+        assert "--force" in r.stderr or "force" in r.stderr
+        r = spawn.run("send", "--id", mon.id, "--force", "note_on note=61")
+        assert r.returncode == 0, r.stderr
+    time.sleep(0.1)
+    lines, _ = mon.stop()
+    assert len(lines) == 1 and "note=61" in lines[0]
+
+
+@pytest.mark.parametrize("args,text", [
+    (["note_on note=999"], "message 1: 'note_on note=999'"),
+    (["note_on note=60", "bogus"], "message 2: 'bogus'"),
+    (["--at-offset", "-1", "note_on"], "--at-offset -1"),
+    (["--id", "x" * 80, "note_on"], "too long"),
+])
+def test_send_usage_errors_exit_2_with_one_line(spawn, args, text):
+    base = [] if "--id" in args else ["--id", "X"]
+    r = spawn.run("send", *base, *args)
+    assert r.returncode == 2
+    assert text in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_send_to_a_missing_device_exits_1(spawn):
+    r = spawn.run("send", "--id", "Nobody", "note_on")
+    assert r.returncode == 1 and "Nobody" in r.stderr
+
+
+def test_help_teaches_the_message_format():
+    r = subprocess.run([sys.executable, "-m", "bridge", "send", "--help"], capture_output=True,
+                       text=True, cwd=REPO)
+    assert "note_on channel=0 note=60 velocity=100" in r.stdout and "--at-offset" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "bridge", "device", "--help"],
+                       capture_output=True, text=True, cwd=REPO)
+    assert "--midi-in" in r.stdout and "--sysex-limit" in r.stdout
