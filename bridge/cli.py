@@ -27,6 +27,8 @@ examples:
   discolink-bridge list                             # what is registered
   discolink-bridge host --id Sine:0 --record a.wav  # play A4 for 2 s and record it
   discolink-bridge demo                             # all of the above in one go
+  discolink-bridge midi-monitor --id Mon            # print the MIDI a device receives
+  discolink-bridge send --id Mon:0 'note_on note=60 velocity=100'   # send it some
 
 Devices and hosts meet in a namespace: $DISCOLINK_NAMESPACE or --namespace (default
 "default"). Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error.

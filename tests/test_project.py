@@ -29,6 +29,43 @@ def test_ci_runs_the_readme_test_command():
     assert readme_commands()[1] in [line.strip() for line in ci]
 
 
+def imports_of(path: Path) -> list[str]:
+    """Absolute module names imported by a file under bridge/ (relative imports resolved)."""
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                out.append(".".join([*base, node.module] if node.module else base))
+            else:
+                out.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            out.extend(alias.name for alias in node.names)
+    return out
+
+
+def test_midi_is_codecs_on_the_transport_only():
+    """bridge/midi may use the standard library, mido and the transport's command table; no
+    adapter, no rack, no CLI, no audio or device library."""
+    for path in (ROOT / "bridge" / "midi").glob("*.py"):
+        for module in imports_of(path):
+            if module.startswith("bridge."):
+                assert module.startswith(("bridge.midi", "bridge.transport")), \
+                    f"{path.name} imports {module}"
+            else:
+                assert module.split(".")[0] not in {"numpy", "soundfile", "rich", "jack",
+                                                    "pedalboard", "rtmidi", "yaml"}, \
+                    f"{path.name} imports {module}"
+
+
+def test_adapters_never_import_the_rack_or_the_cli():
+    for path in (ROOT / "bridge" / "adapters").glob("*.py"):
+        for module in imports_of(path):
+            assert not module.startswith(("bridge.rack", "bridge.cli")), \
+                f"{path.name} imports {module}"
+
+
 def test_transport_never_imports_an_adapter_or_higher_layer():
     """Dependencies point downward: transport imports only stdlib, numpy and itself."""
     for path in (ROOT / "bridge" / "transport").glob("*.py"):

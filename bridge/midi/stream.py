@@ -82,6 +82,7 @@ class MidiStream:
         self.translator = translate.Translator(mpe=False, sysex_limit=sysex_limit)
         self.ump_stats = self.translator.stats.ump
         self._events: list[MidiEvent] = []  # IPC events for the next block
+        self._spare: list[MidiEvent] = []  # the list take() returned last time
         self._live: collections.deque[tuple[float, bytes]] = collections.deque()
         self._live_dropped = 0  # written only by push_live's thread
         self._live_dropped_seen = 0
@@ -195,7 +196,8 @@ class MidiStream:
     def take(self, frames: int) -> list[MidiEvent]:
         """This block's events, ordered by offset (IPC before live at equal offsets).
 
-        Call it exactly once per rendered block, from the audio thread.
+        Call it exactly once per rendered block, from the audio thread. The list is reused
+        after the next call: copy it to keep it longer.
         """
         now = time.monotonic()
         events = self._events
@@ -219,7 +221,11 @@ class MidiStream:
         self.stats.blocks += 1
         if len(events) > 1:
             events.sort(key=_offset)
-        self._events = []
+        # Double buffering: the list returned now is refilled only after the next take, by
+        # which time the renderer is done with it; no list is allocated per block.
+        spare = self._spare
+        spare.clear()
+        self._spare, self._events = events, spare
         return events
 
     def _take_live(self, events: list[MidiEvent], frames: int, now: float) -> None:
@@ -245,7 +251,7 @@ class MidiStream:
 
     def clear(self) -> None:
         """Forget queued events and partial state (a new host claimed the device)."""
-        self._events = []
+        self._events.clear()
         self._live.clear()
         self.parser.reset()
         self.live_parser.reset()
