@@ -217,3 +217,30 @@ def test_mpe_tracker_in_the_stream_never_breaks_on_any_channel_message(messages)
     for m in messages:
         stream.push_live(m)
     assert len(stream.take(128)) == len(messages)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 15), st.integers(0, 127), st.integers(0, 127), st.integers(0, 16383),
+       st.integers(0, 2**32 - 1))
+def test_fast_midi_builders_write_exactly_what_the_command_table_says(ch, a, b, bend, offset):
+    """The builders pack messages directly for speed; build() is the table's reference."""
+    pairs = [
+        (cmd.midi_note_on(ch, a, b, offset), "NoteOn", dict(channel=ch, note=a, velocity=b)),
+        (cmd.midi_note_off(ch, a, b, offset), "NoteOff", dict(channel=ch, note=a, velocity=b)),
+        (cmd.midi_cc(ch, a, b, offset), "ControlChange",
+         dict(channel=ch, controller=a, value=b)),
+        (cmd.midi_pitch_bend(ch, bend, offset), "PitchBend", dict(channel=ch, value=bend)),
+        (cmd.midi_program_change(ch, a, offset), "ProgramChange", dict(channel=ch, program=a)),
+        (cmd.midi_aftertouch(ch, b, a, offset), "Aftertouch",
+         dict(channel=ch, poly=1, note=a, pressure=b)),
+        (cmd.midi_aftertouch(ch, b, None, offset), "Aftertouch",
+         dict(channel=ch, poly=0, note=0, pressure=b)),
+    ]
+    for fast, name, fields in pairs:
+        reference = cmd.build(name, sample_offset=offset, seq=fast.seq, **fields)
+        assert bytes(fast.buf) == bytes(reference.buf), name
+
+
+def test_midi_builders_refuse_an_offset_that_does_not_fit():
+    with pytest.raises(ValueError, match="sample offset"):
+        cmd.midi_note_on(0, 60, 100, offset=2**32)

@@ -182,6 +182,32 @@ def test_message_ring_is_fifo_and_refuses_a_push_when_full(start_index):
     assert ring.fill() == 0
 
 
+@pytest.mark.parametrize("start_index", [0, U32 - 700], ids=["from-zero", "across-uint32-wrap"])
+def test_message_ring_pop_many_is_fifo_across_the_wrap_and_bounded_by_count_and_buffer(
+        start_index):
+    buf = mmap.mmap(-1, RING_CONTROL_SIZE + MESSAGE_RING_SLOTS * MESSAGE_SIZE)
+    set_indices(buf, 0, start_index, start_index)
+    ring = MessageRing(buf, 0)
+    into = bytearray(10 * MESSAGE_SIZE)
+    assert ring.pop_many(into, 10) == 0  # empty
+    pushed = popped = 0
+    for _round in range(5):  # 5 x 300 messages: several wraps of the 1024-slot array
+        for _ in range(300):
+            assert ring.push(numbered(pushed)) == 1
+            pushed += 1
+        while popped < pushed:
+            n = ring.pop_many(into, 7)  # the count caps each batch below the buffer's 10
+            assert 1 <= n <= 7
+            for k in range(n):
+                assert bytes(into[k * MESSAGE_SIZE:(k + 1) * MESSAGE_SIZE]) == numbered(popped)
+                popped += 1
+    assert ring.fill() == 0
+    for i in range(20):
+        ring.push(numbered(i))
+    assert ring.pop_many(bytearray(3 * MESSAGE_SIZE + 100), 50) == 3  # whole slots only
+    assert ring.pop_many(into, 0) == 0 and ring.fill() == 17
+
+
 def test_message_ring_with_corrupt_indices_returns_corrupt():
     buf = mmap.mmap(-1, RING_CONTROL_SIZE + MESSAGE_RING_SLOTS * MESSAGE_SIZE)
     ring = MessageRing(buf, 0)
@@ -189,6 +215,7 @@ def test_message_ring_with_corrupt_indices_returns_corrupt():
     into = bytearray(b"\x55" * MESSAGE_SIZE)
     assert ring.push(numbered(1)) == CORRUPT
     assert ring.pop(into) == CORRUPT
+    assert ring.pop_many(bytearray(4 * MESSAGE_SIZE), 4) == CORRUPT
     assert indices(buf) == (10 + MESSAGE_RING_SLOTS + 1, 10)
     with pytest.raises(ValueError):
         ring.push(b"short")

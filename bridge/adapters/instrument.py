@@ -16,7 +16,7 @@ import numpy as np
 
 from ..midi.event import MidiEvent
 from ..midi.parser import DEFAULT_SYSEX_LIMIT
-from ..midi.stream import MidiStream
+from ..midi.stream import SMALL_TYPES, MidiStream
 from ..transport.device import Device
 
 
@@ -48,6 +48,7 @@ class InstrumentDevice:
         self.on_events = on_events
         self.blocks = 0
         device.on_command(self.stream.handle)
+        device.on_small_command(self.stream.handle_small, list(SMALL_TYPES))
         device.on_claim(self._on_claim)
         self._return = np.zeros((device.return_channels, device.block_size), np.float32)
         self.live = None

@@ -86,7 +86,8 @@ class SineSynth:
         if status >= 0xF0 or len(data) < 2:
             return
         kind, channel = status & 0xF0, status & 0x0F
-        self.mpe.feed(data)
+        if kind == 0xB0:  # only control changes (RPN, MCM) can change MPE state
+            self.mpe.feed(data)
         if kind == 0x90 and len(data) == 3 and data[2] > 0:
             self._note_on(channel, data[1], data[2])
         elif kind == 0x80 or kind == 0x90:

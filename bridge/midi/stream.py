@@ -25,6 +25,7 @@ codecs' counters and reported through ``report``, with no Error response.
 from __future__ import annotations
 
 import collections
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -44,13 +45,17 @@ _NOTE_ON, _NOTE_OFF, _CC, _BEND = T.NoteOn, T.NoteOff, T.ControlChange, T.PitchB
 _PROGRAM, _TOUCH, _RAW, _SYSEX, _UMP = (T.ProgramChange, T.Aftertouch, T.MidiRaw, T.SysEx,
                                         T.UMP)
 _MIDI_TYPES = cmd.MIDI_TYPES
+_OFFSET = operator.itemgetter(0)  # MidiEvent.offset, at C speed for sorting
+_new_event = tuple.__new__  # MidiEvent(...) without NamedTuple's Python-level __new__
+_SMALL_STATUS = {_NOTE_ON: 0x90, _NOTE_OFF: 0x80, _CC: 0xB0}
+SMALL_TYPES = (_NOTE_ON, _NOTE_OFF, _CC, _BEND, _PROGRAM, _TOUCH)  # for the fast path
 
 
 @dataclass
 class StreamStats:
     """Counters of a device's MIDI intake; ``parse`` and ``ump`` hold the codecs' own."""
 
-    ipc_events: int = 0
+    ipc_events: int = 0  # IPC events delivered to a block
     live_events: int = 0
     blocks: int = 0
     late: int = 0  # offset at or past the block's end: played on its last frame
@@ -101,6 +106,39 @@ class MidiStream:
             raise  # the device counts it, reports it, and answers Error MALFORMED
         except Exception as exc:  # a codec bug must not reach the device's loop
             self._report("MIDI", f"{cmd.name_of(t)}: {type(exc).__name__}: {exc}")
+        return True
+
+    def handle_small(self, t: int, offset: int, b0: int, b1: int, b2: int, b3: int) -> bool:
+        """The Device's fast path (``Device.on_small_command``) for the fixed-layout MIDI
+        commands: the same events as ``handle``, without a Message. Returns False for a
+        value MIDI can't carry, so that the normal path refuses it with an Error."""
+        status = _SMALL_STATUS.get(t)
+        if status is not None:  # NoteOn, NoteOff, ControlChange: channel, data1, data2
+            if b0 > 15 or b1 > 127 or b2 > 127:
+                return False
+            data = bytes((status | b0, b1, b2))
+        elif t == _BEND:  # channel, reserved, u16 value
+            value = b2 | (b3 << 8)
+            if b0 > 15 or value > 16383:
+                return False
+            data = bytes((0xE0 | b0, value & 0x7F, value >> 7))
+        elif t == _PROGRAM:
+            if b0 > 15 or b1 > 127:
+                return False
+            data = bytes((0xC0 | b0, b1))
+        elif t == _TOUCH:  # channel, poly, note, pressure
+            if b0 > 15 or b1 > 1 or b2 > 127 or b3 > 127:
+                return False
+            data = bytes((0xA0 | b0, b2, b3)) if b1 else bytes((0xD0 | b0, b3))
+        else:
+            return False
+        events = self._events
+        if len(events) >= MAX_EVENTS_PER_BLOCK:
+            self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
+            return True
+        if status == 0xB0:  # only control changes (RPN, MCM) can change MPE state
+            self.mpe.feed(data)
+        events.append(_new_event(MidiEvent, (offset, data, ())))  # ipc_events: in take
         return True
 
     def _handle(self, t: int, msg: Message) -> None:
@@ -179,8 +217,7 @@ class MidiStream:
         if len(events) >= MAX_EVENTS_PER_BLOCK:
             self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
             return
-        self.stats.ipc_events += 1
-        if data[0] < 0xF0:
+        if data[0] & 0xF0 == 0xB0:  # only control changes (RPN, MCM) can change MPE state
             self.mpe.feed(data)
         events.append(MidiEvent(offset, data))
 
@@ -202,6 +239,7 @@ class MidiStream:
         now = time.monotonic()
         events = self._events
         last = frames - 1
+        self.stats.ipc_events += len(events)  # everything queued so far came over IPC
         if self._live:
             self._take_live(events, frames, now)
         late = 0
@@ -220,7 +258,7 @@ class MidiStream:
         self._last_take = now
         self.stats.blocks += 1
         if len(events) > 1:
-            events.sort(key=_offset)
+            events.sort(key=_OFFSET)  # stable: equal offsets keep their order
         # Double buffering: the list returned now is refilled only after the next take, by
         # which time the renderer is done with it; no list is allocated per block.
         spare = self._spare
@@ -245,7 +283,7 @@ class MidiStream:
                     self.stats.dropped += 1
                     continue
                 self.stats.live_events += 1
-                if message[0] < 0xF0:
+                if message[0] & 0xF0 == 0xB0:
                     self.mpe.feed(message)
                 events.append(MidiEvent(offset, message))
 
@@ -283,10 +321,6 @@ class MidiStream:
                     if k != "messages"})
         out.update({f"ump_{k}": v for k, v in self.ump_stats.as_dict().items()})
         return out
-
-
-def _offset(e: MidiEvent) -> int:
-    return e.offset
 
 
 def _ump_damage(s: ump.UmpStats) -> int:

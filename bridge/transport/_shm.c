@@ -432,6 +432,53 @@ static PyObject *msg_read(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return PyLong_FromLong(result);
 }
 
+/* msg_read_many(buf, ctl_off, data_off, slots, dst, max_count) -> messages read (0..), or -1
+ * corrupt. Copies up to max_count messages (and no more than dst holds, in whole 256-byte
+ * slots) in order, then releases them all with one release store of read_index: one call
+ * per batch instead of one per message. */
+static PyObject *msg_read_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    NEED_ARGS(6, "msg_read_many");
+    Py_ssize_t ctl, doff, slots, max_count;
+    if (parse_ssize(args[1], &ctl) < 0 || parse_ssize(args[2], &doff) < 0 ||
+        parse_ssize(args[3], &slots) < 0 || parse_ssize(args[5], &max_count) < 0)
+        return NULL;
+    if (check_capacity(slots) < 0) return NULL;
+    Py_buffer dst;
+    if (PyObject_GetBuffer(args[4], &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_buffer v;
+    if (get_view(args[0], &v) < 0) { PyBuffer_Release(&dst); return NULL; }
+    ring_t r;
+    if (ring_at(&v, ctl, doff, slots * MESSAGE_SIZE, &r) < 0) {
+        PyBuffer_Release(&v); PyBuffer_Release(&dst); return NULL;
+    }
+    uint32_t wi = __atomic_load_n(r.write_index, __ATOMIC_ACQUIRE);
+    uint32_t ri = __atomic_load_n(r.read_index, __ATOMIC_RELAXED);
+    uint32_t avail = wi - ri;
+    long result;
+    if (avail > (uint32_t)slots) {
+        result = -1;
+    } else {
+        Py_ssize_t n = (Py_ssize_t)avail;
+        if (n > max_count) n = max_count < 0 ? 0 : max_count;
+        if (n > dst.len / MESSAGE_SIZE) n = dst.len / MESSAGE_SIZE;
+        uint32_t mask = (uint32_t)(slots - 1);
+        for (Py_ssize_t k = 0; k < n;) {
+            uint32_t at = (ri + (uint32_t)k) & mask;
+            Py_ssize_t run = (Py_ssize_t)((uint32_t)slots - at);  /* up to the wrap */
+            if (run > n - k) run = n - k;
+            memcpy((char *)dst.buf + k * MESSAGE_SIZE, r.data + (size_t)at * MESSAGE_SIZE,
+                   (size_t)run * MESSAGE_SIZE);
+            k += run;
+        }
+        if (n > 0) __atomic_store_n(r.read_index, ri + (uint32_t)n, __ATOMIC_RELEASE);
+        result = (long)n;
+    }
+    PyBuffer_Release(&v);
+    PyBuffer_Release(&dst);
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef methods[] = {
     {"load_u32", (PyCFunction)(void (*)(void))load_u32, METH_FASTCALL, "load_u32(buf, off): acquire load."},
     {"store_u32", (PyCFunction)(void (*)(void))store_u32, METH_FASTCALL, "store_u32(buf, off, v): release store."},
@@ -445,6 +492,7 @@ static PyMethodDef methods[] = {
     {"audio_read", (PyCFunction)(void (*)(void))audio_read, METH_FASTCALL, "Consumer: copy from an audio ring, zero-fill the rest."},
     {"msg_write", (PyCFunction)(void (*)(void))msg_write, METH_FASTCALL, "Producer: push one 256-byte message."},
     {"msg_read", (PyCFunction)(void (*)(void))msg_read, METH_FASTCALL, "Consumer: pop one 256-byte message."},
+    {"msg_read_many", (PyCFunction)(void (*)(void))msg_read_many, METH_FASTCALL, "Consumer: pop up to max_count messages into one buffer."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 from .layout import (
+    MESSAGE_HEADER,
+    MESSAGE_HEADER_SIZE,
     MESSAGE_PAYLOAD_SIZE,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
@@ -425,39 +427,66 @@ def handshake(sample_rate: int = 0, block_size: int = 0, channels: int = 0, *, m
                  channels=channels, mode=mode, return_channels=return_channels)
 
 
+# The MIDI builders are on hosts' hot paths (a dense stream is thousands of them a second),
+# so they pack the header and the fixed payload directly instead of going through build().
+_HEADER = struct.Struct(MESSAGE_HEADER.format)
+assert [f.name for f in MESSAGE_HEADER.fields] == [
+    "type", "flags", "seq", "sample_offset", "payload_len", "frag_index", "frag_count",
+    "transfer_id", "request_seq"], "update _small() for the new message header"
+
+
+def _small(name: str, offset: int, *values: int) -> Message:
+    """A one-message command with a fixed layout, packed directly."""
+    layout = BY_NAME[name].request.struct
+    m = Message()
+    _HEADER.pack_into(m.buf, 0, BY_NAME[name].code, 0, next_seq(), offset, layout.size,
+                      0, 0, 0, 0)
+    layout.pack_into(m.buf, MESSAGE_HEADER_SIZE, *values)
+    return m
+
+
+def _offset_check(offset: int) -> None:
+    if not 0 <= offset <= 0xFFFFFFFF:
+        raise ValueError(f"sample offset {offset} out of range 0..4294967295")
+
+
 def midi_note_on(channel: int, note: int, velocity: int, offset: int = 0) -> Message:
     _midi_checks(channel, note, velocity)
-    return build("NoteOn", sample_offset=offset, channel=channel, note=note, velocity=velocity)
+    _offset_check(offset)
+    return _small("NoteOn", offset, channel, note, velocity)
 
 
 def midi_note_off(channel: int, note: int, velocity: int = 0, offset: int = 0) -> Message:
     _midi_checks(channel, note, velocity)
-    return build("NoteOff", sample_offset=offset, channel=channel, note=note, velocity=velocity)
+    _offset_check(offset)
+    return _small("NoteOff", offset, channel, note, velocity)
 
 
 def midi_cc(channel: int, controller: int, value: int, offset: int = 0) -> Message:
     _midi_checks(channel, controller, value)
-    return build("ControlChange", sample_offset=offset, channel=channel, controller=controller,
-                 value=value)
+    _offset_check(offset)
+    return _small("ControlChange", offset, channel, controller, value)
 
 
 def midi_pitch_bend(channel: int, value: int, offset: int = 0) -> Message:
     _midi_checks(channel)
+    _offset_check(offset)
     if not 0 <= value <= 16383:
         raise ValueError(f"pitch bend {value} out of range 0..16383")
-    return build("PitchBend", sample_offset=offset, channel=channel, value=value)
+    return _small("PitchBend", offset, channel, 0, value)
 
 
 def midi_program_change(channel: int, program: int, offset: int = 0) -> Message:
     _midi_checks(channel, program)
-    return build("ProgramChange", sample_offset=offset, channel=channel, program=program)
+    _offset_check(offset)
+    return _small("ProgramChange", offset, channel, program)
 
 
 def midi_aftertouch(channel: int, pressure: int, note: int | None = None,
                     offset: int = 0) -> Message:
     _midi_checks(channel, pressure, note or 0)
-    return build("Aftertouch", sample_offset=offset, channel=channel, poly=int(note is not None),
-                 note=note or 0, pressure=pressure)
+    _offset_check(offset)
+    return _small("Aftertouch", offset, channel, int(note is not None), note or 0, pressure)
 
 
 def midi_raw(data: bytes, offset: int = 0) -> Message:

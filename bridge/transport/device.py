@@ -8,6 +8,7 @@ zero-fill, and are reported to the debug monitor and counted in ``stats``.
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -23,8 +24,10 @@ from .layout import (
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_STALE_S,
     MAX_CHANNELS,
+    MESSAGE_HEADER,
     MESSAGE_HEADER_SIZE,
     MESSAGE_RING_SLOTS,
+    MESSAGE_SIZE,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
     SEGMENT_MAGIC,
@@ -43,6 +46,8 @@ from .shm import Segment, pid_alive, pid_exists, transport_name, unlink
 
 CommandHandler = Callable[[Message, "Device"], bool]
 ClaimHandler = Callable[["Device"], None]
+# (type, sample_offset, payload bytes 0..3) -> True when handled; see Device.on_small_command
+SmallCommandHandler = Callable[[int, int, int, int, int, int], bool]
 HOST_CHECK_INTERVAL_NS = 250_000_000  # how often a device re-checks that its host lives
 HEARTBEAT_EVERY_NS = int(HEARTBEAT_INTERVAL_S * 1e9) // 5  # stamp often, well inside the limit
 _PING, _HANDSHAKE = int(cmd.T.Ping), int(cmd.T.Handshake)
@@ -52,6 +57,14 @@ _PING_PAYLOAD = cmd.BY_NAME["Ping"].request.struct  # derived from the command t
 _PONG_PAYLOAD = cmd.BY_NAME["Pong"].request.struct
 
 _O = TRANSPORT_HEADER.offsets
+# One 256-byte ring slot as the small-command fast path reads it: the message header, the
+# first four payload bytes, padding. Derived from the layout, so it follows any change there.
+_SLOT = struct.Struct(MESSAGE_HEADER.format + "4B"
+                      + f"{MESSAGE_SIZE - MESSAGE_HEADER_SIZE - 4}x")
+assert [f.name for f in MESSAGE_HEADER.fields] == [
+    "type", "flags", "seq", "sample_offset", "payload_len", "frag_index", "frag_count",
+    "transfer_id", "request_seq"], "update Device._dispatch_batch for the new message header"
+BATCH_MESSAGES = 64  # messages popped per ring call
 SAMPLE_RATE_RANGE = (8000, 384000)
 BLOCK_SIZE_RANGE = (16, AUDIO_RING_FRAMES // 4)  # the ring always holds 4 blocks
 
@@ -105,6 +118,10 @@ class Device:
         self._audio_out: AudioRing | None = None
         self._handlers: list[CommandHandler] = []
         self._claim_handlers: list[ClaimHandler] = []
+        self._small: SmallCommandHandler | None = None
+        self._small_min_len: dict[int, int] = {}  # type -> fixed payload bytes
+        self._batch = bytearray(BATCH_MESSAGES * MESSAGE_SIZE)
+        self._batch_view = memoryview(self._batch)
         self._label = "device"
         self._running = False
         self.errors = 0
@@ -235,6 +252,24 @@ class Device:
         self._handlers.append(handler)
         return handler
 
+    def on_small_command(self, handler: SmallCommandHandler, types: list[int]) -> None:
+        """Install the fast path for small fixed-layout commands (MIDI note, CC, bend, ...).
+
+        Commands of ``types`` whose fixed payload is at most 4 bytes go to
+        ``handler(type, sample_offset, b0, b1, b2, b3)`` straight from the batch read of the
+        ring, without building a Message, before any ``on_command`` handler. It returns True
+        when it took the command; False sends the command down the normal path (so a handler
+        can leave a bad value to be refused with an Error there). Not used while a debug
+        monitor is installed, which must see every command, nor in audio-only mode.
+        """
+        sizes = {}
+        for t in types:
+            size = cmd.BY_CODE[t].request.fixed_size
+            if size > 4 or cmd.BY_CODE[t].request.tail is not None:
+                raise ValueError(f"{cmd.name_of(t)} is not a small fixed-layout command")
+            sizes[int(t)] = size
+        self._small, self._small_min_len = handler, sizes
+
     def on_claim(self, handler: ClaimHandler) -> ClaimHandler:
         """Add a callback for a new host claim (e.g. to silence notes a dead host left on).
 
@@ -345,9 +380,9 @@ class Device:
             if self._outbox:
                 self._flush_outbox()
             self._check_claim()
-            rx = self._rx
             while handled < max_messages:
-                got = self._commands.pop(rx.buf)
+                got = self._commands.pop_many(self._batch, min(BATCH_MESSAGES,
+                                                               max_messages - handled))
                 if got == 0:
                     break
                 if got == CORRUPT:
@@ -355,16 +390,43 @@ class Device:
                                 "discarding queued commands")
                     self._commands.discard()
                     break
-                handled += 1
-                self.commands_received += 1
-                # The host bumps claim_generation before pushing its Handshake, and our
-                # acquire pop makes that store visible: checking here means a new claim is
-                # seen before the first command of its host, never after it.
-                self._check_claim()
-                self._dispatch(rx)
+                handled += got
+                self.commands_received += got
+                self._dispatch_batch(got)
         except Exception as exc:
             self._error("process_commands", f"{type(exc).__name__}: {exc}")
         return handled
+
+    def _dispatch_batch(self, count: int) -> None:
+        """Dispatch ``count`` popped messages in order: small ones by the fast path when one
+        is installed, the rest as Messages."""
+        view, rx = self._batch_view, self._rx
+        small = self._small if self.monitor is None and self.mode != Mode.AUDIO else None
+        if small is None:
+            for i in range(count):
+                rx.buf[:] = view[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
+                # The host bumps claim_generation before pushing its Handshake, and our
+                # acquire pop makes that store visible: checking before each dispatch means
+                # a new claim is seen before the first command of its host, never after it.
+                self._check_claim()
+                self._dispatch(rx)
+            return
+        min_len = self._small_min_len
+        i = -1
+        # Unpacked in MESSAGE_HEADER's field order (checked at import), then payload bytes 0..3
+        for (t, flags, _seq, offset, payload_len, _fi, frag_count, _tid, _rseq,
+             b0, b1, b2, b3) in _SLOT.iter_unpack(view[:count * MESSAGE_SIZE]):
+            i += 1
+            need = min_len.get(t)
+            if need is not None and payload_len >= need and not flags and frag_count <= 1:
+                try:
+                    if small(t, offset, b0, b1, b2, b3):
+                        continue
+                except Exception as exc:  # then the normal path handles (and reports) it
+                    self._error("small command handler", f"{type(exc).__name__}: {exc}")
+            rx.buf[:] = view[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
+            self._check_claim()  # as above; a new host's first command is never small
+            self._dispatch(rx)
 
     def heartbeat(self) -> None:
         """Refresh the registry heartbeat (call it from idle loops that skip process_commands)."""

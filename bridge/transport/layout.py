@@ -156,6 +156,11 @@ class Struct:
     def offset(self, name: str) -> int:
         return self.offsets[name]
 
+    @property
+    def format(self) -> str:
+        """The ``struct`` format of the whole structure (little-endian), for derived layouts."""
+        return self._struct.format
+
     def unpack_from(self, buf, base: int = 0) -> dict:
         """Read the whole structure (non-atomically) into a dict of field values."""
         values = self._struct.unpack_from(buf, base)

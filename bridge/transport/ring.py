@@ -86,6 +86,11 @@ class MessageRing:
         """Consumer: copy the oldest message into ``into``. 1 popped, 0 empty, CORRUPT."""
         return _shm.msg_read(self._buf, self._ctl, self._data, self.slots, into)
 
+    def pop_many(self, into: bytearray | memoryview, max_count: int) -> int:
+        """Consumer: copy up to ``max_count`` messages (as many as ``into`` holds, 256 bytes
+        each) in order and release them with one index store. Count popped, or CORRUPT."""
+        return _shm.msg_read_many(self._buf, self._ctl, self._data, self.slots, into, max_count)
+
     def fill(self) -> int:
         return _shm.ring_fill(self._buf, self._ctl)
 
