@@ -99,3 +99,15 @@ def test_help_teaches_the_message_format():
     r = subprocess.run([sys.executable, "-m", "bridge", "device", "--help"],
                        capture_output=True, text=True, cwd=REPO)
     assert "--midi-in" in r.stdout and "--sysex-limit" in r.stdout
+
+
+def test_send_waits_for_room_instead_of_dropping_a_long_stream(spawn):
+    """More messages than the command ring holds (1,024): all arrive, in order."""
+    mon = Monitor(spawn, "--json")
+    notes = [f"note_on channel={i % 16} note={i % 128} velocity=1" for i in range(1500)]
+    r = spawn.run("send", "--id", mon.id, *notes)
+    assert r.returncode == 0, r.stderr
+    time.sleep(0.2)
+    lines, _ = mon.stop()
+    assert len(lines) == 1500
+    assert [json.loads(line)["bytes"] for line in lines[:3]] == ["900001", "910101", "920201"]

@@ -38,11 +38,14 @@ def send_midi(device_id: str, events: list[MidiEvent], *, namespace: str | None 
                             prime_timeout=0.0)
         deadline = time.monotonic() + timeout
         for m in messages:
-            while not host.send_command(m):  # ring full: let the device drain it
+            while host.free_command_slots() == 0:  # ring full: let the device drain it
                 if not host.connected or time.monotonic() > deadline:
                     raise TimeoutError(f"device {conn.device} is not taking commands")
                 host.process_responses()
                 time.sleep(0.001)
+            if not host.send_command(m):
+                why = host.stats.last_error or "send failed"
+                raise RuntimeError(f"device {conn.device}: {why}")
         rtt = host.ping(timeout=timeout)  # commands are FIFO: the Pong follows our MIDI
         host.disconnect()
     return SendResult(conn.device, len(events), len(messages), rtt * 1000.0)

@@ -405,6 +405,13 @@ class Host:
         """Frames the device has queued for us."""
         return self._audio.fill() if (self._connected and self._audio is not None) else 0
 
+    def free_command_slots(self) -> int:
+        """Commands that fit in the command ring now (0 when disconnected). A sender with
+        more to send waits for room here rather than counting refusals as drops."""
+        if not self._connected:
+            return 0
+        return max(0, self._commands.slots - self._commands.fill())
+
     def send_return_audio(self, block: np.ndarray) -> bool:
         """Write one block to the device's return ring (effect insert). Never raises."""
         try:
