@@ -83,12 +83,12 @@ from bridge.adapters.instrument import InstrumentDevice
 from bridge.adapters.sine import SineSynth
 from bridge.midi import ipc
 from bridge.midi.event import MidiEvent
-from bridge.midi.mpe import MpeZoneTracker
 from bridge.midi.parser import MidiParser
-from bridge.midi.stream import MAX_EVENTS_PER_BLOCK, MidiStream
+from bridge.midi.stream import MAX_EVENTS_PER_BLOCK, SMALL_TYPES, MidiStream
 from bridge.transport import Device, Host, cmd, shm
 from bridge.transport.clock import DeviceRunner
-from bridge.transport.layout import MESSAGE_PAYLOAD_SIZE, MESSAGE_RING_SLOTS, Mode
+from bridge.transport.device import BATCH_MESSAGES
+from bridge.transport.layout import MESSAGE_PAYLOAD_SIZE, MESSAGE_RING_SLOTS, MESSAGE_SIZE, Mode
 from bridge.transport.message import Message
 from bridge.transport.ring import MessageRing
 
@@ -447,12 +447,15 @@ def _blast(host: Host, watch: _PongWatch, events: list[MidiEvent], taken: Any,
     else:
         encode = ipc.encode
         messages = (m for e in events for m in encode(e))
+    room = host.free_command_slots
     for m in messages:
-        while not send(m):
+        while not room():
             full += 1
+        send(m)
     t_sent = time.perf_counter_ns()
-    while not send(ping):
+    while not room():
         full += 1
+    send(ping)
     deadline = t0 + 60 * 10**9
     while not watch.at:
         poll()
@@ -534,6 +537,11 @@ def _accept_midi(msg: Message, _device: Device) -> bool:
     return msg.type in _MIDI_TYPES
 
 
+def _noop_wiring(dev: Device) -> None:
+    dev.on_command(_accept_midi)
+    dev.on_small_command(lambda *_: True, list(SMALL_TYPES))
+
+
 class _DenseRig:
     """Everything (c) times, set up once: the real device, a device whose only handler
     accepts every MIDI command, a bare ring over private memory, and a standalone MidiStream."""
@@ -544,9 +552,7 @@ class _DenseRig:
         self.noop_dev, self.noop_host, _ = noop
         self.mem = mmap.mmap(-1, 1 << 20)
         self.ring = MessageRing(self.mem, 0)
-        self.rx = bytearray(256)
-        self.alone = MidiStream(SR)
-        self.mpe = MpeZoneTracker()
+        self.batch = bytearray(BATCH_MESSAGES * MESSAGE_SIZE)
 
     def total(self, messages: list[Message]) -> tuple[int, int, int]:
         """(process_commands ns, take ns, events taken) of the real device."""
@@ -560,34 +566,23 @@ class _DenseRig:
             raise RuntimeError(f"process_commands handled {handled} of {len(messages)}")
         return t1 - t0, t2 - t1, len(events)
 
-    def parts(self, messages: list[Message], datas: list[bytes]) -> dict[str, int]:
+    def parts(self, messages: list[Message]) -> dict[str, int]:
+        """The device's layers timed alone: the bare batch pops, and a device whose handlers
+        (the small-command fast path and on_command) take every MIDI command and do nothing."""
         ns = time.perf_counter_ns
         _send_all(self.noop_host, messages)
         t0 = ns()
         self.noop_dev.process_commands()
         noop = ns() - t0
-        push, pop, rx = self.ring.push, self.ring.pop, self.rx
+        push, pop_many, batch = self.ring.push, self.ring.pop_many, self.batch
         for m in messages:
             push(m.buf)
+        left = len(messages)
         t0 = ns()
-        for _ in messages:
-            pop(rx)
+        while left:
+            left -= pop_many(batch, min(BATCH_MESSAGES, left))
         bare = ns() - t0
-        handle = self.alone.handle
-        t0 = ns()
-        for m in messages:
-            handle(m)
-        decode = ns() - t0
-        t0 = ns()
-        self.alone.take(FRAMES)
-        take = ns() - t0
-        feed = self.mpe.feed
-        t0 = ns()
-        for d in datas:
-            feed(d)
-        mpe = ns() - t0
-        return {"ring_pop": bare, "pop_and_dispatch": noop, "handle": decode,
-                "take_alone": take, "mpe_feed": mpe}
+        return {"ring_pop": bare, "pop_and_dispatch": noop}
 
 
 def _dense_variants(events: list[MidiEvent]) -> dict[str, list[Message]]:
@@ -598,14 +593,13 @@ def _dense_variants(events: list[MidiEvent]) -> dict[str, list[Message]]:
 
 def bench_dense(plan: Plan, namespace: str, profile: bool = False) -> dict:
     events = make_events(DENSE_EVENTS)
-    datas = [e.data for e in events]
     variants = _dense_variants(events)
     budget_ms = GOAL_FRACTION * BLOCK_MS
     log(f"(c) dense stream: {DENSE_EVENTS} events in one {FRAMES}-frame block, "
         f"{plan.dense_reps} repetitions per variant ({', '.join(variants)})")
     samples: dict[str, dict[str, list[int]]] = {v: {} for v in variants}
     with in_process_pair(namespace, "MidiDense", lambda d: InstrumentDevice(d, None)) as real, \
-            in_process_pair(namespace, "MidiNoop", lambda d: d.on_command(_accept_midi)) as noop:
+            in_process_pair(namespace, "MidiNoop", _noop_wiring) as noop:
         rig = _DenseRig(real, noop)
         gc.freeze()
         for rep in range(plan.dense_warmup + plan.dense_reps):
@@ -613,7 +607,7 @@ def bench_dense(plan: Plan, namespace: str, profile: bool = False) -> dict:
                 proc_ns, take_ns, n = rig.total(messages)
                 if n != DENSE_EVENTS:
                     raise RuntimeError(f"{name}: take returned {n} of {DENSE_EVENTS} events")
-                parts = rig.parts(messages, datas)
+                parts = rig.parts(messages)
                 if rep >= plan.dense_warmup:
                     s = samples[name]
                     for key, value in (("total", proc_ns + take_ns),
@@ -637,10 +631,8 @@ def bench_dense(plan: Plan, namespace: str, profile: bool = False) -> dict:
             "breakdown_median_ms": {
                 "ring_pop_bare": round(med["ring_pop"], 4),
                 "device_dispatch": round(med["pop_and_dispatch"] - med["ring_pop"], 4),
-                "midistream_handle": round(med["handle"], 4),
-                "of_which_mpe_feed": round(med["mpe_feed"], 4),
+                "midi_decode": round(med["process_commands"] - med["pop_and_dispatch"], 4),
                 "take": round(med["take"], 4),
-                "sum_of_parts": round(med["pop_and_dispatch"] + med["handle"] + med["take"], 4),
                 "measured_total": round(med["total"], 4)}}
     out = {"events": DENSE_EVENTS, "frames": FRAMES, "sample_rate": SR,
            "block_ms": round(BLOCK_MS, 4), "budget_ms": round(budget_ms, 4),
@@ -777,8 +769,8 @@ def table(r: dict) -> str:
         lines.append(f"    x mido: against mido.Parser's {x['mido_parser_events_per_s']:,} "
                      "events/s from (a); sent/Pong/taken: ms from the first encode until the "
                      "last send, the Pong behind the events, the device's take of the last")
-        lines.append("    full: send_command calls refused by a full ring and retried (the Host "
-                     "counts each as commands_dropped)")
+        lines.append("    full: polls of Host.free_command_slots that found the ring full "
+                     "(the sender waited; nothing is dropped)")
     if "dense" in r:
         d = r["dense"]
         lines += ["", f"(c) Dense stream: {d['events']:,} events for one {d['frames']}-frame "
@@ -794,18 +786,18 @@ def table(r: dict) -> str:
                          f"{row['median_fraction_of_block'] * 100:>7.1f}"
                          f"{row['p95_fraction_of_block'] * 100:>7.1f}"
                          f"{row['us_per_event_median']:>7.2f}")
-        lines += ["    where the time goes, medians in ms (parts timed alone):",
-                  f"    {'sent as':<34}{'ring pop':>9}{'dispatch':>9}{'handle':>9}"
-                  f"{'(mpe)':>8}{'take':>8}{'sum':>8}{'total':>8}"]
+        lines += ["    where the time goes, medians in ms:",
+                  f"    {'sent as':<34}{'ring pop':>9}{'dispatch':>9}{'decode':>9}"
+                  f"{'take':>8}{'total':>8}"]
         for key, row in d["rows"].items():
             b = row["breakdown_median_ms"]
             lines.append(f"    {NAMES[key]:<34}{b['ring_pop_bare']:>9.3f}"
-                         f"{b['device_dispatch']:>9.3f}{b['midistream_handle']:>9.3f}"
-                         f"{b['of_which_mpe_feed']:>8.3f}{b['take']:>8.3f}"
-                         f"{b['sum_of_parts']:>8.3f}{b['measured_total']:>8.3f}")
-        lines.append("    ring pop: bare MessageRing.pop; dispatch: Device.process_commands with "
-                     "a do-nothing MIDI handler, minus the bare pops; handle: MidiStream.handle "
-                     "alone; (mpe): MpeZoneTracker.feed of the 1,000 events, part of handle")
+                         f"{b['device_dispatch']:>9.3f}{b['midi_decode']:>9.3f}"
+                         f"{b['take']:>8.3f}{b['measured_total']:>8.3f}")
+        lines.append("    ring pop: bare MessageRing.pop_many batches; dispatch: "
+                     "Device.process_commands with do-nothing MIDI handlers (fast path and "
+                     "on_command), minus the bare pops; decode: the real device's "
+                     "process_commands minus that (MidiStream building events)")
         for name, p in d.get("profile", {}).items():
             lines += [f"    cProfile, {NAMES[name]} ({p['profiled_ms_per_block']:.2f} ms per "
                       "block under the profiler): own share, calls per block, function"]
