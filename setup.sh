@@ -35,3 +35,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
     .venv/bin/python -m pip install -q -e '.[test,bench]'
     touch "$stamp"
 fi
+
+# The test plugins: our own DPF instruments (DLSine, DLSine12) and Debian 13's Dragonfly
+# reverbs, into build/plugins (plugins/README.md). Quick when they are already there.
+bash plugins/build.sh

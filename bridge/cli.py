@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,11 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def device_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--id", default="Sine", metavar="NAME",
+        sp.add_argument("--id", metavar="NAME",
                         help="device id: NAME takes the lowest free NAME:N, NAME:N asks for "
-                             "exactly that (session recall). Default: Sine")
-        sp.add_argument("--channels", type=_positive_int, default=2, help="output channels, "
-                        "1..12 (default 2)")
+                             "exactly that (session recall). Default: the id in --state, "
+                             "else the first plugin's name, else Sine")
+        sp.add_argument("--channels", metavar="N|LIST",
+                        help="output channels: a count 1..12 (default 2 for the sine synth, "
+                             "a plugin's own output bus otherwise), or with plugins a list "
+                             "of the last stage's channels, e.g. 3-4 or 1,3")
         sp.add_argument("--samplerate", type=_positive_int, default=48000,
                         help="sample rate in Hz (default 48000)")
         sp.add_argument("--blocksize", type=_positive_int, default=256,
@@ -102,7 +106,29 @@ def build_parser() -> argparse.ArgumentParser:
                         help="demand clock: blocks kept queued ahead of the host, 1..4 "
                              "(default 2; latency is at most fill x block)")
         sp.add_argument("--return", dest="return_audio", action="store_true",
-                        help="add a host-to-device return ring (the synth mixes it in)")
+                        help="add a host-to-device return ring (the synth mixes it in; an "
+                             "effect chain takes it as its input, and gets one by default)")
+        plugin = sp.add_argument_group(
+            "plugins (pedalboard)", "Run VST3 plugins (AU on macOS), pedalboard's built-in "
+            "effects or the built-in synth instead of the sine synth. Several --plugin make a "
+            "chain, first to last; only the first may be an instrument.")
+        plugin.add_argument("--plugin", action="append", default=[], metavar="SPEC",
+                            help="a .vst3 path, builtin:NAME (builtin:Reverb, builtin:Chorus, "
+                                 "..., builtin:Sine); repeatable")
+        plugin.add_argument("--plugin-name", metavar="NAME",
+                            help="which plugin of a bundle that holds several")
+        plugin.add_argument("--tap", metavar="TAP",
+                            help="what feeds the link: out (default), a stage by name or "
+                                 "number, optionally with channels: DLSine12:3-4")
+        plugin.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                            help="set a parameter at start (by key or display name; in a "
+                                 "chain Stage.key); repeatable")
+        plugin.add_argument("--state", type=Path, metavar="FILE",
+                            help="restore the device id and plugin state from FILE at start "
+                                 "(if it exists), and save them there on stop")
+        plugin.add_argument("--input", type=Path, metavar="FILE",
+                            help="effects: loop this audio file as the chain's input "
+                                 "(instead of the host's return audio)")
         sp.add_argument("--fixed-format", action="store_true",
                         help="keep this sample rate and block size even if a host asks for "
                              "others (default: follow the host's handshake)")
@@ -211,6 +237,35 @@ def build_parser() -> argparse.ArgumentParser:
                     "offset, bytes (hex), message")
     midi_in_args(sp)
 
+    sp = sub.add_parser("plugin", help="find plugins and describe them",
+                        description="Plugin discovery: scan folders for VST3 (and AU on "
+                                    "macOS) plugins, or describe one plugin. Each plugin is "
+                                    "probed in a subprocess with a timeout, so one that "
+                                    "crashes or hangs is reported and the scan goes on.")
+    psub = sp.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
+    scan = psub.add_parser("scan", help="list the plugins in the standard folders and DIRs",
+                           description="List plugins with name, vendor, path, format, "
+                                       "instrument or effect, inputs, outputs and parameter "
+                                       "count. Searches the platform's standard VST3 folders "
+                                       "and any DIRs given. Results are cached and refreshed "
+                                       "when the files change.")
+    scan.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="more folders to search")
+    scan.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    scan.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                      help="give up on a plugin that takes longer to probe (default 30 s)")
+    scan.add_argument("--no-cache", action="store_true", help="probe everything again")
+    info = psub.add_parser("info", help="describe one plugin",
+                           description="Load one plugin (in a subprocess) and describe it: "
+                                       "name, vendor, path, format, is_instrument, is_effect, "
+                                       "inputs, outputs and its parameters (name, min, max, "
+                                       "default).")
+    info.add_argument("path", metavar="PATH", help="a .vst3 bundle, or builtin:NAME")
+    info.add_argument("--plugin-name", metavar="NAME",
+                      help="which plugin of a bundle that holds several")
+    info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
+                      help="give up after this long (default 30 s)")
+
     sp = sub.add_parser("demo", help="start a sine device, record 2 s of a note, stop",
                         description="The whole chain in one command: start a sine device in a "
                                     "separate process, host it for 2 s playing A4, record "
@@ -232,31 +287,84 @@ def _device_setup(args: argparse.Namespace):
     from .transport.registry import validate_device_id
 
     try:
-        validate_device_id(args.id)
         if not 1 <= args.fill <= 4:
             raise ValueError(f"--fill must be 1..4 blocks, got {args.fill}")
         check_rt_priority(args.rt_priority)
+        if args.plugin:
+            device_id, channels, chain, saved = _plugin_setup(args)
+        else:
+            for flag in ("plugin_name", "tap", "state", "input"):
+                if getattr(args, flag):
+                    raise ValueError(f"--{flag.replace('_', '-')} needs --plugin")
+            if args.param:
+                raise ValueError("--param needs --plugin")
+            device_id, chain, saved = args.id or "Sine", None, None
+            channels = 2 if args.channels is None else _channel_count(args.channels)
+        validate_device_id(device_id)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     monitor = make_console_monitor(audio=False) if args.monitor else None
     device = Device(args.namespace, monitor=monitor)
     caps = 0 if args.fixed_format else Capability.FLEXIBLE_FORMAT
+    # an effect chain listens to the host through the return ring unless it plays a file
+    return_audio = args.return_audio or (chain is not None and chain.is_effect
+                                         and args.input is None)
     try:
-        device.start(args.id, args.channels, args.samplerate, args.blocksize, args.mode,
-                     capabilities=caps, return_audio=args.return_audio)
+        device.start(device_id, channels, args.samplerate, args.blocksize, args.mode,
+                     capabilities=caps, return_audio=return_audio)
     except ValueError as exc:
         device.close()
         raise UsageError(str(exc)) from None
     try:
-        wiring = InstrumentDevice(device, SineSynth(args.samplerate), midi_in=args.midi_in,
+        if chain is not None:
+            chain.report = device.report_error
+        instrument = chain if chain is not None else SineSynth(args.samplerate)
+        wiring = InstrumentDevice(device, instrument, midi_in=args.midi_in,
                                   sysex_limit=args.sysex_limit, on_port_event=_port_event)
+        if chain is not None:
+            device.on_command(chain.handle)
     except BaseException:
         device.close()
         raise
     runner = DeviceRunner(device, wiring, clock=args.clock, fill=args.fill,
                           rt_priority=args.rt_priority)
     runner.wiring = wiring
+    runner.chain = chain
+    runner.restored = saved is not None
     return device, runner
+
+
+def _channel_count(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 12:
+        raise ValueError(f"--channels {text!r}: give a count 1..12 (channel lists are for "
+                         "plugins)")
+    return int(text)
+
+
+def _plugin_setup(args: argparse.Namespace):
+    """Load the chain for ``device --plugin``: (device id, channels, chain, saved state)."""
+    from .adapters.plugin_device import build_chain, read_state_file
+
+    saved = read_state_file(args.state) if args.state else None
+    if saved is not None and len(saved["chain"].get("stages", [])) != len(args.plugin):
+        raise ValueError(f"--state {args.state} holds a chain of "
+                         f"{len(saved['chain']['stages'])} plugin(s), not {len(args.plugin)}")
+    chain = build_chain(args.plugin, sample_rate=args.samplerate, block_size=args.blocksize,
+                        plugin_name=args.plugin_name, channels=args.channels, tap=args.tap,
+                        params=args.param, input_file=args.input,
+                        state=saved["chain"] if saved else None)
+    device_id = args.id or (saved["device_id"] if saved else None) \
+        or re.sub(r"[^A-Za-z0-9_.-]+", "", chain.stages[0].name) or "Plugin"
+    return device_id, chain.channels, chain, saved
+
+
+def _protect_stdout() -> None:
+    """Point fd 1 at stderr, and Python's stdout at a copy of the real one: what a plugin
+    prints (C++ code writes to fd 1) can't corrupt our output, --json included."""
+    sys.stdout.flush()
+    real = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = open(real, "w", buffering=1, closefd=True)
 
 
 def _port_event(event: str, detail: str) -> None:
@@ -278,14 +386,21 @@ def _install_stop(runner) -> None:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
+    if args.plugin:
+        _protect_stdout()
     device, runner = _device_setup(args)
     _install_stop(runner)
     try:
         rt = f", {runner.enter_realtime()}" if args.rt_priority else ""
+        what = ""
+        if runner.chain is not None:
+            chain = runner.chain
+            what = (f", plugins {' -> '.join(st.name for st in chain.stages)}, tap "
+                    f"{chain.tap.name}{', state restored' if runner.restored else ''}")
         print(f"device {device.id} ready: {device.channels} ch, {device.sample_rate} Hz, "
               f"{device.block_size} frames, {device.mode.label}, {args.clock} clock"
               f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}{rt}, namespace "
-              f"{device.namespace!r}, pid {os.getpid()}", flush=True)
+              f"{device.namespace!r}, pid {os.getpid()}{what}", flush=True)
         runner.run()
         if not device.registered:
             raise RuntimeError(device.last_error.removeprefix("registry: "))
@@ -297,8 +412,21 @@ def cmd_device(args: argparse.Namespace) -> int:
               f"events", flush=True)
     finally:
         runner.wiring.close()
+        _save_state(args, device, runner)
         device.close()
     return 0
+
+
+def _save_state(args: argparse.Namespace, device, runner) -> None:
+    if runner.chain is None or args.state is None or not device.id:
+        return
+    from .adapters.plugin_device import write_state_file
+
+    try:
+        write_state_file(args.state, device.id, runner.chain)
+    except OSError as exc:
+        print(f"discolink-bridge device: could not save --state {args.state}: {exc}",
+              file=sys.stderr)
 
 
 def cmd_master(args: argparse.Namespace) -> int:
@@ -513,13 +641,33 @@ def cmd_midi_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plugin(args: argparse.Namespace) -> int:
+    from .adapters import plugin_scan
+
+    if args.plugin_command == "info":
+        result = plugin_scan.info(args.path, plugin_name=args.plugin_name,
+                                  timeout=args.timeout)
+        print(json.dumps(result, indent=1) if args.json else plugin_scan.format_info(result))
+        return 0
+    for d in args.dirs:
+        if not d.is_dir():
+            raise UsageError(f"no such folder: {d}")
+    progress = None if args.json or not sys.stderr.isatty() else plugin_scan.console_progress()
+    results = plugin_scan.scan(args.dirs, timeout=args.timeout, use_cache=not args.no_cache,
+                               progress=progress)
+    print(json.dumps(results, indent=1) if args.json else plugin_scan.format_table(results))
+    return 0
+
+
 COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list, "host": cmd_host,
-            "demo": cmd_demo, "send": cmd_send, "midi-monitor": cmd_midi_monitor}
+            "demo": cmd_demo, "send": cmd_send, "midi-monitor": cmd_midi_monitor,
+            "plugin": cmd_plugin}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .adapters.plugin import PluginError
     from .adapters.session import SessionError
     from .transport import HostError, RegistryError, SegmentError
 
@@ -537,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except (HostError, RegistryError, SegmentError, SessionError, RuntimeError,
-            TimeoutError) as exc:
+            TimeoutError, PluginError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # our reader went away (`... | head`): cleanup already ran

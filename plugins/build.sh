@@ -55,23 +55,46 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 # ---------------------------------------------------------------------------------------------
 # 1. DLSine / DLSine12 (DPF).
 #
-# DPF's VST3 wrapper (1.6, and upstream at the time of writing) has an off-by-one for synths:
-# with MIDI input it exposes 16*130 hidden "MIDI Ch. x CC y" parameters (ids 0..2079) ahead of
-# the plugin's own, and getParameterNormalized/setParameterNormalized test
-# "rindex <= kVst3InternalParameterMidiCC_end" (2080), so the plugin's first parameter (Gain)
-# reads as 0 in the host and cannot be set through the edit controller. We compile against a
-# copy of DPF's distrho/ folder (in build/plugins/obj/dpf) with that comparison made "<".
+# We compile against a copy of DPF's distrho/ folder (build/plugins/obj/dpf/distrho) with three
+# small changes to its VST3 wrapper (DPF 1.6 as shipped by Debian 12 and 13), each checked:
+#  1. Synths (MIDI input) get 16*130 hidden "MIDI Ch. x CC y" parameters (ids 0..2079) ahead of
+#     the plugin's own; getParameterNormalized/setParameterNormalized test
+#     "rindex <= kVst3InternalParameterMidiCC_end" (2080), so the first real parameter (Gain)
+#     read as 0 in the host and could not be set through the edit controller. "<" fixes it.
+#  2. portCountToSpeaker() knows bus widths 1..11 only; for 12 it returned arrangement 0, and
+#     hosts (pedalboard/JUCE) then saw a 0-channel main bus. For 12..18 ports it now returns the
+#     speaker bits 0..N-1 (L R C LFE Ls Rs Lc Rc Cs Sl Sr Tc for 12), whose VST3 order equals
+#     JUCE's channel order, so channel i of the plugin is channel i in pedalboard.
+#  3. Those 2080 hidden MIDI-CC proxy parameters are dropped (the range is made empty and the
+#     IMidiMapping answers "no mapping"): pedalboard lists every one of them and took ~14 s to
+#     load the plugin and ~15 s more for .parameters. DLSine needs no MIDI CC; hosts then drop
+#     CC messages for these plugins (VST3 has no CC events of its own).
 DPF_COPY=$OUT/obj/dpf
-if [ ! -f "$DPF_COPY/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$DPF_COPY/.patched" ]; then
+patch_dpf() {
+    local f=$DPF_COPY/distrho/src/DistrhoPluginVST3.cpp
     rm -rf "$DPF_COPY"
     mkdir -p "$DPF_COPY"
     cp -a "$DPF/distrho" "$DPF_COPY/distrho" || fail "cannot copy $DPF/distrho"
-    sed -i 's/rindex <= kVst3InternalParameterMidiCC_end)/rindex < kVst3InternalParameterMidiCC_end)/' \
-        "$DPF_COPY/distrho/src/DistrhoPluginVST3.cpp" || fail "cannot patch DPF's DistrhoPluginVST3.cpp"
-    if grep -q 'rindex <= kVst3InternalParameterMidiCC_end' "$DPF_COPY/distrho/src/DistrhoPluginVST3.cpp"; then
-        fail "patching DPF's DistrhoPluginVST3.cpp left an off-by-one comparison"
-    fi
+    sed -i 's/rindex <= kVst3InternalParameterMidiCC_end)/rindex < kVst3InternalParameterMidiCC_end)/' "$f" \
+        || fail "cannot patch $f"
+    ! grep -q 'rindex <= kVst3InternalParameterMidiCC_end' "$f" \
+        || fail "patching DPF (parameter id off-by-one) left a '<=' comparison in DistrhoPluginVST3.cpp"
+    sed -i 's|^\( *\)d_stderr("portCountToSpeaker error: got weirdly big|\1if (portCount <= 18) return (static_cast<v3_speaker_arrangement>(1) << portCount) - 1; // discolink-bridge\n&|' "$f" \
+        || fail "cannot patch $f"
+    grep -q 'portCount <= 18) return' "$f" \
+        || fail "patching DPF (12-channel bus arrangement) found no portCountToSpeaker error branch in DistrhoPluginVST3.cpp"
+    local h=$DPF_COPY/distrho/src/DistrhoPluginVST.hpp
+    sed -i 's|kVst3InternalParameterMidiCC_start + 130\*16,|kVst3InternalParameterMidiCC_start + 0, // discolink-bridge: was 130*16|' "$h" \
+        || fail "cannot patch $h"
+    sed -i 's|^\( *\)\*id = kVst3InternalParameterMidiCC_start + channel \* 130 + cc;|\1if (kVst3InternalParameterMidiCC_end == kVst3InternalParameterMidiCC_start) return V3_FALSE; // discolink-bridge\n&|' "$f" \
+        || fail "cannot patch $f"
+    grep -q 'MidiCC_start + 0, // discolink-bridge' "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
+        || fail "patching DPF (no MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
     touch "$DPF_COPY/.patched"
+}
+if [ ! -f "$DPF_COPY/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$DPF_COPY/.patched" ] \
+    || [ "$ROOT/plugins/build.sh" -nt "$DPF_COPY/.patched" ]; then
+    patch_dpf
 fi
 
 # Flags follow DPF's Makefile.base.mk / Makefile.plugins.mk for a Linux release build, minus
@@ -127,12 +150,15 @@ for variant in DLSine:2 DLSine12:12; do
         start_variant "$name" "${variant##*:}"
     fi
 done
+failed=()
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then
         tail -n 30 "$OUT/obj/${names[$i]}/build.log" >&2 || true
-        fail "building ${names[$i]}.vst3 failed (full log: build/plugins/obj/${names[$i]}/build.log)"
+        failed+=("${names[$i]}")
     fi
 done
+[ ${#failed[@]} -eq 0 ] \
+    || fail "building ${failed[*]/%/.vst3} failed (full logs: build/plugins/obj/<name>/build.log)"
 
 # ---------------------------------------------------------------------------------------------
 # 2. Dragonfly Reverb (VST3) from Debian 13 "trixie", a third-party effect. Fetched with
@@ -198,7 +224,13 @@ EOF
             ln -sfn "${bundle#"$OUT"/}" "$OUT/$n.vst3"
         done
     fi
-    # the shared libraries the dragonfly plugins link against (X11/OpenGL for their UI)
+    # the shared libraries the dragonfly plugins link against besides libc/libstdc++ (X11 and
+    # OpenGL, for their UI; the package's Depends): Debian 12 packages of the same names serve
+    missing_pkgs=()
+    for pkg in libgl1 libx11-6 libxext6 libxrandr2; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing_pkgs+=("$pkg")
+    done
+    [ ${#missing_pkgs[@]} -eq 0 ] || apt_install "${missing_pkgs[@]}"
     missing_libs=$(find -L "$OUT"/Dragonfly*.vst3 -name '*.so' -exec ldd {} + 2>/dev/null \
                    | awk '/not found/ {print $1}' | sort -u | tr '\n' ' ')
     [ -z "$missing_libs" ] || fail "dragonfly plugins need libraries that are missing: $missing_libs"

@@ -1,10 +1,11 @@
 """Wiring shared by every instrument device: Device + MidiStream + live input + renderer.
 
 An *instrument* is anything with ``sample_rate``, ``render(out, events)`` and
-``all_notes_off()``: the built-in sine synth now, a pedalboard plugin later. This module
-gives it the device's merged MIDI stream, one ``take`` per block, keeps its sample rate in
-step with the handshake, mixes the host's return audio in when the device has a return
-ring, and silences it when a new host claims the device.
+``all_notes_off()``: the built-in sine synth, or a chain of plugins. This module gives it the
+device's merged MIDI stream, one ``take`` per block, keeps its sample rate in step with the
+handshake, and silences it when a new host claims the device. The host's return audio is
+mixed in after rendering, or, for an instrument with ``takes_input = True`` (an effect
+chain), handed to ``render(out, events, return_audio)`` as its input.
 """
 
 from __future__ import annotations
@@ -72,17 +73,24 @@ class InstrumentDevice:
         if self.on_events is not None and events:
             self.on_events(self.blocks, events)
         self.blocks += 1
-        if self.instrument is None:
-            block.fill(0.0)
-        else:
-            if self.instrument.sample_rate != rate:
-                self.instrument.sample_rate = rate
-            self.instrument.render(block, events)
+        ret = None
         if device.return_channels:
             if self._return.shape[1] != block.shape[1]:  # only after a handshake's new size
                 self._return = np.zeros((device.return_channels, block.shape[1]), np.float32)
             device.receive_return_audio(self._return)
-            block += self._return
+            ret = self._return
+        instrument = self.instrument
+        if instrument is None:
+            block.fill(0.0)
+            return
+        if instrument.sample_rate != rate:
+            instrument.sample_rate = rate
+        if getattr(instrument, "takes_input", False):  # an effect chain: the return is its input
+            instrument.render(block, events, ret)
+            return
+        instrument.render(block, events)
+        if ret is not None:
+            block += ret  # the sine synth mixes the host's return audio in
 
     def close(self) -> None:
         if self.live is not None:

@@ -13,16 +13,18 @@
  *   The voice stops dead (contributes 0) from the exact frame of the matching note-off, or
  *   note-on with velocity 0, on the same channel and note. A note-on for a (channel, note) that
  *   is already sounding restarts that voice at phase 0 with the new velocity. Up to 16 voices
- *   sound at once and are summed; a 17th note steals the oldest voice. CC 120 (all sound off)
- *   and CC 123 (all notes off) stop every voice at their frame, if the host delivers them.
- *   Gain and Tune are read per block (as the host sets them before the block).
+ *   sound at once and are summed (in double, written once as float); a 17th note steals the
+ *   oldest voice. Other MIDI messages are ignored. Gain and Tune are read once per block (the
+ *   values the host set before the block); f(n) uses the Tune of the current block.
  *
  * Outputs:
  *   DLSine   (DLSINE_NUM_OUTPUTS == 2):  channels 0 and 1 both carry y_0 (the fundamental).
  *   DLSine12 (DLSINE_NUM_OUTPUTS == 12): channels 2k and 2k+1 (k = 0..5) both carry y_k, the
  *            (k+1)-th harmonic (frequency (k+1)*f(n)); no band limiting (above Nyquist it aliases).
  *
- * Parameters: 0 "Gain" 0..1 (default 0.5, unit ""), 1 "Tune" -12..12 (default 0, unit "st").
+ * Parameters: 0 "Gain" 0..1 (default 0.5, unit ""), 1 "Tune" -12..12 (default 0, unit "st"),
+ *   2 "Fault" 0..1 (default 0): at 0.5 or more every output sample is NaN, as a misbehaving
+ *   plugin's would be, so the bridge's NaN guard can be tested against a real plugin.
  */
 
 #include "DistrhoPlugin.hpp"
@@ -36,7 +38,7 @@ static constexpr uint32_t kNumVoices = 16;
 static constexpr uint32_t kNumSignals = DISTRHO_PLUGIN_NUM_OUTPUTS / 2; // 1 or 6 harmonics
 static constexpr double kTwoPi = 6.283185307179586476925286766559;
 
-enum ParamId : uint32_t { kParamGain = 0, kParamTune, kParamCount };
+enum ParamId : uint32_t { kParamGain = 0, kParamTune, kParamFault, kParamCount };
 
 class DLSine : public Plugin
 {
@@ -45,6 +47,7 @@ public:
         : Plugin(kParamCount, 0, 0),
           fGain(0.5f),
           fTune(0.0f),
+          fFault(0.0f),
           fSampleRate(getSampleRate()),
           fAge(0)
     {
@@ -81,6 +84,14 @@ protected:
             parameter.ranges.min = 0.0f;
             parameter.ranges.max = 1.0f;
             break;
+        case kParamFault:
+            parameter.name = "Fault";
+            parameter.symbol = "fault";
+            parameter.unit = "";
+            parameter.ranges.def = 0.0f;
+            parameter.ranges.min = 0.0f;
+            parameter.ranges.max = 1.0f;
+            break;
         case kParamTune:
             parameter.name = "Tune";
             parameter.symbol = "tune";
@@ -98,6 +109,7 @@ protected:
         {
         case kParamGain: return fGain;
         case kParamTune: return fTune;
+        case kParamFault: return fFault;
         }
         return 0.0f;
     }
@@ -108,6 +120,7 @@ protected:
         {
         case kParamGain: fGain = value; break;
         case kParamTune: fTune = value; break;
+        case kParamFault: fFault = value; break;
         }
     }
 
@@ -144,6 +157,10 @@ protected:
             renderVoices(outputs, frame, end, gain, tune);
             frame = end;
         }
+        if (fFault >= 0.5f)
+            for (uint32_t c = 0; c < DISTRHO_PLUGIN_NUM_OUTPUTS; ++c)
+                for (uint32_t j = 0; j < frames; ++j)
+                    outputs[c][j] = NAN;
     }
 
 private:
@@ -155,7 +172,7 @@ private:
         uint64_t age;
     };
 
-    float fGain, fTune;
+    float fGain, fTune, fFault;
     double fSampleRate;
     uint64_t fAge;
     Voice fVoices[kNumVoices];
@@ -201,10 +218,6 @@ private:
             for (uint32_t i = 0; i < kNumVoices; ++i)
                 if (fVoices[i].active && fVoices[i].channel == channel && fVoices[i].note == d1)
                     fVoices[i].active = false;
-        }
-        else if (status == 0xB0 && (d1 == 120 || d1 == 123))
-        {
-            clearVoices();
         }
     }
 

@@ -1,0 +1,425 @@
+"""A chain of plugins as a discoLink device: rendering, link taps, parameters and state.
+
+:class:`PluginChain` is an instrument for :class:`~bridge.adapters.instrument.InstrumentDevice`:
+each block it gathers that block's MIDI, calls each stage exactly once (``reset=False``),
+and writes the selected tap to the rings. An effect chain's input is the host's dry signal
+from the return ring, a looping audio file, or silence.
+
+Taps (``--tap``, and the Route command) choose what feeds the link: ``out`` (the last
+stage), a stage by name or by number (``Reverb``, ``1``), optionally narrowed to some of its
+channels (``DLSine12:3-4``, ``out:1,3``; channels count from 1). Multi-out stages offer one
+tap per channel pair. Whatever a tap yields is mapped to the device's channel count with
+:func:`~bridge.adapters.plugin.map_channels`.
+
+Commands: SetParameter / GetParameter / ParameterList by index or name, GetState / SetState
+(JSON, fragmented), LoadPreset (.vstpreset) and Route. The device handles commands between
+blocks, so every change applies from the next block on, never within one. A block with NaN
+or Inf in it never reaches the link: it is replaced by silence, counted and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..midi.event import MidiEvent
+from ..transport import commands as cmd
+from ..transport.commands import ErrorCode
+from ..transport.device import Device
+from ..transport.message import Message
+from .plugin import Parameter, Stage, map_channels
+
+STATE_FORMAT = "discolink-bridge plugin state"
+STATE_VERSION = 1
+REPORT_INTERVAL_S = 1.0  # at most one non-finite-audio report per second
+
+T = cmd.T
+
+
+@dataclass(frozen=True)
+class Tap:
+    """What feeds the link: a stage's output (-1: the last stage), some of its channels."""
+
+    name: str
+    stage: int
+    channels: tuple[int, ...] | None  # 0-based; None: all
+
+
+def parse_channels(text: str) -> tuple[int, ...]:
+    """``3-4`` / ``1,3,5`` / ``2`` (1-based) as 0-based indices; ValueError names the fault."""
+    out: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise ValueError(f"channel list {text!r}: {part!r} is not N or N-M")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if a < 1 or b < a:
+            raise ValueError(f"channel list {text!r}: {part!r} must count up from 1")
+        out.extend(range(a - 1, b))
+    return tuple(out)
+
+
+class PluginChain:
+    """Stages in series, rendered block by block, with taps, parameters and state."""
+
+    takes_input = True  # InstrumentDevice hands us the return ring's audio, not a mix-in
+
+    def __init__(self, stages: Sequence[Stage], sample_rate: int, block_size: int, *,
+                 channels: int | None = None, tap: str = "out",
+                 input_audio: np.ndarray | None = None,
+                 report: Callable[[str, str], None] | None = None) -> None:
+        if not stages:
+            raise ValueError("no plugin given")
+        for i, st in enumerate(stages[1:], 1):
+            if st.is_instrument:
+                raise ValueError(f"{st.name} is an instrument: it takes no audio input, so it "
+                                 f"can only be the first stage of a chain (it is stage {i + 1})")
+        if input_audio is not None and stages[0].is_instrument:
+            raise ValueError(f"{stages[0].name} is an instrument: it can't process the "
+                             "--input audio; use an effect")
+        self.stages = list(stages)
+        self.sample_rate = sample_rate
+        self.block_size = block_size
+        self.report = report or (lambda where, text: None)
+        self._input = input_audio  # (channels, frames) looped, or None
+        self._input_pos = 0
+        self._outputs: list[np.ndarray | None] = [None] * len(self.stages)
+        self.nonfinite_blocks = 0
+        self._last_report = 0.0
+        self.parameters: list[tuple[int, Parameter]] = [
+            (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
+        self.tap = self.resolve_tap(tap)
+        natural = self.tap_channels(self.tap)
+        if channels is None:
+            channels = natural
+        if not 1 <= channels <= 12:
+            raise ValueError(f"channels must be 1..12, got {channels}")
+        self.channels = channels
+
+    # -- shape --------------------------------------------------------------------------
+    @property
+    def is_effect(self) -> bool:
+        return not self.stages[0].is_instrument
+
+    def stage_outputs(self, i: int) -> int:
+        """Channels that stage ``i`` produces (built-ins follow what they are given)."""
+        st = self.stages[i]
+        if st.outputs is not None:
+            return st.outputs
+        if i == 0:
+            return 2 if st.is_instrument or self._input is None else self._input.shape[0]
+        return self.stage_outputs(i - 1)
+
+    def tap_channels(self, tap: Tap) -> int:
+        return len(tap.channels) if tap.channels else self.stage_outputs(
+            tap.stage if tap.stage >= 0 else len(self.stages) - 1)
+
+    def taps(self) -> list[str]:
+        """Every tap name this chain offers: ``out``, each stage, each multi-out pair."""
+        names = ["out"]
+        for i, st in enumerate(self.stages):
+            names.append(st.name if self._unique(st.name) else str(i + 1))
+            n = self.stage_outputs(i)
+            if n > 2:
+                base = names[-1]
+                names += [f"{base}:{c}-{c + 1}" for c in range(1, n, 2)]
+        return names
+
+    def _unique(self, name: str) -> bool:
+        return sum(st.name == name for st in self.stages) == 1
+
+    def resolve_tap(self, text: str) -> Tap:
+        """A tap by name; ValueError lists the taps there are."""
+        source, _, chans = text.strip().partition(":")
+        stage = -2
+        if source in ("", "out"):
+            stage = -1
+        elif source.isdigit() and 1 <= int(source) <= len(self.stages):
+            stage = int(source) - 1
+        else:
+            matches = [i for i, st in enumerate(self.stages) if st.name.lower() == source.lower()]
+            if len(matches) == 1:
+                stage = matches[0]
+        if stage == -2:
+            raise ValueError(f"no tap {text!r}; taps: {', '.join(self.taps())}")
+        channels = parse_channels(chans) if chans else None
+        available = self.stage_outputs(stage if stage >= 0 else len(self.stages) - 1)
+        if channels and max(channels) >= available:
+            raise ValueError(f"tap {text!r}: the stage has {available} output channel(s), "
+                             f"not {max(channels) + 1}")
+        return Tap(text.strip() or "out", stage, channels)
+
+    # -- rendering (the audio thread) ---------------------------------------------------
+    def all_notes_off(self) -> None:
+        for st in self.stages:
+            try:
+                st.reset()
+            except Exception as exc:
+                self.report("plugin", f"{st.name}: reset failed: {exc}")
+
+    def render(self, out: np.ndarray, events: list[MidiEvent],
+               inp: np.ndarray | None = None) -> None:
+        """One block into ``out`` (channels, frames): each stage once, then the tap. Never
+        raises: a failing plugin gives silence, reported."""
+        frames = out.shape[1]
+        rate = self.sample_rate
+        try:
+            x = self._effect_input(inp, frames)
+            for i, st in enumerate(self.stages):
+                if st.is_instrument:
+                    x = st.render(events, frames, rate, self.stage_outputs(i))
+                else:
+                    if st.inputs is not None and x.shape[0] != st.inputs:
+                        x = map_channels(x, st.inputs)
+                    x = st.process(np.ascontiguousarray(x, np.float32), rate)
+                self._outputs[i] = x
+            tap = self.tap
+            y = self._outputs[tap.stage]
+            if tap.channels:
+                y = y[list(tap.channels)]
+            y = map_channels(y, out.shape[0])
+            if not math.isfinite(float(y.sum())):  # NaN or Inf anywhere in the block
+                self._nonfinite()
+                out.fill(0.0)
+                return
+            out[:] = y
+        except Exception as exc:
+            out.fill(0.0)
+            self.report("plugin", f"render failed: {type(exc).__name__}: {exc}")
+
+    def _effect_input(self, inp: np.ndarray | None, frames: int) -> np.ndarray:
+        if self._input is not None:
+            src = self._input
+            idx = (self._input_pos + np.arange(frames)) % src.shape[1]
+            self._input_pos = (self._input_pos + frames) % src.shape[1]
+            return src[:, idx]
+        if inp is not None and inp.shape[0]:
+            return inp
+        return np.zeros((self.channels, frames), np.float32)
+
+    def _nonfinite(self) -> None:
+        self.nonfinite_blocks += 1
+        now = time.monotonic()
+        if now - self._last_report >= REPORT_INTERVAL_S:
+            self._last_report = now
+            self.report("plugin", f"NaN or Inf in the plugin output: block replaced by "
+                        f"silence ({self.nonfinite_blocks} block(s) so far)")
+
+    # -- parameters ---------------------------------------------------------------------
+    def parameter_name(self, i: int) -> str:
+        stage, p = self.parameters[i]
+        return p.key if len(self.stages) == 1 else f"{self.stages[stage].name}.{p.key}"
+
+    def find_parameter(self, index: int, name: str) -> int:
+        """Global index of a parameter by index, or by name when index is -1."""
+        if index >= 0:
+            if index >= len(self.parameters):
+                raise KeyError(f"no parameter {index}; there are {len(self.parameters)}")
+            return index
+        want = name.lower()
+        for i, (stage, p) in enumerate(self.parameters):
+            qualified = f"{self.stages[stage].name}.".lower()
+            for candidate in (p.key, p.name):
+                c = candidate.lower()
+                if want in (c, qualified + c):
+                    return i
+        raise KeyError(f"no parameter {name!r}; ParameterList lists them")
+
+    def value(self, i: int) -> float:
+        stage, p = self.parameters[i]
+        return self.stages[stage].get(p.key)
+
+    def set_parameter(self, i: int, value: float) -> float:
+        """Check ``value`` and set it; call between blocks (it applies from the next one)."""
+        stage, p = self.parameters[i]
+        value = p.check(value)
+        self.stages[stage].set(p.key, value)
+        return value
+
+    def parameter_list(self) -> list[dict]:
+        return [{"index": i, "name": self.parameter_name(i), "display_name": p.name,
+                 "stage": self.stages[s].name, "min": p.min, "max": p.max,
+                 "default": p.default, "value": self.value(i), "unit": p.unit}
+                for i, (s, p) in enumerate(self.parameters)]
+
+    # -- state --------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        return {"format": STATE_FORMAT, "version": STATE_VERSION,
+                "stages": [st.spec for st in self.stages],
+                "state": [st.get_state() for st in self.stages]}
+
+    def check_state(self, data: dict) -> list[dict]:
+        """The per-stage states of a state document; ValueError says why it doesn't fit."""
+        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
+            raise ValueError(f"not a {STATE_FORMAT} document")
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"state version {data.get('version')!r} is not {STATE_VERSION}")
+        states = data.get("state")
+        if not isinstance(states, list) or len(states) != len(self.stages):
+            raise ValueError(f"the state has {len(states or [])} stage(s), the chain "
+                             f"{len(self.stages)}")
+        for st, s in zip(self.stages, states, strict=True):
+            if s.get("name") != st.name:
+                raise ValueError(f"the state is for {s.get('name')!r}, not {st.name!r}")
+        return states
+
+    def set_state(self, data: dict) -> None:
+        """Restore a state document from get_state (checked whole before anything changes)."""
+        states = self.check_state(data)
+        for st, s in zip(self.stages, states, strict=True):
+            st.set_state(s)
+
+    def load_preset(self, path: str) -> str:
+        """Load a .vstpreset into the first stage that takes presets; returns its name."""
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"no such preset file: {path}")
+        for st in self.stages:
+            if hasattr(st.plugin, "load_preset"):
+                try:
+                    st.plugin.load_preset(path)
+                except Exception as exc:
+                    raise ValueError(f"{st.name} could not load {path}: {exc}") from None
+                return st.name
+        raise ValueError("no stage of this chain loads presets (VST3 plugins do)")
+
+    # -- commands (called from Device.process_commands) ---------------------------------
+    def handle(self, msg: Message, device: Device) -> bool:
+        t = msg.type
+        try:
+            if t == T.SetParameter:
+                f = cmd.decode(msg)
+                i = self.find_parameter(f["index"], f["name"])
+                value = self.set_parameter(i, f["value"])
+                device.respond(cmd.build("SetParameter", response_to=msg, index=i,
+                                         value=value, name=self.parameter_name(i)[:63]))
+            elif t == T.GetParameter:
+                f = cmd.decode(msg)
+                i = self.find_parameter(f["index"], f["name"])
+                device.respond(cmd.build("GetParameter", response_to=msg, index=i,
+                                         value=self.value(i),
+                                         name=self.parameter_name(i)[:63]))
+            elif t == T.ParameterList:
+                device.respond_blob(msg, "ParameterList",
+                                    cmd.parameter_list_payload(self.parameter_list()))
+            elif t == T.GetState:
+                device.respond_blob(msg, "GetState", json.dumps(self.get_state()).encode())
+            elif t == T.SetState:
+                self.set_state(json.loads(bytes(cmd.decode(msg)["state"])))
+            elif t == T.LoadPreset:
+                self.load_preset(cmd.decode(msg)["path"])
+            elif t == T.Route:
+                tap = cmd.decode(msg)["tap"]
+                if tap:
+                    self.tap = self.resolve_tap(tap)
+                device.respond(cmd.build("Route", response_to=msg, routing=json.dumps(
+                    {"tap": self.tap.name, "taps": self.taps()})))
+            else:
+                return False
+        except (KeyError, ValueError, FileNotFoundError) as exc:
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            device.reply_error(msg, ErrorCode.INVALID_ARGUMENT, str(text))
+        return True
+
+
+def parse_param_assignments(items: Sequence[str]) -> list[tuple[str, float]]:
+    """``--param name=value`` items; ValueError names the bad one."""
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            raise ValueError(f"--param {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def read_state_file(path: Path) -> dict | None:
+    """A ``--state`` file's contents (None when it doesn't exist yet)."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--state {path}: not readable as JSON: {exc}") from None
+    if not isinstance(data, dict) or "device_id" not in data or "chain" not in data:
+        raise ValueError(f"--state {path}: not a discolink-bridge device state file")
+    return data
+
+
+def write_state_file(path: Path, device_id: str, chain: PluginChain) -> None:
+    """Save the device id and the chain's state, atomically (a crash leaves the old file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"device_id": device_id, "chain": chain.get_state()}, indent=1))
+    tmp.replace(path)
+
+
+def load_input_file(path: Path, sample_rate: int) -> np.ndarray:
+    """An ``--input`` file as (channels, frames) float32; ValueError when it can't serve."""
+    import soundfile
+
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise ValueError(f"--input {path}: cannot read it as audio: {exc}") from None
+    if rate != sample_rate:
+        raise ValueError(f"--input {path} is {rate} Hz but the device runs at {sample_rate} "
+                         f"Hz; pass --samplerate {rate} or resample the file")
+    if len(data) == 0:
+        raise ValueError(f"--input {path} has no audio")
+    return np.ascontiguousarray(data.T)
+
+
+def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
+                plugin_name: str | None = None, channels: str | None = None,
+                tap: str | None = None, params: Sequence[str] = (),
+                input_file: Path | None = None, state: dict | None = None,
+                report: Callable[[str, str], None] | None = None) -> PluginChain:
+    """Load ``specs`` and assemble the chain a device runs.
+
+    ``channels`` is a count (``2``: the tap mapped to 2 channels) or a channel list of the
+    last stage (``3-4``, ``1,3``: those channels, as the default tap). ``state`` is a saved
+    chain state to restore; ``params`` (``NAME=VALUE``) are applied after it. Raises
+    PluginError when a plugin can't load (exit 1 at the CLI) and ValueError for a request
+    that can't be met (exit 2).
+    """
+    from .plugin import load_stage
+
+    assignments = parse_param_assignments(params)
+    count: int | None = None
+    if channels is not None:
+        text = channels.strip()
+        if text.isdigit():
+            count = int(text)
+            if not 1 <= count <= 12:
+                raise ValueError(f"--channels {count}: a device has 1 to 12 channels")
+        else:
+            parse_channels(text)  # a clear error for a malformed list, before loading
+            if tap not in (None, "out"):
+                raise ValueError("give --channels as a count when --tap chooses the source")
+            tap = f"out:{text}"
+    audio = load_input_file(input_file, sample_rate) if input_file else None
+    stages = [load_stage(s, plugin_name=plugin_name, sample_rate=sample_rate,
+                         block_size=block_size) for s in specs]
+    chain = PluginChain(stages, sample_rate, block_size, channels=count, tap=tap or "out",
+                        input_audio=audio, report=report)
+    if state is not None:
+        chain.set_state(state)
+    for name, value in assignments:
+        try:
+            i = chain.find_parameter(-1, name)
+        except KeyError as exc:
+            raise ValueError(f"--param {name}: {exc.args[0]}") from None
+        try:
+            chain.set_parameter(i, value)
+        except ValueError as exc:
+            raise ValueError(f"--param {name}: {exc}") from None
+    return chain
