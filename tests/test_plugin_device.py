@@ -364,3 +364,66 @@ def test_builtin_effect_state_and_parameters_round_trip(spawn, tmp_path):
         for name, value in (("room_size", 0.9), ("wet_level", 0.7)):
             got = cmd.decode(host.request(cmd.get_parameter(name)))["value"]
             assert got == pytest.approx(value, abs=1e-6), name
+
+
+def test_load_preset_loads_a_vstpreset_file(spawn, tmp_path):
+    offline = pedalboard.load_plugin(DLSINE)
+    offline.gain = 0.2
+    offline([], duration=0.01, sample_rate=RATE, num_channels=2)  # DPF syncs on a render
+    preset = tmp_path / "quiet.vstpreset"
+    preset.write_bytes(offline.preset_data)
+    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Preset")
+    with Host() as host:
+        host.connect(dev.id)
+        for m in cmd.fragments("LoadPreset", str(preset).encode()):
+            send(host, m)
+        read_blocks(host, 2, 2)
+        assert cmd.decode(host.request(cmd.get_parameter("gain")))["value"] == \
+            pytest.approx(0.2, abs=1e-3)
+        with pytest.raises(CommandError, match="no such preset file"):
+            host.request(cmd.build("LoadPreset", path="/no/such.vstpreset"))
+
+
+def test_an_effect_plays_a_looping_input_file(spawn, tmp_path):
+    import soundfile
+
+    wav = tmp_path / "in.wav"
+    source = (0.5 * np.sin(2 * np.pi * 220 * np.arange(1000) / RATE)).astype(np.float32)
+    soundfile.write(wav, np.stack([source, -source], axis=1), RATE, subtype="FLOAT")
+    dev = plugin_device(spawn, "--plugin", "builtin:Invert", "--input", str(wav),
+                        device_id="Loop")
+    with Host() as host:
+        conn = host.connect(dev.id)
+        assert conn.return_channels == 0  # the file is the input: no return ring
+        rec = read_blocks(host, 20, 2)
+    looped = np.tile(source, 6)[:rec.shape[1]]
+    np.testing.assert_array_equal(rec[0], -looped)  # Invert: exactly minus the input
+    np.testing.assert_array_equal(rec[1], looped)
+
+
+def test_a_mono_device_adapts_a_stereo_only_effect(spawn):
+    """Dragonfly takes stereo only: mono in is copied to both inputs, and its stereo out is
+    averaged down to the device's one channel (the documented channel mapping)."""
+    dev = plugin_device(spawn, "--plugin", PLATE, "--channels", "1", device_id="Mono")
+    with Host() as host:
+        conn = host.connect(dev.id)
+        assert conn.channels == 1 and conn.return_channels == 1
+        t = np.arange(BLOCK) / RATE
+
+        def sine(k: int) -> None:
+            x = 0.3 * np.sin(2 * np.pi * 330 * (t + k * BLOCK / RATE))
+            assert host.send_return_audio(x.astype(np.float32)[None])
+
+        wet = read_blocks(host, 100, 1, feed=sine)
+    assert np.abs(wet[0, -40 * BLOCK:]).max() > 0.01
+
+
+def test_channel_mapping_rules():
+    from bridge.adapters.plugin import map_channels
+
+    x = np.arange(8, dtype=np.float32).reshape(4, 2)  # channel k holds 2k, 2k+1
+    np.testing.assert_array_equal(map_channels(x, 4), x)
+    np.testing.assert_array_equal(map_channels(x[:1], 3), np.repeat(x[:1], 3, axis=0))
+    np.testing.assert_array_equal(map_channels(x[:2], 4), x[[0, 1, 0, 1]])
+    np.testing.assert_array_equal(map_channels(x, 2), [(x[0] + x[2]) / 2, (x[1] + x[3]) / 2])
+    np.testing.assert_array_equal(map_channels(x, 1), [x.mean(axis=0)])
