@@ -217,7 +217,8 @@ COMMANDS: tuple[Command, ...] = (
             _l(("index", "i32"), ("name", "char[64]")), _PARAM, False,
             "Read a parameter by index, or by name when index is -1."),
     Command(0x0202, "ParameterList", "host→device", _l(), _l(("parameters", "utf8")), True,
-            "Response: JSON list of {index, name, min, max, default, value, unit}."),
+            "Response: JSON list of {index, name, display_name, stage, min, max, default, "
+            "value, unit}; min/max/default null when unknown."),
     Command(0x0203, "LoadPreset", "host→device", _l(("path", "utf8")), None, True,
             "Load a preset file (path on the device's machine)."),
     Command(0x0204, "GetState", "host→device", _l(), _l(("state", "bytes")), True,
