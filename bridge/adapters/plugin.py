@@ -194,7 +194,8 @@ def load_stage(spec: str, *, plugin_name: str | None = None, sample_rate: int = 
     try:
         plugin = pedalboard.load_plugin(str(path), plugin_name=plugin_name)
     except Exception as exc:  # pedalboard raises ImportError, ValueError, RuntimeError
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) \
+            or type(exc).__name__
         raise PluginError(f"{spec}: could not load the plugin: {text}") from None
     try:
         kind = "instrument" if plugin.is_instrument else "effect"
