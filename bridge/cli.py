@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="List the devices registered in the namespace.")
     sp.add_argument("--json", action="store_true", help="print a JSON list of objects with "
                     "id, pid, channels, sample_rate, block_size, mode, claimed, host_pid, "
-                    "link_tag")
+                    "link_tag, xruns")
 
     sp = sub.add_parser("host", help="connect to a device, play, record, report",
                         description="Connect to a device as a host, play a note or a MIDI file "
@@ -236,6 +236,57 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object per event: block, "
                     "offset, bytes (hex), message")
     midi_in_args(sp)
+
+    sp = sub.add_parser(
+        "jack-device", help="a JACK client that is a discoLink device",
+        description="Run a JACK client whose audio input ports feed a discoLink device, and "
+                    "whose JACK MIDI output plays the MIDI the device's host sends. So a "
+                    "discoLink host can play a JACK synth and hear it. The JACK period is the "
+                    "clock; the device runs at JACK's sample rate and period.",
+        epilog="examples:\n"
+               "  jackd --no-realtime -d dummy -r 48000 -p 256 &   # or the machine's own JACK\n"
+               "  jack_midisine &\n"
+               "  discolink-bridge jack-device --id Sine --connect 'midisine:out' "
+               "--midi-out 'midisine:midi_in'\n"
+               "  discolink-bridge jack-device --id Metro --connect 'metro:*' --channels 2\n"
+               "On a real machine JACK runs on ALSA (jackd -d alsa) or is PipeWire's JACK.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--id", required=True, metavar="NAME", help="device id (NAME or NAME:N)")
+    sp.add_argument("--connect", action="append", default=[], metavar="PORT",
+                    help="JACK output port(s) to feed input port N (the Nth --connect); glob "
+                         "patterns allowed; connected again when those clients come back")
+    sp.add_argument("--channels", type=_positive_int, metavar="N",
+                    help="input ports, 1..12 (default: one per --connect)")
+    sp.add_argument("--midi-out", action="append", default=[], metavar="PORT",
+                    help="JACK MIDI input port(s) to connect the MIDI output to (glob)")
+    sp.add_argument("--jack-server", metavar="NAME",
+                    help="JACK server name (default: $JACK_DEFAULT_SERVER or 'default')")
+    sp.add_argument("--client-name", metavar="NAME", help="JACK client name "
+                    "(default discolink-ID)")
+
+    sp = sub.add_parser(
+        "jack-host", help="a discoLink device's audio as JACK output ports",
+        description="Connect to a discoLink device as its host and expose its channels as JACK "
+                    "output ports, with a JACK MIDI input whose events go to the device as IPC "
+                    "MIDI at their sample offsets. So jack_rec, Ardour, Carla or any JACK "
+                    "client can record or process the device. The device must run at JACK's "
+                    "sample rate.",
+        epilog="examples:\n"
+               "  discolink-bridge jack-host --id Sine:0 --connect-out 'system:playback_*'\n"
+               "  discolink-bridge jack-host --id Synth --midi-in 'a2j:*' --link-tag studio",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--id", required=True, metavar="ID", help="device id (NAME:N, or NAME)")
+    sp.add_argument("--connect-out", action="append", default=[], metavar="PORTS",
+                    help="JACK input ports for out_1, out_2, ... in order (glob); repeatable")
+    sp.add_argument("--midi-in", action="append", default=[], metavar="PORT",
+                    help="JACK MIDI output port(s) to connect to our MIDI input (glob)")
+    sp.add_argument("--link-tag", default="", metavar="TAG", help="link tag for the claim")
+    sp.add_argument("--jack-server", metavar="NAME",
+                    help="JACK server name (default: $JACK_DEFAULT_SERVER or 'default')")
+    sp.add_argument("--client-name", metavar="NAME", help="JACK client name "
+                    "(default discolink-host-NAME)")
+    sp.add_argument("--seconds", type=_seconds, metavar="S", help="stop after S seconds "
+                    "(default: run until Ctrl-C / SIGTERM)")
 
     sp = sub.add_parser("plugin", help="find plugins and describe them",
                         description="Plugin discovery: scan folders for VST3 (and AU on "
@@ -496,13 +547,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not devices:
         print(f"no devices in namespace {registry.namespace!r}")
         return 0
-    print(f"{'ID':<24} {'PID':>7} {'CH':>3} {'RATE':>6} {'BLOCK':>5} {'MODE':<10} CLAIM")
+    print(f"{'ID':<24} {'PID':>7} {'CH':>3} {'RATE':>6} {'BLOCK':>5} {'MODE':<10} "
+          f"{'XRUNS':>5} CLAIM")
     for d in devices:
         claim = f"host {d.host_pid}" if d.claimed else "-"
         if d.link_tag:
             claim += f" [{d.link_tag}]"
         print(f"{d.id:<24} {d.pid:>7} {d.channels:>3} {d.sample_rate:>6} {d.block_size:>5} "
-              f"{d.mode:<10} {claim}")
+              f"{d.mode:<10} {d.xruns:>5} {claim}")
     return 0
 
 
@@ -641,6 +693,82 @@ def cmd_midi_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jack_report(event: str, detail: str) -> None:
+    print(f"discolink-bridge: {event}: {detail}", file=sys.stderr, flush=True)
+
+
+def _run_bridge(bridge, prog: str) -> None:
+    def stop(signum, frame):
+        bridge.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    bridge.run()
+
+
+def cmd_jack_device(args: argparse.Namespace) -> int:
+    from .adapters.jack_bridge import JackDeviceBridge, JackUnavailable
+    from .transport.registry import validate_device_id
+
+    try:
+        validate_device_id(args.id)
+        bridge = JackDeviceBridge(args.id, args.connect, channels=args.channels,
+                                  midi_out=args.midi_out, server=args.jack_server,
+                                  namespace=args.namespace, client_name=args.client_name,
+                                  report=_jack_report)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        try:
+            device_id = bridge.start()
+        except JackUnavailable as exc:
+            raise RuntimeError(str(exc)) from None
+        print(f"jack-device {device_id} ready: {bridge.channels} ch, {bridge.sample_rate} Hz, "
+              f"{bridge.period} frames (the JACK period), JACK client {bridge.client.name!r}, "
+              f"namespace {bridge.device.namespace!r}, pid {os.getpid()}", flush=True)
+        _run_bridge(bridge, "jack-device")
+        print(f"jack-device {device_id} stopped: {bridge.blocks} periods, {bridge.xruns} "
+              "xruns", flush=True)
+    finally:
+        bridge.close()
+    return 0
+
+
+def cmd_jack_host(args: argparse.Namespace) -> int:
+    from .adapters.jack_bridge import JackHostBridge, JackUnavailable
+    from .transport.registry import validate_device_id, validate_link_tag
+
+    try:
+        validate_device_id(args.id)
+        validate_link_tag(args.link_tag)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    bridge = JackHostBridge(args.id, connect_out=args.connect_out, midi_in=args.midi_in,
+                            link_tag=args.link_tag, server=args.jack_server,
+                            namespace=args.namespace, client_name=args.client_name,
+                            report=_jack_report)
+    try:
+        try:
+            bridge.start()
+        except (JackUnavailable, ValueError) as exc:
+            raise RuntimeError(str(exc)) from None
+        c = bridge.host.connection
+        print(f"jack-host {c.device} ready: {bridge.channels} JACK output port(s) at "
+              f"{bridge.sample_rate} Hz, period {bridge.period} frames (device block "
+              f"{c.block_size}), JACK client {bridge.client.name!r}, pid {os.getpid()}",
+              flush=True)
+        if args.seconds:
+            threading.Timer(args.seconds, bridge.stop).start()
+        _run_bridge(bridge, "jack-host")
+        s = bridge.host.stats
+        print(f"jack-host {c.device} stopped: {bridge.blocks} periods, {bridge.xruns} xruns, "
+              f"{s.underruns} underruns, {bridge.midi_forwarded} MIDI events forwarded, "
+              f"{bridge.peer_losses} peer losses", flush=True)
+    finally:
+        bridge.close()
+    return 0
+
+
 def cmd_plugin(args: argparse.Namespace) -> int:
     from .adapters import plugin_scan
 
@@ -661,7 +789,7 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 
 COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list, "host": cmd_host,
             "demo": cmd_demo, "send": cmd_send, "midi-monitor": cmd_midi_monitor,
-            "plugin": cmd_plugin}
+            "plugin": cmd_plugin, "jack-device": cmd_jack_device, "jack-host": cmd_jack_host}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,8 +45,13 @@ class JackServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jackd exited with {self.proc.returncode}: "
-                                   f"{self.proc.stderr.read()[-2000:]}")
+                err = self.proc.stderr.read()[-2000:]
+                hint = ""
+                if "Too many servers" in err:  # jackd2 keeps 8 server entries in shared memory
+                    hint = ("; JACK's server table is full of servers that were killed without "
+                            "cleaning up: with no jackd running, remove "
+                            "/dev/shm/jack-shm-registry")
+                raise RuntimeError(f"jackd exited with {self.proc.returncode}: {err}{hint}")
             if self.ports() is not None:
                 return self
             time.sleep(0.1)

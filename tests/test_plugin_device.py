@@ -427,3 +427,18 @@ def test_channel_mapping_rules():
     np.testing.assert_array_equal(map_channels(x[:2], 4), x[[0, 1, 0, 1]])
     np.testing.assert_array_equal(map_channels(x, 2), [(x[0] + x[2]) / 2, (x[1] + x[3]) / 2])
     np.testing.assert_array_equal(map_channels(x, 1), [x.mean(axis=0)])
+
+
+def test_a_new_host_starts_in_silence_without_reloading_the_plugin(spawn):
+    """A note a previous host left sounding is released at the claim (note-offs, not a
+    plugin reset, which would reload a VST3 and stall the loop)."""
+    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Fresh")
+    with Host() as host:
+        host.connect(dev.id)
+        send(host, cmd.midi_note_on(3, 60, 100), cmd.midi_note_on(5, 72, 100))
+        assert np.abs(read_blocks(host, 6, 2)).max() > 0.5
+        host.disconnect()  # leaves both notes on
+    with Host() as host:
+        host.connect(dev.id)
+        rec = read_blocks(host, 8, 2)
+    assert not rec.any(), "the previous host's notes are still sounding"

@@ -95,6 +95,7 @@ class Stage:
     vendor: str = ""
     format: str = ""  # "VST3", "AU", "builtin"
     parameters: list[Parameter] = field(default_factory=list)
+    _sounding: set[tuple[int, int]] = field(default_factory=set, repr=False)
 
     @property
     def is_instrument(self) -> bool:
@@ -110,9 +111,33 @@ class Stage:
             self.plugin.sample_rate = sample_rate
             self.plugin.render(out, events)
             return out
-        midi = [(e.data, (e.offset + 0.5) / sample_rate) for e in events if e.data]
+        midi = []
+        sounding = self._sounding
+        for e in events:
+            data = e.data
+            if not data:
+                continue
+            midi.append((data, (e.offset + 0.5) / sample_rate))
+            kind = data[0] & 0xF0
+            if kind == 0x90 and len(data) == 3 and data[2]:
+                sounding.add((data[0] & 0x0F, data[1]))
+            elif (kind == 0x80 or kind == 0x90) and len(data) == 3:
+                sounding.discard((data[0] & 0x0F, data[1]))
         return self.plugin(midi, duration=frames / sample_rate, sample_rate=sample_rate,
                            num_channels=channels, buffer_size=frames, reset=False)
+
+    def release_events(self) -> list[MidiEvent]:
+        """Note-offs for every note this instrument still sounds, then All Sound Off and All
+        Notes Off on their channels; the built-in synth is simply silenced."""
+        if isinstance(self.plugin, SineSynth):
+            self.plugin.all_notes_off()
+            return []
+        out = [MidiEvent(0, bytes((0x80 | ch, note, 0))) for ch, note in sorted(self._sounding)]
+        for ch in sorted({ch for ch, _ in self._sounding}):
+            out += [MidiEvent(0, bytes((0xB0 | ch, 120, 0))),
+                    MidiEvent(0, bytes((0xB0 | ch, 123, 0)))]
+        self._sounding.clear()
+        return out
 
     def process(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
         """An effect's next block from ``audio`` (channels, frames), ``reset=False``."""

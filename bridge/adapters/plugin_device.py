@@ -95,6 +95,8 @@ class PluginChain:
         self._last_report = 0.0
         self.parameters: list[tuple[int, Parameter]] = [
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
+        self._release: list[MidiEvent] = []
+        self._stage_outputs = [self.stage_outputs(i) for i in range(len(self.stages))]
         self.tap = self.resolve_tap(tap)
         natural = self.tap_channels(self.tap)
         if channels is None:
@@ -158,11 +160,12 @@ class PluginChain:
 
     # -- rendering (the audio thread) ---------------------------------------------------
     def all_notes_off(self) -> None:
-        for st in self.stages:
-            try:
-                st.reset()
-            except Exception as exc:
-                self.report("plugin", f"{st.name}: reset failed: {exc}")
+        """A new host starts in silence: the notes still sounding get note-offs (and their
+        channels All Sound Off) at the start of the next block. Not a plugin reset: for a
+        VST3, pedalboard's reset() reloads the plugin, which stalls the loop for ms."""
+        first = self.stages[0]
+        if first.is_instrument:
+            self._release = first.release_events()
 
     def render(self, out: np.ndarray, events: list[MidiEvent],
                inp: np.ndarray | None = None) -> None:
@@ -170,11 +173,15 @@ class PluginChain:
         raises: a failing plugin gives silence, reported."""
         frames = out.shape[1]
         rate = self.sample_rate
+        if self._release:
+            events = [*self._release, *events]
+            self._release = []
         try:
-            x = self._effect_input(inp, frames)
+            x = None if self.stages[0].is_instrument else self._effect_input(inp, frames)
+            outputs = self._stage_outputs
             for i, st in enumerate(self.stages):
                 if st.is_instrument:
-                    x = st.render(events, frames, rate, self.stage_outputs(i))
+                    x = st.render(events, frames, rate, outputs[i])
                 else:
                     if st.inputs is not None and x.shape[0] != st.inputs:
                         x = map_channels(x, st.inputs)

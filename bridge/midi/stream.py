@@ -238,6 +238,10 @@ class MidiStream:
         """
         now = time.monotonic()
         events = self._events
+        self.stats.blocks += 1
+        if not events and not self._live and self._live_dropped == self._live_dropped_seen:
+            self._last_take = now
+            return events  # the common case: an empty block, nothing to merge or sort
         last = frames - 1
         self.stats.ipc_events += len(events)  # everything queued so far came over IPC
         if self._live:
@@ -256,7 +260,6 @@ class MidiStream:
             self._live_dropped_seen = self._live_dropped
             self._bad("dropped", f"{n} live MIDI event(s) dropped: queue full")
         self._last_take = now
-        self.stats.blocks += 1
         if len(events) > 1:
             events.sort(key=_OFFSET)  # stable: equal offsets keep their order
         # Double buffering: the list returned now is refilled only after the next take, by

@@ -222,7 +222,9 @@ REGISTRY_SLOT = Struct(
         Field("device_id", _char(64), "device id \"Name:N\", UTF-8, NUL-terminated", "locker"),
         Field("link_tag", _char(64), "last claiming host's link tag, UTF-8, NUL-terminated",
               "locker"),
-        Field("reserved", _char(80), "zero"),
+        Field("xruns", "u64", "xruns of the device's audio clock (a JACK device's), 0 if none",
+              "device", "relaxed"),
+        Field("reserved", _char(72), "zero"),
     ],
 )
 

@@ -49,6 +49,7 @@ from .shm import (
 
 _STATE = REGISTRY_SLOT.offset("state")
 _HEARTBEAT = REGISTRY_SLOT.offset("heartbeat_ns")
+_XRUNS = REGISTRY_SLOT.offset("xruns")
 _INSTANCE_RE = re.compile(r"^(.*):(\d{1,5})$")
 
 
@@ -117,6 +118,7 @@ class DeviceInfo:
     slot: int
     generation: int
     namespace: str
+    xruns: int = 0
 
     @property
     def name(self) -> str:
@@ -130,7 +132,7 @@ class DeviceInfo:
         """The public JSON form (``discolink-bridge list --json``)."""
         d = asdict(self)
         return {k: d[k] for k in ("id", "pid", "channels", "sample_rate", "block_size", "mode",
-                                  "claimed", "host_pid", "link_tag")}
+                                  "claimed", "host_pid", "link_tag", "xruns")}
 
 
 class Registry:
@@ -199,6 +201,10 @@ class Registry:
         """Lock-free: the owning device stamps its slot (real-time safe)."""
         _shm.store_u64(self.buf, registry_slot_base(index) + _HEARTBEAT,
                        time.monotonic_ns() if now_ns is None else now_ns)
+
+    def set_xruns(self, index: int, xruns: int) -> None:
+        """Lock-free: the owning device publishes its audio clock's xrun count."""
+        _shm.store_u64(self.buf, registry_slot_base(index) + _XRUNS, xruns)
 
     def heartbeat_ns(self, index: int) -> int:
         return _shm.load_u64(self.buf, registry_slot_base(index) + _HEARTBEAT)
@@ -339,7 +345,7 @@ class Registry:
                 sample_rate=s["sample_rate"], block_size=s["block_size"], mode=mode,
                 claimed=bool(host) and pid_alive(host), host_pid=host,
                 link_tag=_cstr(s["link_tag"]), capabilities=s["capabilities"], slot=i,
-                generation=s["generation"], namespace=self.namespace))
+                generation=s["generation"], namespace=self.namespace, xruns=s["xruns"]))
         return sorted(out, key=lambda d: (d.name, int(d.id.rsplit(":", 1)[1])))
 
     def destroy(self) -> None:

@@ -1,0 +1,510 @@
+"""JACK in both directions, through JACK-Client.
+
+- :class:`JackDeviceBridge` (``jack-device``) is a JACK client that is also a discoLink
+  device: its N audio input ports, connected to other clients' ports, feed the device's
+  ring; a JACK MIDI output port plays the host's IPC MIDI, each event at its sample offset
+  within the JACK period. A discoLink host can so play a JACK synth and hear it.
+- :class:`JackHostBridge` (``jack-host``) is a discoLink host that is also a JACK client: the
+  device's channels appear as JACK output ports, and a JACK MIDI input port forwards what it
+  receives to the device as IPC MIDI, at the same sample offsets.
+
+The JACK process callback is the clock. It allocates no buffers (the numpy views JACK-Client
+hands out are all it creates), never blocks and never raises; the ring absorbs a JACK period
+that differs from the device's block. The main thread supervises: it reconnects port
+patterns when clients appear, and when jackd goes away it says so, keeps the discoLink side
+alive (a jack-device streams silence on its own clock), and reconnects when jackd is back.
+When the discoLink peer of a jack-host goes away, its JACK ports stay and play silence until
+the peer returns.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import fnmatch
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..midi.stream import SMALL_TYPES, MidiStream
+from ..transport import Device, Host, HostError
+from ..transport import commands as cmd
+from ..transport.layout import Mode
+
+RECONNECT_INTERVAL_S = 0.5
+Reporter = Callable[[str, str], None]  # (event, detail)
+
+
+class JackUnavailable(RuntimeError):
+    """No JACK server could be reached (names the server)."""
+
+
+def server_name(server: str | None) -> str:
+    return server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
+
+
+def open_client(name: str, server: str | None) -> object:
+    """A JACK client on ``server`` (never starting a server of its own)."""
+    import jack
+
+    try:
+        return jack.Client(name, servername=server_name(server), no_start_server=True)
+    except jack.JackOpenError as exc:
+        raise JackUnavailable(f"cannot reach JACK server {server_name(server)!r} ({exc}); "
+                              "start one, e.g. jackd --no-realtime -d dummy -r 48000 "
+                              "-p 256") from None
+
+
+def matching_ports(client, pattern: str, **kinds) -> list[str]:
+    """Port names matching a glob (``client:port``, ``*`` allowed), in JACK's order."""
+    return [p.name for p in client.get_ports(**kinds) if fnmatch.fnmatchcase(p.name, pattern)]
+
+
+# ---- latency, through libjack directly (JACK-Client does not wrap it) -----------------------
+
+class _Range(ctypes.Structure):
+    _fields_ = [("min", ctypes.c_uint32), ("max", ctypes.c_uint32)]
+
+
+_CAPTURE, _PLAYBACK = 0, 1
+_libjack = None
+
+
+def _lib():
+    global _libjack
+    if _libjack is None:
+        _libjack = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+        _libjack.jack_port_set_latency_range.argtypes = [ctypes.c_void_p, ctypes.c_int,
+                                                         ctypes.POINTER(_Range)]
+        _libjack.jack_port_get_latency_range.argtypes = [ctypes.c_void_p, ctypes.c_int,
+                                                         ctypes.POINTER(_Range)]
+    return _libjack
+
+
+_LATENCY_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p)
+
+
+def install_latency_callback(client, ports_and_frames: Callable[[int], list]) -> object:
+    """Answer JACK's latency requests for our ports. ``ports_and_frames(mode)`` gives
+    ``[(port, frames), ...]`` for that mode. JACK recomputes latencies whenever the graph
+    changes and would overwrite values set once, so they are set here, each time it asks.
+    Returns the callback object, which the caller must keep alive."""
+    def on_latency(mode: int, _arg) -> None:
+        try:
+            for port, frames in ports_and_frames(mode):
+                set_latency(port, mode, frames)
+        except Exception:
+            pass
+
+    import jack
+
+    cb = _LATENCY_CALLBACK(on_latency)
+    lib = _lib()
+    lib.jack_set_latency_callback.argtypes = [ctypes.c_void_p, _LATENCY_CALLBACK,
+                                              ctypes.c_void_p]
+    lib.jack_set_latency_callback(int(jack._ffi.cast("uintptr_t", client._ptr)), cb, None)
+    return cb
+
+
+def _port_pointer(port) -> int:
+    import jack
+
+    return int(jack._ffi.cast("uintptr_t", port._ptr))
+
+
+def set_latency(port, mode: int, frames: int) -> None:
+    """Report ``frames`` of latency on one of our ports (JackCaptureLatency = 0 for audio that
+    comes into the graph through us, JackPlaybackLatency = 1 for audio that leaves it)."""
+    r = _Range(frames, frames)
+    _lib().jack_port_set_latency_range(_port_pointer(port), mode, ctypes.byref(r))
+
+
+def get_latency(port, mode: int) -> tuple[int, int]:
+    r = _Range()
+    _lib().jack_port_get_latency_range(_port_pointer(port), mode, ctypes.byref(r))
+    return r.min, r.max
+
+
+# ---- common supervision ---------------------------------------------------------------------
+
+class _JackSide:
+    """What both bridges share: the client's life cycle, xruns, patterns, the pause handshake
+    between the main thread and the process callback."""
+
+    def __init__(self, client_name: str, server: str | None, report: Reporter | None) -> None:
+        self.client_name = client_name
+        self.server = server
+        self.report = report or (lambda event, detail: None)
+        self.client = None
+        self.xruns = 0
+        self.jack_alive = False
+        self.sample_rate = 0
+        self.period = 0
+        self._dirty = threading.Event()  # ports came or went: re-apply connection patterns
+        self._stop = threading.Event()
+        self._lost_reason = ""
+
+    # the callback-side counters: only the process callback writes them
+    _entered = 0
+    _left = 0
+    _paused = False
+
+    def _open(self) -> None:
+        client = open_client(self.client_name, self.server)
+        self.client = client
+        self.sample_rate = client.samplerate
+        self.period = client.blocksize
+        client.set_xrun_callback(self._on_xrun)
+        client.set_shutdown_callback(self._on_shutdown)
+        client.set_port_registration_callback(self._on_port_registration)
+        client.set_process_callback(self._process)
+
+    def _on_xrun(self, delay_usecs: float) -> None:
+        self.xruns += 1
+
+    def _on_shutdown(self, status, reason: str) -> None:
+        self.jack_alive = False
+        self._lost_reason = reason or "jackd went away"
+
+    def _on_port_registration(self, port, register: bool) -> None:
+        self._dirty.set()
+
+    def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.deactivate()
+                client.close()
+            except Exception:
+                pass
+
+    def pause_callback(self) -> None:
+        """Make the callback stand aside, and wait until it is out (main thread only)."""
+        self._paused = True
+        deadline = time.monotonic() + 1.0
+        while self._entered != self._left and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _process(self, frames: int) -> None:
+        raise NotImplementedError
+
+
+# ---- JACK clients as a discoLink device -----------------------------------------------------
+
+class JackDeviceBridge(_JackSide):
+    """A JACK client that is a discoLink device (see the module docstring)."""
+
+    def __init__(self, device_id: str, connect: list[str], *, channels: int | None = None,
+                 midi_out: list[str] | None = None, server: str | None = None,
+                 namespace: str | None = None, client_name: str | None = None,
+                 report: Reporter | None = None) -> None:
+        super().__init__(client_name or f"discolink-{device_id.split(':')[0]}", server, report)
+        self.connect_patterns = list(connect)
+        self.channels = channels or max(1, len(self.connect_patterns))
+        if not 1 <= self.channels <= 12:
+            raise ValueError(f"--channels must be 1..12, got {self.channels}")
+        if len(self.connect_patterns) > self.channels:
+            raise ValueError(f"{len(self.connect_patterns)} --connect patterns for "
+                             f"{self.channels} input port(s); give --channels "
+                             f"{len(self.connect_patterns)} or more")
+        self.midi_out_patterns = list(midi_out or [])
+        self.device_id = device_id
+        self.device = Device(namespace)
+        self.stream: MidiStream | None = None
+        self._inports: list = []
+        self._midi_out = None
+        self._block = np.zeros((self.channels, 1), np.float32)
+        self.blocks = 0
+
+    def start(self) -> str:
+        """Open JACK, register the device at JACK's rate and period, activate, connect."""
+        self._open()
+        self.device.start(self.device_id, self.channels, self.sample_rate, self.period,
+                          Mode.AUDIO_MIDI, capabilities=0)
+        self.stream = MidiStream(self.sample_rate, report=self.device.report_error)
+        self.device.on_command(self.stream.handle)
+        self.device.on_small_command(self.stream.handle_small, list(SMALL_TYPES))
+        self.device.on_claim(lambda _d: self.stream.clear())
+        self._activate()
+        return self.device.id
+
+    def _activate(self) -> None:
+        client = self.client
+        self._inports = [client.inports.register(f"in_{i + 1}") for i in range(self.channels)]
+        self._midi_out = client.midi_outports.register("midi_out")
+        self._block = np.zeros((self.channels, self.period), np.float32)
+        # audio leaves the JACK graph at our inputs, toward the discoLink host: one period
+        self._latency_cb = install_latency_callback(
+            client, lambda mode: [(p, self.period) for p in self._inports]
+            if mode == _PLAYBACK else [])
+        self._paused = False
+        self.jack_alive = True
+        client.activate()
+        self.apply_patterns()
+
+    def apply_patterns(self) -> None:
+        """Connect what the patterns match now (idempotent; called when ports appear)."""
+        client = self.client
+        for i, pattern in enumerate(self.connect_patterns):
+            for source in matching_ports(client, pattern, is_audio=True, is_output=True):
+                if not self._inports[i].is_connected_to(source):
+                    _try(lambda s=source, i=i: client.connect(s, self._inports[i]))
+        for pattern in self.midi_out_patterns:
+            for dest in matching_ports(client, pattern, is_midi=True, is_input=True):
+                if not self._midi_out.is_connected_to(dest):
+                    _try(lambda d=dest: client.connect(self._midi_out, d))
+
+    def _process(self, frames: int) -> None:
+        self._entered += 1
+        try:
+            if self._paused:
+                return
+            device = self.device
+            device.process_commands()
+            midi = self._midi_out
+            midi.clear_buffer()
+            for event in self.stream.take(frames):
+                if event.data:
+                    midi.write_midi_event(event.offset, event.data)
+            block = self._block
+            if block.shape[1] != frames:  # a new period; JACK calls the blocksize callback
+                return
+            for i, port in enumerate(self._inports):
+                block[i] = port.get_array()
+            device.send_audio(block)
+            self.blocks += 1
+        except Exception as exc:  # never into JACK
+            self.device.report_error("jack process", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._left += 1
+
+    def run(self) -> None:
+        """Supervise until stop(): patterns, xruns in the registry, jackd's comings and
+        goings (a silent clock of our own in between)."""
+        period_s = self.period / self.sample_rate
+        next_block = time.monotonic()
+        next_try = 0.0
+        silence = np.zeros((self.channels, self.period), np.float32)
+        while not self._stop.is_set() and self.device.registered:
+            if self.jack_alive:
+                if self._dirty.is_set():
+                    self._dirty.clear()
+                    _try(self.apply_patterns)
+                self.device.registry.set_xruns(self.device.slot, self.xruns)
+                self._stop.wait(0.05)
+                next_block = time.monotonic()
+                continue
+            if self.client is not None:  # it just died
+                self.pause_callback()
+                self._close_client()
+                self.report("jack lost", f"JACK server {server_name(self.server)!r} went "
+                            f"away ({self._lost_reason}); streaming silence until it returns")
+            now = time.monotonic()
+            if now >= next_try:  # reconnect?
+                next_try = now + RECONNECT_INTERVAL_S
+                try:
+                    self._open()
+                except JackUnavailable:
+                    self.client = None
+                else:
+                    if (self.sample_rate, self.period) != (self.device.sample_rate,
+                                                          self.device.block_size):
+                        self.report("jack refused", f"JACK is back at {self.sample_rate} Hz, "
+                                    f"{self.period} frames; this device runs at "
+                                    f"{self.device.sample_rate} Hz, {self.device.block_size} "
+                                    "frames: staying silent")
+                        self._close_client()
+                    else:
+                        self._activate()
+                        self.report("jack back", f"reconnected to JACK server "
+                                    f"{server_name(self.server)!r}")
+                        continue
+            # our own clock meanwhile: commands, heartbeat, a silent block per period
+            self.device.process_commands()
+            if now >= next_block:
+                self.device.send_audio(silence)
+                next_block += period_s
+                if now - next_block > 0.25:
+                    next_block = now
+            time.sleep(min(0.002, max(0.0, next_block - time.monotonic())))
+
+    def close(self) -> None:
+        self.pause_callback()
+        self._close_client()
+        self.device.close()
+
+
+# ---- a discoLink host as JACK ports ---------------------------------------------------------
+
+class JackHostBridge(_JackSide):
+    """A discoLink host whose device plays into JACK output ports (see the module docstring)."""
+
+    def __init__(self, device_id: str, *, connect_out: list[str] | None = None,
+                 midi_in: list[str] | None = None, link_tag: str = "",
+                 server: str | None = None, namespace: str | None = None,
+                 client_name: str | None = None, report: Reporter | None = None) -> None:
+        super().__init__(client_name or f"discolink-host-{device_id.split(':')[0]}", server,
+                         report)
+        self.device_id = device_id
+        self.link_tag = link_tag
+        self.connect_out = list(connect_out or [])
+        self.midi_in_patterns = list(midi_in or [])
+        self.host = Host(namespace)
+        self.channels = 0
+        self._outports: list = []
+        self._midi_in = None
+        self._block = np.zeros((1, 1), np.float32)
+        self.linked = False  # the callback may use the host
+        self.midi_forwarded = 0
+        self.blocks = 0
+        self.peer_losses = 0
+
+    def start(self) -> None:
+        """Open JACK, connect to the device at JACK's rate and period, register one output
+        port per device channel, activate and connect the patterns."""
+        self._open()
+        self._link()
+        c = self.host.connection
+        self.channels = c.channels
+        self._activate()
+
+    def _link(self) -> None:
+        """Connect (or reconnect) to the device; refuse a sample rate JACK doesn't run at."""
+        host = self.host
+        host.set_local_buffer_info(self.sample_rate, self.period)
+        c = host.connect(self.device_id, self.link_tag)
+        if c.sample_rate != self.sample_rate:
+            host.disconnect()
+            raise ValueError(f"device {c.device} runs at {c.sample_rate} Hz but JACK runs at "
+                             f"{self.sample_rate} Hz; start the device with --samplerate "
+                             f"{self.sample_rate} (or JACK at {c.sample_rate})")
+        if self.channels and c.channels != self.channels:
+            host.disconnect()
+            raise ValueError(f"device {c.device} now has {c.channels} channels, not "
+                             f"{self.channels}")
+        self.link_tag = host.link_tag
+        self.linked = True
+
+    def _activate(self) -> None:
+        client = self.client
+        self._outports = [client.outports.register(f"out_{i + 1}") for i in range(self.channels)]
+        self._midi_in = client.midi_inports.register("midi_in")
+        self._block = np.zeros((self.channels, self.period), np.float32)
+        # audio enters the JACK graph at our outputs about two device blocks after the device
+        # rendered it (the demand clock keeps two blocks queued)
+        block = self.host.connection.block_size if self.host.connection else self.period
+        self._latency_cb = install_latency_callback(
+            client, lambda mode: [(p, 2 * block) for p in self._outports]
+            if mode == _CAPTURE else [])
+        self._paused = False
+        self.jack_alive = True
+        client.activate()
+        self.apply_patterns()
+
+    def apply_patterns(self) -> None:
+        client = self.client
+        for pattern in self.connect_out:
+            dests = matching_ports(client, pattern, is_audio=True, is_input=True)
+            for i, dest in enumerate(dests[: len(self._outports)]):
+                if not self._outports[i].is_connected_to(dest):
+                    _try(lambda p=self._outports[i], d=dest: client.connect(p, d))
+        for pattern in self.midi_in_patterns:
+            for source in matching_ports(client, pattern, is_midi=True, is_output=True):
+                if not self._midi_in.is_connected_to(source):
+                    _try(lambda s=source: client.connect(s, self._midi_in))
+
+    def _process(self, frames: int) -> None:
+        self._entered += 1
+        try:
+            outs = self._outports
+            if self._paused or not self.linked or self._block.shape[1] != frames:
+                for port in outs:
+                    port.get_array().fill(0.0)
+                return
+            host = self.host
+            send = host.send_command
+            for offset, data in self._midi_in.incoming_midi_events():
+                if send(cmd.midi_raw(bytes(data), offset)):  # the device parses it (§7.4)
+                    self.midi_forwarded += 1
+            block = self._block
+            host.receive_audio(block)  # zero-fills whatever the device could not deliver
+            for i, port in enumerate(outs):
+                port.get_array()[:] = block[i]
+            host.process_responses()
+            self.blocks += 1
+        except Exception:
+            for port in self._outports:
+                try:
+                    port.get_array().fill(0.0)
+                except Exception:
+                    pass
+        finally:
+            self._left += 1
+
+    def run(self) -> None:
+        """Supervise until stop(): patterns, the discoLink peer, and jackd."""
+        next_try = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self.jack_alive and self._dirty.is_set():
+                self._dirty.clear()
+                _try(self.apply_patterns)
+            if self.linked and not self.host.connected:
+                self.pause_callback()
+                self.linked = False
+                self.peer_losses += 1
+                self.report("peer lost", f"device {self.device_id} went away "
+                            f"({self.host.disconnect_reason or 'no heartbeat'}); the JACK "
+                            "ports play silence until it returns")
+                self._paused = False
+            if not self.linked and now >= next_try:
+                next_try = now + RECONNECT_INTERVAL_S
+                try:
+                    self.pause_callback()
+                    self._link()
+                    self.report("peer back", f"reconnected to {self.host.connection.device}")
+                except (HostError, ValueError):
+                    pass
+                finally:
+                    self._paused = False
+            if not self.jack_alive:
+                if self.client is not None:
+                    self.pause_callback()
+                    self._close_client()
+                    self.report("jack lost", f"JACK server {server_name(self.server)!r} went "
+                                f"away ({self._lost_reason}); keeping the discoLink link")
+                if now >= next_try:
+                    next_try = now + RECONNECT_INTERVAL_S
+                    try:
+                        self._open()
+                        if self.sample_rate != self.host.connection.sample_rate:
+                            raise JackUnavailable(f"JACK is back at {self.sample_rate} Hz")
+                        self._activate()
+                        self.report("jack back", "reconnected to JACK server "
+                                    f"{server_name(self.server)!r}")
+                    except JackUnavailable:
+                        self._close_client()
+                # keep the link fresh: the device sees us alive through our pid; drain audio
+                if self.linked:
+                    self.host.process_responses()
+            self._stop.wait(0.05)
+
+    def close(self) -> None:
+        self.pause_callback()
+        self._close_client()
+        self.host.close()
+
+
+def _try(action: Callable[[], object]) -> None:
+    """JACK connects can race with clients leaving; a failed one is retried on the next
+    port change, so it is not an error here."""
+    try:
+        action()
+    except Exception:
+        pass

@@ -1,0 +1,341 @@
+"""JACK in both directions, on a real jackd (dummy backend, a server of each test's own), with
+JACK clients no one here wrote: jack_metro, jack_midisine, jack_rec, jack_midi_dump."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile
+from helpers_ipc import by_id, wait_until
+from jack_server import JackServer
+
+from bridge.transport import Host, cmd
+
+RATE, PERIOD = 48000, 256
+
+
+class Proc:
+    """A process of ours (jack-device, jack-host) with its stdout and stderr collected."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((popen.stdout, self.out), (popen.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, k=sink: k.extend(iter(s.readline, "")),
+                             daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 15.0, stream: str = "out") -> str:
+        lines = self.out if stream == "out" else self.err
+        return wait_until(lambda: next((ln for ln in lines if text in ln), None), timeout,
+                          f"{text!r} from {self.popen.args[3]} (stdout {self.out}, "
+                          f"stderr {self.err[-5:]})")
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+        self.popen.wait(timeout=10)
+        time.sleep(0.05)
+
+
+def bridge(spawn, *args: str) -> Proc:
+    return Proc(spawn.popen(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+
+
+def tool(jack: JackServer, *args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen(list(args), env=jack.client_env(), stdout=kw.pop("stdout",
+                            subprocess.DEVNULL), stderr=subprocess.DEVNULL, text=True, **kw)
+
+
+def wait_port(jack: JackServer, name: str) -> None:
+    wait_until(lambda: name in (jack.ports() or []), 10, f"JACK port {name}")
+
+
+def read_available(host: Host, frames: int, channels: int = 1) -> np.ndarray:
+    """Read ``frames`` as the JACK clock delivers them (no pacing of our own)."""
+    block = np.zeros((channels, PERIOD), np.float32)
+    rec = np.zeros((channels, frames), np.float32)
+    deadline = time.monotonic() + 10 + frames / RATE
+    pos = 0
+    while pos < frames:
+        if host.available_frames() >= PERIOD:
+            host.receive_audio(block)
+            n = min(PERIOD, frames - pos)
+            rec[:, pos:pos + n] = block[:, :n]
+            pos += n
+        else:
+            assert time.monotonic() < deadline, "the JACK side stopped delivering"
+            time.sleep(0.001)
+    return rec
+
+
+def onsets(x: np.ndarray, threshold: float, gap: int) -> list[int]:
+    hot = np.nonzero(np.abs(x) > threshold)[0]
+    if len(hot) == 0:
+        return []
+    return [int(hot[0])] + [int(b) for a, b in itertools.pairwise(hot) if b - a > gap]
+
+
+def peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), 8 * len(x)))
+    return float(np.fft.rfftfreq(8 * len(x), 1 / RATE)[np.argmax(spec)])
+
+
+# ---- jack-device ----------------------------------------------------------------------------
+
+def test_jack_metro_clicks_arrive_at_the_right_period(spawn, jack):
+    metro = tool(jack, "jack_metro", "-b", "120", "-f", "880", "-D", "20", "-n", "metro")
+    wait_port(jack, "metro:120_bpm")
+    dev = bridge(spawn, "jack-device", "--id", "Metro", "--connect", "metro:*")
+    try:
+        dev.wait_for("jack-device Metro:0 ready: 1 ch, 48000 Hz, 256 frames")
+        with Host() as host:
+            conn = host.connect("Metro:0")
+            assert (conn.sample_rate, conn.block_size) == (RATE, PERIOD)
+            rec = read_available(host, 3 * RATE)[0]
+    finally:
+        dev.stop()
+        metro.terminate()
+    clicks = onsets(rec, 0.05, 1000)
+    assert len(clicks) >= 5, clicks
+    # 120 bpm at 48 kHz: a click every 24,000 samples, exactly, since one clock drives both
+    assert np.diff(clicks).tolist() == [24000] * (len(clicks) - 1)
+    assert np.abs(rec).max() == pytest.approx(0.5, abs=0.02)  # jack_metro's default amplitude
+
+
+def test_jack_midisine_played_by_ipc_midi_sounds_at_its_pitch(spawn, jack):
+    """jack_midisine tunes an octave above MIDI's A4 = 440 Hz: its source sets note n to
+    2 * 440 / 32 * 2^((n - 9) / 12) Hz, so note 69 sounds at 880 Hz and note 57 at 440 Hz.
+    The test listens for exactly that, from MIDI sent over IPC."""
+    synth = tool(jack, "jack_midisine")
+    wait_port(jack, "midisine:midi_in")
+    dev = bridge(spawn, "jack-device", "--id", "MidiSine", "--connect", "midisine:audio_out",
+                 "--midi-out", "midisine:midi_in")
+    try:
+        dev.wait_for("ready")
+        with Host() as host:
+            host.connect("MidiSine:0")
+            quiet = read_available(host, RATE // 4)[0]
+            assert host.send_command(cmd.midi_note_on(0, 69, 100, offset=100))
+            rec = read_available(host, RATE)[0]
+            assert host.send_command(cmd.midi_note_off(0, 69))
+            after = read_available(host, RATE // 2)[0]
+            assert host.send_command(cmd.midi_note_on(0, 57, 100))
+            rec57 = read_available(host, RATE)[0]
+    finally:
+        dev.stop()
+        synth.terminate()
+    assert np.abs(quiet).max() < 1e-4
+    start = onsets(rec, 1e-3, 10**9)[0]
+    assert start % PERIOD == 100, "the note sounds from its sample offset in the JACK period"
+    assert peak_hz(rec[start + 2400:]) == pytest.approx(880, abs=1.5)
+    assert np.abs(after[RATE // 4:]).max() < 1e-3  # note off reached it too
+    assert peak_hz(rec57[-RATE // 2:]) == pytest.approx(440, abs=1.5)
+
+
+def test_sample_rate_mismatch_is_refused(spawn, jack):
+    dev = spawn.device("--samplerate", "44100", "--fixed-format", device_id="Slow")
+    r = spawn.run("jack-host", "--id", dev.id, timeout=60)
+    assert r.returncode == 1
+    assert "runs at 44100 Hz but JACK runs at 48000 Hz" in r.stderr
+
+
+def test_xruns_are_counted_and_listed(spawn, jack):
+    dev = bridge(spawn, "jack-device", "--id", "Xr", "--connect", "system:capture_1")
+    dev.wait_for("ready")
+    try:
+        pid = dev.popen.pid
+        for _ in range(3):  # stall the client past its deadline: JACK reports xruns
+            subprocess.run(["kill", "-STOP", str(pid)])
+            time.sleep(0.2)
+            subprocess.run(["kill", "-CONT", str(pid)])
+            time.sleep(0.2)
+        listed = wait_until(lambda: next((d for d in json.loads(spawn.run(
+            "list", "--json").stdout) if d["id"] == "Xr:0" and d["xruns"] > 0), None),
+            10, "xruns in the registry")
+        assert listed["xruns"] >= 1
+        assert "XRUNS" in spawn.run("list").stdout
+    finally:
+        dev.stop()
+    assert "xruns" in dev.out[-1]
+
+
+# ---- jack-host ------------------------------------------------------------------------------
+
+class MidiSource:
+    """A JACK MIDI output port in this process that plays queued events at their offsets
+    (mocks nothing: a real JACK client, just ours)."""
+
+    def __init__(self, jack: JackServer, name: str = "testmidi") -> None:
+        import jack as jackmod
+
+        self.client = jackmod.Client(name, servername=jack.name, no_start_server=True)
+        self.port = self.client.midi_outports.register("out")
+        self.queue: list[tuple[int, bytes]] = []
+
+        @self.client.set_process_callback
+        def process(frames: int) -> None:
+            self.port.clear_buffer()
+            while self.queue:
+                offset, data = self.queue.pop(0)
+                self.port.write_midi_event(offset, data)
+
+        self.client.activate()
+
+    def play(self, offset: int, data: bytes) -> None:
+        self.queue.append((offset, data))
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_path):
+    dev = spawn.device(device_id="Sine")
+    src = MidiSource(jack)
+    jh = bridge(spawn, "jack-host", "--id", dev.id, "--midi-in", "testmidi:out")
+    try:
+        jh.wait_for("jack-host Sine:0 ready: 2 JACK output port(s) at 48000 Hz")
+        wait_until(lambda: "testmidi:out" in "".join(jack.ports("-c") or []), 5, "midi link")
+        src.play(0, b"\x90\x45\x64")  # A4, velocity 100, through JACK MIDI into the device
+        time.sleep(0.3)
+        wav = tmp_path / "rec.wav"
+        r = subprocess.run(["jack_rec", "-f", str(wav), "-d", "2", "-b", "32",
+                            "discolink-host-Sine:out_1", "discolink-host-Sine:out_2"],
+                           env=jack.client_env(), capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+    finally:
+        src.close()
+        jh.stop()
+    audio, rate = soundfile.read(wav, dtype="float32")
+    assert rate == RATE and audio.shape[1] == 2 and len(audio) >= 1.9 * RATE
+    x = audio[:, 0]
+    assert peak_hz(x) == pytest.approx(440, abs=1)
+    assert np.abs(x).max() == pytest.approx(0.25 * 100 / 127, abs=0.005)  # the synth's level
+    frames = x[: len(x) // PERIOD * PERIOD].reshape(-1, PERIOD)
+    rms = np.sqrt((frames ** 2).mean(axis=1))
+    assert rms.min() > 0.1, "a gap in the recording"  # a full-scale sine: RMS 0.139
+    # jack_rec itself starts its second channel one period late (zeros), so compare after it
+    np.testing.assert_array_equal(audio[PERIOD:, 0], audio[PERIOD:, 1])
+    assert "1 MIDI events forwarded" in jh.out[-1]
+
+
+def test_jack_midi_dump_sees_the_midi_that_jack_host_forwards(spawn, jack):
+    """JACK MIDI -> jack-host -> discoLink -> jack-device -> JACK MIDI -> jack_midi_dump."""
+    dump = tool(jack, "jack_midi_dump", "dump", stdout=subprocess.PIPE)
+    wait_port(jack, "dump:input")
+    dev = bridge(spawn, "jack-device", "--id", "Echo", "--connect", "system:capture_1",
+                 "--midi-out", "dump:input")
+    dev.wait_for("ready")
+    src = MidiSource(jack)
+    jh = bridge(spawn, "jack-host", "--id", "Echo:0", "--midi-in", "testmidi:out")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(dump.stdout.readline, "")),
+                     daemon=True).start()
+    try:
+        jh.wait_for("ready")
+        wait_until(lambda: "testmidi:out" in "".join(jack.ports("-c") or []), 5, "midi link")
+        src.play(10, b"\x90\x3c\x64")
+        src.play(20, b"\xb0\x07\x5a")
+        wait_until(lambda: len(lines) >= 2, 10, f"jack_midi_dump output (got {lines})")
+    finally:
+        src.close()
+        jh.stop()
+        dev.stop()
+        dump.terminate()
+    text = " ".join(lines).lower()
+    assert "90 3c 64" in text and "b0 07 5a" in text, lines
+
+
+def test_jack_host_ports_stay_and_play_silence_while_the_device_is_away(spawn, jack):
+    dev = spawn.device(device_id="Away")
+    jh = bridge(spawn, "jack-host", "--id", "Away:0")
+    try:
+        jh.wait_for("ready")
+        dev.kill9()
+        jh.wait_for("peer lost", stream="err")
+        assert "discolink-host-Away:out_1" in jack.ports()
+        again = spawn.device("--id", "Away:0", device_id="Away")
+        assert again.id == "Away:0"
+        jh.wait_for("peer back", stream="err")
+        assert jh.popen.poll() is None
+    finally:
+        jh.stop()
+
+
+def test_port_latency_is_reported_through_jack(spawn, jack):
+    dev = spawn.device(device_id="Lat")
+    jh = bridge(spawn, "jack-host", "--id", dev.id)
+    jd = bridge(spawn, "jack-device", "--id", "LatIn", "--connect", "system:capture_1")
+    try:
+        jh.wait_for("ready")
+        jd.wait_for("ready")
+        text = "\n".join(jack.ports("-l") or [])
+    finally:
+        jh.stop()
+        jd.stop()
+    host_port = text.split("discolink-host-Lat:out_1")[1].split("\n", 3)
+    assert "port capture latency = [ 512 512 ]" in "\n".join(host_port[:3]), text
+    dev_port = text.split("discolink-LatIn:in_1")[1].split("\n", 3)
+    assert "port playback latency = [ 256 256 ]" in "\n".join(dev_port[:3]), text
+
+
+# ---- faults ---------------------------------------------------------------------------------
+
+def test_the_bridge_survives_jackd_being_killed_and_restarted(spawn, jack):
+    metro = tool(jack, "jack_metro", "-b", "240", "-f", "880", "-D", "10", "-n", "metro")
+    wait_port(jack, "metro:240_bpm")
+    dev = bridge(spawn, "jack-device", "--id", "Phoenix", "--connect", "metro:*")
+    try:
+        dev.wait_for("ready")
+        with Host() as host:
+            host.connect("Phoenix:0")
+            assert len(onsets(read_available(host, RATE)[0], 0.05, 1000)) >= 3
+            jack.kill9()
+            metro.kill()  # jack_metro does not always notice its server died
+            metro.wait(timeout=10)
+            dev.wait_for("jack lost", stream="err")
+            silent = read_available(host, RATE // 2)[0]  # our own clock streams silence
+            assert not silent.any() and host.connected
+            revived = JackServer(name=jack.name).start()
+            try:
+                dev.wait_for("jack back", stream="err", timeout=20)
+                metro = tool(jack, "jack_metro", "-b", "240", "-f", "880", "-D", "10",
+                             "-n", "metro")
+                wait_until(lambda: len(onsets(read_available(host, RATE // 2)[0], 0.05,
+                                              1000)) >= 1, 20, "clicks after the restart")
+                assert host.connected and dev.popen.poll() is None
+            finally:
+                metro.terminate()
+                revived.stop()
+    finally:
+        dev.stop()
+
+
+def test_jack_host_survives_jackd_being_killed_and_restarted(spawn, jack):
+    dev = spawn.device(device_id="Keeper")
+    jh = bridge(spawn, "jack-host", "--id", dev.id)
+    revived = None
+    try:
+        jh.wait_for("ready")
+        jack.kill9()
+        jh.wait_for("jack lost", stream="err")
+        assert "keeping the discoLink link" in "".join(jh.err)
+        time.sleep(0.5)
+        assert by_id(spawn.namespace)[dev.id].claimed  # the discoLink side is still held
+        revived = JackServer(name=jack.name).start()
+        jh.wait_for("jack back", stream="err", timeout=20)
+        wait_until(lambda: "discolink-host-Keeper:out_2" in (revived.ports() or []), 10,
+                   "the ports again")
+        assert jh.popen.poll() is None
+    finally:
+        jh.stop()
+        if revived is not None:
+            revived.stop()
