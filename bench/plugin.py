@@ -1,0 +1,927 @@
+"""Plugin benchmark: the device loop around a pedalboard plugin against calling the plugin itself.
+
+Run from the repository root (the test plugins come from ``bash plugins/build.sh``):
+
+    .venv/bin/python bench/plugin.py            # full run (about 1 min), human table
+    .venv/bin/python bench/plugin.py --quick    # shorter run, under 40 s
+    .venv/bin/python bench/plugin.py --json     # one JSON object on stdout (table on stderr)
+    .venv/bin/python bench/plugin.py --only a --profile   # (a) with a cProfile of the device
+
+(a) Per-block cost of the device loop around a plugin, against the same plugin called
+    directly, in one process (no scheduling in it: this is the CPU cost of the code). The
+    device side is a real ``Device`` with ``InstrumentDevice(device, PluginChain(stages))``
+    and the chain's command handler, as ``python -m bridge device --plugin`` wires it, driven
+    by ``DeviceRunner.step()`` (the demand loop's body: ``process_commands``, the fill check,
+    ``InstrumentDevice`` -> ``MidiStream.take`` -> ``PluginChain.render`` -> ``Stage.render``
+    -> the plugin call, ``send_audio``), with fill 1 so that each step renders exactly one
+    block. A ``Host`` in this process claims it, sends the block's MIDI before each step and
+    reads each block after it (both untimed). The baseline is a second instance of the same
+    plugin called bare, ``plugin(midi, duration=frames/sr, sample_rate=sr, num_channels=N,
+    buffer_size=frames, reset=False)`` (and ``effect.process(y, sr, buffer_size=frames,
+    reset=False)`` for a chain), with the same MIDI at the same sample offsets; the two are
+    timed alternately, block by block (the order flips every block), so they share the
+    noise. Every block the host receives is compared with the direct output: the test
+    plugins are deterministic, so they must be identical. Workload: 8 notes held from the
+    first block, and a 9th note on every 4th block and off two blocks later. Rows: DLSine at
+    64, 256 and 1024 frames, DLSine12 (12 outputs) at 256, and DLSine -> DragonflyPlateReverb
+    at 256. Goal: median overhead <= 10% at 256 frames with DLSine. A second, instrumented
+    pass splits the device's block into process_commands, the render callback (take + chain
+    + stage + plugin) and send_audio.
+(b) Note-to-sound through a plugin device, ``python -m bridge device --plugin DLSine.vst3``
+    in its own process, and the sine device (``python -m bridge device``) in the same run:
+    this process is the host, reads in real time (paced by sleep, SCHED_FIFO when granted),
+    sends NoteOn at offset 0 at known block boundaries; latency is the first sample above
+    1e-4 minus the send position. 64 and 256 frames, fill 2 and 1. Goal, as in
+    bench/transport.py: <= fill x block + 1 ms.
+(c) CPU of an idle plugin device (no host) from /proc/<pid>/stat utime+stime over 10 s (5 s
+    with --quick), with the sine device idling beside it in the same window. Goal: <= 2%.
+
+Every section reports the CPU other processes used while it ran (``section_load``). Goals are
+PASS/FAIL lines; a missed goal never changes the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import dataclasses
+import datetime
+import gc
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import pstats
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.adapters.instrument import InstrumentDevice
+from bridge.adapters.plugin import Stage, load_stage
+from bridge.adapters.plugin_device import PluginChain
+from bridge.adapters.session import detect_onset
+from bridge.transport import Device, DeviceRunner, Host, cmd, shm
+from bridge.transport.clock import DEFAULT_RT_PRIORITY, realtime
+
+REPO = Path(__file__).resolve().parent.parent
+SR = 48000
+DLSINE = "build/plugins/DLSine.vst3"
+DLSINE12 = "build/plugins/DLSine12.vst3"
+PLATE = "build/plugins/DragonflyPlateReverb.vst3"
+GOAL_OVERHEAD = 0.10  # (a): device loop at most 10% over the bare plugin call, 256 frames
+GOAL_FRAMES = 256
+GOAL_IDLE_PERCENT = 2.0  # (c)
+ONSET_THRESHOLD = 1e-4
+HELD_NOTES = 8
+RT_PRIORITY = DEFAULT_RT_PRIORITY  # (b)'s host loop, like the CLI host
+
+# (a) rows: key -> (specs, frames)
+ROWS: dict[str, tuple[tuple[str, ...], int]] = {
+    "dlsine_64": ((DLSINE,), 64),
+    "dlsine_256": ((DLSINE,), 256),
+    "dlsine_1024": ((DLSINE,), 1024),
+    "dlsine12_256": ((DLSINE12,), 256),
+    "dlsine_plate_256": ((DLSINE, PLATE), 256),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How much each section does; --quick shrinks counts and durations."""
+
+    quick: bool
+    blocks: int  # (a) measured blocks per row (each timed twice: device and direct)
+    chunks: int  # (a) the blocks are split into this many chunks to show the spread
+    warmup: int  # (a) blocks before measuring
+    part_blocks: int  # (a) blocks of the instrumented pass
+    profile_blocks: int  # --profile
+    notes: int  # (b) per row
+    idle_s: float  # (c)
+
+    @staticmethod
+    def make(quick: bool) -> Plan:
+        if quick:
+            return Plan(True, 1500, 3, 100, 500, 1000, 8, 5.0)
+        return Plan(False, 6000, 6, 300, 2000, 3000, 20, 10.0)
+
+
+def log(text: str) -> None:
+    """Progress goes to stderr, so that --json leaves stdout to the JSON object alone."""
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU that other processes used during a section, in cores: the machine's busy time
+    (/proc/stat) minus ours (this process and its reaped children, from os.times)."""
+
+    def __init__(self) -> None:
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float, float]:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = v
+        tck = os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return time.monotonic(), (user + nice + system + irq + softirq) / tck, steal / tck, own
+
+    def report(self) -> dict[str, float]:
+        t0, busy0, steal0, own0 = self.start
+        t1, busy1, steal1, own1 = self._sample()
+        wall = t1 - t0
+        return {"seconds": round(wall, 1),
+                "foreign_cpu_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2),
+                "steal_cores": round((steal1 - steal0) / wall, 2)}
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def stats_us(ns: np.ndarray) -> dict[str, float]:
+    """Median, p95, min and mean of nanosecond samples, in microseconds."""
+    us = np.asarray(ns, np.float64) / 1e3
+    p50, p95 = np.percentile(us, [50, 95])
+    return {"n": int(us.size), "median_us": round(float(p50), 2), "p95_us": round(float(p95), 2),
+            "min_us": round(float(us.min()), 2), "mean_us": round(float(us.mean()), 2)}
+
+
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """fd 2 into a temporary file while plugins load: DPF prints debug assertions there
+    (C++ writes to the fd, not to sys.stderr). Yields a list that receives the lines."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            lines.extend(tmp.read().decode(errors="replace").splitlines())
+
+
+def plugin_chatter(lines: list[str]) -> list[str]:
+    """Distinct lines a plugin printed, with counts (for the report)."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        line = line.replace("\x1b[31m", "").replace("\x1b[0m", "").strip()
+        if line:
+            counts[line] = counts.get(line, 0) + 1
+    return [f"{n}x {line}" for line, n in counts.items()]
+
+
+# ---- (a) per-block overhead ----------------------------------------------------------------
+
+
+def load(spec: str, frames: int) -> Stage:
+    """One stage, as ``build_chain`` (the CLI device) loads it."""
+    return load_stage(spec, sample_rate=SR, block_size=frames)
+
+
+def block_midi(k: int, frames: int) -> list[tuple[int, bytes]]:
+    """Block ``k``'s events (offset, bytes): 8 notes held from block 0, a 9th on every 4th
+    block at a quarter of the block and off two blocks later at half of it."""
+    if k == 0:
+        return [(0, bytes((0x90, 48 + 3 * i, 100))) for i in range(HELD_NOTES)]
+    if k % 4 == 0:
+        return [(frames // 4, bytes((0x90, 81, 90)))]
+    if k % 4 == 2:
+        return [(frames // 2, bytes((0x80, 81, 0)))]
+    return []
+
+
+def as_command(offset: int, data: bytes) -> Any:
+    status, ch = data[0] & 0xF0, data[0] & 0x0F
+    if status == 0x90:
+        return cmd.midi_note_on(ch, data[1], data[2], offset)
+    return cmd.midi_note_off(ch, data[1], data[2], offset)
+
+
+class Rig:
+    """One (a) row: the device side (Device + InstrumentDevice(PluginChain), a Host claiming
+    it, DeviceRunner with fill 1) and the direct side (second instances of the plugins)."""
+
+    def __init__(self, namespace: str, name: str, specs: tuple[str, ...], frames: int,
+                 chatter: list[str]) -> None:
+        self.frames = frames
+        self.specs = specs
+        with captured_stderr() as lines:
+            stages = [load(s, frames) for s in specs]
+            direct = [load(s, frames) for s in specs]
+        chatter.extend(lines)
+        self.chain = PluginChain(stages, SR, frames)
+        self.channels = self.chain.channels
+        self.direct_plugins = [st.plugin for st in direct]
+        self.device = Device(namespace)
+        self.host = Host(namespace)
+        try:
+            with captured_stderr() as lines:  # pedalboard's reset() reloads the component
+                self._connect(name)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            chatter.extend(lines)
+        self.out = np.zeros((self.channels, frames), np.float32)
+
+    def _connect(self, name: str) -> None:
+        dev, chain = self.device, self.chain
+        dev.start(name, self.channels, SR, self.frames)
+        chain.report = dev.report_error
+        self.wiring = InstrumentDevice(dev, chain)
+        dev.on_command(chain.handle)  # as bridge/cli.py wires a plugin device
+        self.runner = DeviceRunner(dev, self.wiring, fill=1)
+        serving = threading.Event()
+
+        def serve() -> None:  # answers the handshake while connect() waits for it
+            while not serving.is_set():
+                dev.process_commands()
+                time.sleep(0.0002)
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            self.host.set_local_buffer_info(SR, self.frames)
+            self.host.connect(dev.id, timeout=5.0, prime_timeout=0.0)
+        finally:
+            serving.set()
+            thread.join()
+        dev.process_commands()  # the claim: InstrumentDevice resets the chain's plugins
+        for p in self.direct_plugins:
+            p.reset()  # the same state on the direct side
+
+    def direct_fn(self) -> Callable[[list], np.ndarray]:
+        """The bare call(s) on the second instances, for one block's (bytes, seconds) MIDI."""
+        frames, channels, dur = self.frames, self.channels, self.frames / SR
+        first, *effects = self.direct_plugins
+        if not effects:
+            def direct(midi: list) -> np.ndarray:
+                return first(midi, duration=dur, sample_rate=SR, num_channels=channels,
+                             buffer_size=frames, reset=False)
+            return direct
+        (fx,) = effects
+
+        def direct_chain(midi: list) -> np.ndarray:
+            y = first(midi, duration=dur, sample_rate=SR, num_channels=2, buffer_size=frames,
+                      reset=False)
+            return fx.process(y, SR, buffer_size=frames, reset=False)
+        return direct_chain
+
+    def schedule(self, start: int, n: int) -> tuple[list[list], list[list]]:
+        """Host commands and direct-call MIDI for blocks start .. start + n - 1."""
+        commands, midi = [], []
+        for k in range(start, start + n):
+            evs = block_midi(k, self.frames)
+            commands.append([as_command(o, d) for o, d in evs])
+            midi.append([(d, (o + 0.5) / SR) for o, d in evs])  # as Stage.render passes them
+        return commands, midi
+
+    def run(self, start: int, n: int, record: bool) -> dict[str, Any]:
+        """Blocks start .. start + n - 1, device step and direct call alternately timed."""
+        commands, midi = self.schedule(start, n)
+        direct = self.direct_fn()
+        send, receive, out = self.host.send_command, self.host.receive_audio, self.out
+        step = self.runner.step
+        ns = time.perf_counter_ns
+        dev_ns = np.zeros(n, np.int64)
+        dir_ns = np.zeros(n, np.int64)
+        mismatches = short = 0
+        for i in range(n):
+            for m in commands[i]:
+                if not send(m):
+                    raise RuntimeError(f"send_command failed: {self.host.stats.last_error}")
+            events = midi[i]
+            if (start + i) & 1:
+                t0 = ns()
+                y = direct(events)
+                t1 = ns()
+                rendered = step()
+                t2 = ns()
+                dir_ns[i], dev_ns[i] = t1 - t0, t2 - t1
+            else:
+                t0 = ns()
+                rendered = step()
+                t1 = ns()
+                y = direct(events)
+                t2 = ns()
+                dev_ns[i], dir_ns[i] = t1 - t0, t2 - t1
+            if rendered != 1:
+                raise RuntimeError(f"DeviceRunner.step rendered {rendered} blocks, not 1")
+            if receive(out) != self.frames:
+                short += 1
+            elif not np.array_equal(out, y):
+                mismatches += 1
+        if not record:
+            return {}
+        return {"device_ns": dev_ns, "direct_ns": dir_ns, "mismatches": mismatches,
+                "short_reads": short}
+
+    def run_parts(self, start: int, n: int) -> dict[str, np.ndarray]:
+        """The instrumented pass: the device's block timed in parts (as DeviceRunner.step
+        does them), the direct call alternating with it."""
+        commands, midi = self.schedule(start, n)
+        direct = self.direct_fn()
+        dev, wiring, block = self.device, self.wiring, self.runner._buffer()
+        send, receive, out = self.host.send_command, self.host.receive_audio, self.out
+        ns = time.perf_counter_ns
+        parts = {k: np.zeros(n, np.int64) for k in
+                 ("process_commands", "render_callback", "send_audio", "direct")}
+        pc, rc, sa, dr = (parts[k] for k in parts)
+        for i in range(n):
+            for m in commands[i]:
+                send(m)
+            events = midi[i]
+            if (start + i) & 1:
+                t0 = ns()
+                direct(events)
+                dr[i] = ns() - t0
+            t0 = ns()
+            dev.process_commands()
+            t1 = ns()
+            wiring(block)
+            t2 = ns()
+            dev.send_audio(block)
+            t3 = ns()
+            pc[i], rc[i], sa[i] = t1 - t0, t2 - t1, t3 - t2
+            if not (start + i) & 1:
+                t0 = ns()
+                direct(events)
+                dr[i] = ns() - t0
+            receive(out)
+        return parts
+
+    def profile(self, start: int, n: int) -> dict:
+        """cProfile of DeviceRunner.step over ``n`` blocks: top functions by own time."""
+        commands, _ = self.schedule(start, n)
+        send, receive, out = self.host.send_command, self.host.receive_audio, self.out
+        step = self.runner.step
+        prof = cProfile.Profile()
+        for i in range(n):
+            for m in commands[i]:
+                send(m)
+            prof.enable()
+            step()
+            prof.disable()
+            receive(out)
+        st = pstats.Stats(prof, stream=io.StringIO())
+        total = st.total_tt
+        rows = []
+        for (path, line, func), (_cc, ncalls, tottime, cumtime, _) in sorted(
+                st.stats.items(), key=lambda kv: -kv[1][2])[:15]:
+            where = f"{os.path.relpath(path) if path.startswith('/') else path}:{line}({func})"
+            rows.append({"function": where, "calls_per_block": round(ncalls / n, 2),
+                         "own_us_per_block": round(tottime / n * 1e6, 2),
+                         "own_share": round(tottime / total, 3),
+                         "cumulative_share": round(cumtime / total, 3)})
+        return {"profiled_us_per_block": round(total / n * 1e6, 2), "blocks": n, "top": rows}
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.host.close()
+        with contextlib.suppress(Exception):
+            self.device.close()
+        self.wiring = self.runner = self.chain = None  # type: ignore[assignment]
+        self.direct_plugins = []
+
+
+def command_a(specs: tuple[str, ...], frames: int, channels: int) -> str:
+    chain = ", ".join(f"load_stage({s!r})" for s in specs)
+    direct = (f"plugin(midi, duration={frames}/{SR}, sample_rate={SR}, "
+              f"num_channels={2 if len(specs) > 1 else channels}, buffer_size={frames}, "
+              "reset=False)")
+    if len(specs) > 1:
+        direct += f" -> effect.process(y, {SR}, buffer_size={frames}, reset=False)"
+    return (f"in-process: DeviceRunner(Device('{channels} ch, {frames} frames'), "
+            f"InstrumentDevice(device, PluginChain([{chain}])), fill=1).step() vs {direct} "
+            "on second instances")
+
+
+def bench_overhead(plan: Plan, namespace: str, profile: bool) -> dict:
+    rows: dict[str, dict] = {}
+    chatter: list[str] = []
+    log(f"(a) device loop vs direct plugin call: {len(ROWS)} rows, {plan.blocks:,} blocks each")
+    for key, (specs, frames) in ROWS.items():
+        rig = Rig(namespace, f"Bench{key.split('_')[0]}", specs, frames, chatter)
+        try:
+            gc.freeze()  # as DeviceRunner.enter_realtime does
+            rig.run(0, plan.warmup, record=False)
+            r = rig.run(plan.warmup, plan.blocks, record=True)
+            parts = rig.run_parts(plan.warmup + plan.blocks, plan.part_blocks)
+            prof = None
+            if profile and frames == GOAL_FRAMES and specs == (DLSINE,):
+                log(f"(a) profiling DeviceRunner.step, {plan.profile_blocks} blocks")
+                prof = rig.profile(plan.warmup + plan.blocks + plan.part_blocks,
+                                   plan.profile_blocks)
+            errors, last_error = rig.device.errors, rig.device.last_error
+            nonfinite = rig.chain.nonfinite_blocks
+            channels = rig.channels
+        finally:
+            with captured_stderr() as lines:  # DPF complains as the instances are freed
+                rig.close()
+                del rig
+                gc.unfreeze()
+                gc.collect()
+            chatter.extend(lines)
+        dev, direct = r["device_ns"], r["direct_ns"]
+        per_block = dev / direct  # paired: the two calls of the same block, back to back
+        chunk_ratios = [round(float(np.median(c)), 3)
+                        for c in np.array_split(per_block, plan.chunks)]
+        d, b = stats_us(dev), stats_us(direct)
+        overhead = float(np.median(dev - direct)) / 1e3
+        med_parts = {k: round(float(np.median(v)) / 1e3, 2) for k, v in parts.items()}
+        row = {
+            "specs": list(specs), "frames": frames, "channels": channels,
+            "block_period_us": round(frames / SR * 1e6, 1),
+            "command": command_a(specs, frames, channels),
+            "device": d, "direct": b,
+            "overhead_us": round(overhead, 2),
+            "overhead_ratio": round(float(np.median(per_block)), 3),
+            "ratio_of_medians": ratio(d["median_us"], b["median_us"]),
+            "p95_ratio": ratio(d["p95_us"], b["p95_us"]),
+            "chunk_ratios": chunk_ratios,
+            "device_fraction_of_period": round(d["median_us"] / (frames / SR * 1e6), 4),
+            "identical_blocks": plan.blocks - r["mismatches"] - r["short_reads"],
+            "mismatched_blocks": r["mismatches"], "short_reads": r["short_reads"],
+            "device_errors": errors, "device_last_error": last_error,
+            "nonfinite_blocks": nonfinite,
+            "parts_median_us": {
+                **med_parts,
+                "callback_minus_direct": round(med_parts["render_callback"]
+                                               - med_parts["direct"], 2),
+                "blocks": plan.part_blocks}}
+        if prof is not None:
+            row["profile"] = prof
+        rows[key] = row
+        log(f"(a) {key}: device {d['median_us']:.1f} us, direct {b['median_us']:.1f} us, "
+            f"ratio {fmt(row['overhead_ratio'])}")
+    return {"rows": rows, "blocks": plan.blocks, "warmup_blocks": plan.warmup,
+            "chunks": plan.chunks, "plugin_stderr": plugin_chatter(chatter)}
+
+
+# ---- CLI devices: (b) and (c) ------------------------------------------------------------------
+
+
+class CliDevice:
+    """``python -m bridge device`` in its own process; a context manager that always stops it.
+    Its stderr (plugin chatter included) goes to a temporary file, quoted when it fails."""
+
+    def __init__(self, namespace: str, name: str, *args: str) -> None:
+        self.command = [sys.executable, "-m", "bridge", "--namespace", namespace, "device",
+                        "--id", name, *args]
+        self.proc: subprocess.Popen[str] | None = None
+        self.id = ""
+        self.ready_line = ""
+        self.stopped_line = ""
+        self.stderr_lines: list[str] = []
+        self._err = tempfile.TemporaryFile()
+        self._stopped = False
+
+    @property
+    def shown(self) -> str:
+        """The command as a user would type it (namespace from the environment)."""
+        return ".venv/bin/python -m bridge " + shlex.join(self.command[5:])  # no --namespace
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> CliDevice:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._err,
+                                     text=True, cwd=REPO)
+        try:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
+            line = self.proc.stdout.readline() if ready else ""
+            if not line.startswith("device "):
+                self.stop()
+                tail = " | ".join(self.stderr_lines[-3:])
+                raise RuntimeError(f"CLI device did not start ({shlex.join(self.command[1:])}):"
+                                   f" {line!r}, exit code {self.proc.returncode}; stderr: {tail}")
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_line = line.strip()
+        self.id = self.ready_line.split()[1]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self._stopped:
+            return
+        self._stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.stopped_line = (out or "").strip()
+        self._err.seek(0)
+        self.stderr_lines = self._err.read().decode(errors="replace").splitlines()
+        self._err.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc/<pid>/stat, in seconds (10 ms resolution)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(b")") + 2 :].split()  # fields from the 3rd (state) on
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_runtime_seconds(pid: int) -> float | None:
+    """CPU time of all of a process's threads from /proc/<pid>/task/*/sched
+    (se.sum_exec_runtime, microsecond resolution); None where the kernel lacks it."""
+    total = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/sched") as f:
+                for line in f:
+                    if line.startswith("se.sum_exec_runtime"):
+                        total += float(line.split(":")[1]) / 1000.0
+                        break
+    except OSError:
+        return None
+    return total
+
+
+def proc_status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+class CpuWindow:
+    """A process's CPU use between construction and ``finish()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.t0 = time.monotonic()
+        self.ticks0 = proc_cpu_seconds(pid)
+        self.runtime0 = proc_runtime_seconds(pid)
+        self.switches0 = proc_status(pid, "voluntary_ctxt_switches")
+
+    def finish(self) -> dict:
+        wall = time.monotonic() - self.t0
+        ticks = proc_cpu_seconds(self.pid) - self.ticks0
+        runtime1 = proc_runtime_seconds(self.pid)
+        out = {"seconds": round(wall, 2),
+               "cpu_percent": round(ticks / wall * 100.0, 2),
+               "cpu_resolution_percent": round(100.0 / os.sysconf("SC_CLK_TCK") / wall, 2),
+               "wakeups_per_s": round((proc_status(self.pid, "voluntary_ctxt_switches")
+                                       - self.switches0) / wall),
+               "threads": proc_status(self.pid, "Threads")}
+        if runtime1 is not None and self.runtime0 is not None:
+            out["cpu_percent_precise"] = round((runtime1 - self.runtime0) / wall * 100, 3)
+        return out
+
+
+DEVICES = {"sine": (), "plugin": ("--plugin", DLSINE)}
+
+
+def note_to_sound(plan: Plan, namespace: str, kind: str, block: int, fill: int) -> dict:
+    """Real-time host loop; NoteOn (offset 0) at known block boundaries ~100 ms apart, off
+    half-way to the next one (DLSine stops dead at its note-off)."""
+    spacing = max(8, round(0.1 * SR / block))
+    lead = round(0.15 * SR / block)
+    note_blocks = [lead + i * spacing for i in range(plan.notes)]
+    total = note_blocks[-1] + spacing
+    events: dict[int, list] = {}
+    for k in note_blocks:
+        events.setdefault(k, []).append(cmd.midi_note_on(0, 69, 100, 0))
+        events.setdefault(k + spacing // 2, []).append(cmd.midi_note_off(0, 69))
+        events.setdefault(k + 3 * spacing // 4, []).append(cmd.midi_cc(0, 123, 0))
+    rec = np.zeros(total * block, np.float32)
+    buf = np.zeros((2, block), np.float32)
+    period = block / SR
+    dev = CliDevice(namespace, f"N{kind}{block}f{fill}", *DEVICES[kind], "--blocksize",
+                    str(block), "--fill", str(fill))
+    with dev, Host(namespace) as host:
+        host.set_local_buffer_info(SR, block)
+        host.connect(dev.id, timeout=5.0)
+        send, receive, poll = host.send_command, host.receive_audio, host.process_responses
+        with realtime(RT_PRIORITY) as refused:
+            start = time.monotonic()
+            for k in range(total):
+                for msg in events.get(k, ()):
+                    if not send(msg):
+                        raise RuntimeError(f"send_command failed: {host.stats.last_error}")
+                receive(buf)
+                rec[k * block : (k + 1) * block] = buf[0]
+                poll()
+                wait = start + (k + 1) * period - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+        underruns = host.stats.underruns
+    frames, missed, noisy = [], 0, 0
+    for k in note_blocks:
+        pos = k * block
+        if np.abs(rec[max(0, pos - block) : pos]).max() > ONSET_THRESHOLD:
+            noisy += 1
+            continue
+        onset = detect_onset(rec[: pos + spacing * block // 2], pos, ONSET_THRESHOLD)
+        if onset is None:
+            missed += 1
+            continue
+        frames.append(onset - pos)
+    goal = fill * block / SR * 1000.0 + 1.0
+    f = np.asarray(frames)
+    ms = f / SR * 1000.0
+    result: dict[str, Any] = {
+        "device": kind, "block": block, "fill": fill, "notes": plan.notes,
+        "measured": int(f.size), "missed": missed, "not_silent_before": noisy,
+        "underruns": underruns, "host_rt": refused or f"SCHED_FIFO {RT_PRIORITY}",
+        "fill_x_block_frames": fill * block, "goal_ms": round(goal, 3), "command": dev.shown}
+    if f.size:
+        result.update(median_frames=int(np.median(f)), min_frames=int(f.min()),
+                      max_frames=int(f.max()), median_ms=round(float(np.median(ms)), 3),
+                      max_ms=round(float(ms.max()), 3), over_goal=int((ms > goal).sum()))
+    result["met"] = bool(f.size == plan.notes and ms.max() <= goal)
+    return result
+
+
+def bench_note_to_sound(plan: Plan, namespace: str) -> dict:
+    out: dict[str, dict] = {}
+    for block in (64, 256):
+        for fill in (2, 1):
+            for kind in DEVICES:  # sine first, then the plugin device, back to back
+                log(f"(b) note-to-sound: {kind} device, {block} frames, fill {fill}")
+                out.setdefault(str(block), {}).setdefault(f"fill_{fill}", {})[kind] = \
+                    note_to_sound(plan, namespace, kind, block, fill)
+    return out
+
+
+def bench_idle(plan: Plan, namespace: str) -> dict:
+    """The plugin device and the sine device, both unclaimed, measured in the same window."""
+    log(f"(c) idle CPU: plugin device and sine device side by side for {plan.idle_s:.0f} s")
+    devs = {kind: CliDevice(namespace, f"Idle{kind}", *args) for kind, args in DEVICES.items()}
+    with devs["sine"], devs["plugin"]:
+        time.sleep(0.5)  # past start-up
+        windows = {kind: CpuWindow(d.pid) for kind, d in devs.items()}
+        time.sleep(plan.idle_s)
+        rows = {kind: {**w.finish(), "command": devs[kind].shown}
+                for kind, w in windows.items()}
+    return {"rows": rows, "seconds": plan.idle_s,
+            "plugin_stderr": plugin_chatter(devs["plugin"].stderr_lines)}
+
+
+# ---- report -------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    return {"nproc": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "kernel": platform.release(), "machine": platform.machine(),
+            "pedalboard": importlib.metadata.version("pedalboard"), "numpy": np.__version__,
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def goals(r: dict) -> list[dict]:
+    out = []
+    if "overhead" in r:
+        row = r["overhead"]["rows"].get(f"dlsine_{GOAL_FRAMES}")
+        if row is not None:
+            out.append({"goal": f"device loop <= {1 + GOAL_OVERHEAD:.2f}x the direct plugin "
+                        f"call, DLSine, {GOAL_FRAMES} frames (median)",
+                        "met": row["overhead_ratio"] <= 1 + GOAL_OVERHEAD,
+                        "detail": f"{row['device']['median_us']:.1f} vs "
+                        f"{row['direct']['median_us']:.1f} us = {row['overhead_ratio']:.3f}x "
+                        f"(+{row['overhead_us']:.1f} us); chunks "
+                        f"{min(row['chunk_ratios']):.3f}..{max(row['chunk_ratios']):.3f}x"})
+    if "note_to_sound" in r:
+        for block, fills in r["note_to_sound"].items():
+            for fill, kinds in fills.items():
+                row = kinds["plugin"]
+                sine = kinds["sine"]
+                out.append({"goal": f"plugin device note-to-sound, {block} frames "
+                            f"{fill.replace('_', ' ')} <= fill x block + 1 ms",
+                            "met": row["met"],
+                            "detail": f"max {fmt(row.get('max_ms'))} ms "
+                            f"({row.get('max_frames', 'n/a')} frames; sine device "
+                            f"{sine.get('max_frames', 'n/a')}), goal {row['goal_ms']:.3f} ms, "
+                            f"{row['measured']}/{row['notes']} notes"})
+    if "idle" in r:
+        p = r["idle"]["rows"]["plugin"]
+        out.append({"goal": f"idle plugin device CPU <= {GOAL_IDLE_PERCENT:.0f}% of a core",
+                    "met": p["cpu_percent"] <= GOAL_IDLE_PERCENT,
+                    "detail": f"{p['cpu_percent']:.2f}% (sine device "
+                    f"{r['idle']['rows']['sine']['cpu_percent']:.2f}%)"})
+    return out
+
+
+NAMES = {"dlsine_64": "DLSine, 64 frames", "dlsine_256": "DLSine, 256 frames",
+         "dlsine_1024": "DLSine, 1024 frames", "dlsine12_256": "DLSine12 (12 ch), 256",
+         "dlsine_plate_256": "DLSine -> PlateReverb, 256"}
+
+
+def table(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"discoLink plugin benchmark ({'quick' if r['quick'] else 'full'} run, "
+             f"{r['date']}): {m['nproc']} cores, Python {m['python']}, pedalboard "
+             f"{m['pedalboard']}, load {m['loadavg_at_start']}",
+             f"command: {r['command']}"]
+    if "overhead" in r:
+        o = r["overhead"]
+        lines += ["", f"(a) Per-block cost, device loop vs direct plugin call, ONE process, "
+                  f"{o['blocks']:,} blocks per row (after {o['warmup_blocks']} warm-up), "
+                  f"interleaved; {HELD_NOTES} notes held + a note on/off every 4 blocks; us",
+                  f"    {'row':<28}{'device':>8}{'p95':>8}{'direct':>8}{'p95':>8}{'over':>7}"
+                  f"{'ratio':>7}{'chunks':>14}{'% period':>9}{'same':>7}"]
+        for key, row in o["rows"].items():
+            d, b = row["device"], row["direct"]
+            ch = row["chunk_ratios"]
+            same = "yes" if row["mismatched_blocks"] == row["short_reads"] == 0 else \
+                f"{row['mismatched_blocks'] + row['short_reads']} no"
+            lines.append(f"    {NAMES[key]:<28}{d['median_us']:>8.1f}{d['p95_us']:>8.1f}"
+                         f"{b['median_us']:>8.1f}{b['p95_us']:>8.1f}{row['overhead_us']:>7.1f}"
+                         f"{row['overhead_ratio']:>7.3f}{min(ch):>7.3f}-{max(ch):.3f}"
+                         f"{row['device_fraction_of_period'] * 100:>8.1f}%{same:>7}")
+        lines += ["    device: DeviceRunner.step() (one block); direct: the bare plugin call on "
+                  "a second instance; over and ratio: medians of the per-block (device - "
+                  "direct) and device/direct, the two timed back to back; chunks: the ratio in "
+                  "each of "
+                  f"{o['chunks']} consecutive chunks; same: every received block equal to "
+                  "the direct output",
+                  "    instrumented pass, medians in us: process_commands / render callback "
+                  "(take + chain + plugin) / send_audio | direct | callback - direct"]
+        for key, row in o["rows"].items():
+            p = row["parts_median_us"]
+            lines.append(f"    {NAMES[key]:<28}{p['process_commands']:>6.1f} /"
+                         f"{p['render_callback']:>7.1f} /{p['send_audio']:>5.1f}  |"
+                         f"{p['direct']:>7.1f}  |{p['callback_minus_direct']:>6.1f}")
+        lines.append("    commands:")
+        for key, row in o["rows"].items():
+            lines.append(f"      {NAMES[key]}: {row['command']}")
+        for key, row in o["rows"].items():
+            if "profile" in row:
+                pr = row["profile"]
+                lines.append(f"    cProfile of DeviceRunner.step, {NAMES[key]} "
+                             f"({pr['profiled_us_per_block']:.1f} us per block under the "
+                             "profiler): own share, own us/block, calls/block, function")
+                for t in pr["top"][:12]:
+                    lines.append(f"      {t['own_share']:>6.1%}{t['own_us_per_block']:>7.1f}"
+                                 f"{t['calls_per_block']:>6.1f}  {t['function']}")
+        if o["plugin_stderr"]:
+            lines.append("    plugin stderr while loading (hidden): " + "; ".join(
+                o["plugin_stderr"][:3]))
+    if "note_to_sound" in r:
+        lines += ["", f"(b) Note-to-sound at {SR} Hz, CLI devices (demand clock), this process "
+                  "the real-time host; frames from the NoteOn's block boundary to the first "
+                  f"sample above {ONSET_THRESHOLD:g}",
+                  f"    {'block':>5}{'fill':>5}{'device':>8}{'notes':>7}{'median':>8}{'min':>6}"
+                  f"{'max':>6}{'= ms':>8}{'fill x block':>13}{'goal ms':>9}{'underruns':>10}"]
+        cmds = {}
+        for fills in r["note_to_sound"].values():
+            for kinds in fills.values():
+                for kind, row in kinds.items():
+                    def g(key: str, row: dict = row) -> str:
+                        return str(row[key]) if key in row else "n/a"
+                    lines.append(f"    {row['block']:>5}{row['fill']:>5}{kind:>8}"
+                                 f"{row['measured']:>4}/{row['notes']:<2}{g('median_frames'):>8}"
+                                 f"{g('min_frames'):>6}{g('max_frames'):>6}"
+                                 f"{fmt(row.get('max_ms')):>8}{row['fill_x_block_frames']:>13}"
+                                 f"{row['goal_ms']:>9.3f}{row['underruns']:>10}")
+                    cmds.setdefault(kind, row["command"])
+        first = next(iter(next(iter(r["note_to_sound"].values())).values()))["plugin"]
+        lines.append(f"    host: {first['host_rt']}; commands (--blocksize and --fill as in "
+                     "the row): " + "; ".join(f"{k}: {v}" for k, v in cmds.items()))
+    if "idle" in r:
+        i = r["idle"]
+        lines += ["", f"(c) Idle CLI devices, no host, side by side for {i['seconds']:.0f} s "
+                  "(utime+stime from /proc/<pid>/stat; precise = se.sum_exec_runtime)"]
+        for kind, row in i["rows"].items():
+            lines.append(f"    {kind:<7} CPU {row['cpu_percent']:.2f}% (resolution "
+                         f"{row['cpu_resolution_percent']}%, precise "
+                         f"{fmt(row.get('cpu_percent_precise'))}%), {row['wakeups_per_s']} "
+                         f"wakeups/s, {row['threads']} threads: {row['command']}")
+    loads = r.get("section_load", {})
+    if loads:
+        lines += ["", f"CPU used by other processes during each section (of {m['nproc']} "
+                  "cores): " + ", ".join(f"{k} {v['foreign_cpu_cores']:.2f}"
+                                         for k, v in loads.items())
+                  + f"; steal {max(v['steal_cores'] for v in loads.values()):.2f} at most"]
+    if r["goals"]:
+        lines += ["", "Goals"]
+        for g in r["goals"]:
+            lines.append(f"    [{'PASS' if g['met'] else 'FAIL'}] {g['goal']}: {g['detail']}")
+    return "\n".join(lines)
+
+
+def cleanup(namespace: str) -> list[str]:
+    """Unlink every segment left in the benchmark's namespace."""
+    names = shm.list_names(shm.namespace_prefix(namespace))
+    for name in names:
+        shm.unlink(name)
+    return names
+
+
+SECTIONS = {"a": "overhead", "b": "note_to_sound", "c": "idle"}
+
+
+def headline(r: dict) -> dict:
+    out: dict[str, Any] = {}
+    if "overhead" in r:
+        rows = r["overhead"]["rows"]
+        out["overhead_ratio"] = {k: v["overhead_ratio"] for k, v in rows.items()}
+        out["overhead_us"] = {k: v["overhead_us"] for k, v in rows.items()}
+    if "note_to_sound" in r:
+        out["note_to_sound_frames"] = {
+            block: {fill: {kind: row.get("max_frames") for kind, row in kinds.items()}
+                    for fill, kinds in fills.items()}
+            for block, fills in r["note_to_sound"].items()}
+    if "idle" in r:
+        out["idle_cpu_percent"] = {k: v["cpu_percent"] for k, v in r["idle"]["rows"].items()}
+    return out
+
+
+def run(plan: Plan, namespace: str, only: str, profile: bool, command: str) -> dict:
+    results: dict[str, Any] = {
+        "quick": plan.quick, "namespace": namespace, "command": command, "machine": machine(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "section_load": {}}
+    t0 = time.monotonic()
+    for letter, key in SECTIONS.items():
+        if letter not in only:
+            continue
+        meter = CpuMeter()
+        if key == "overhead":
+            results[key] = bench_overhead(plan, namespace, profile)
+        elif key == "note_to_sound":
+            results[key] = bench_note_to_sound(plan, namespace)
+        else:
+            results[key] = bench_idle(plan, namespace)
+        results["section_load"][key] = meter.report()
+    results["goals"] = goals(results)
+    results["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return {**headline(results), **results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="short run (under 40 s)")
+    p.add_argument("--json", action="store_true", help="print exactly one JSON object on "
+                   "stdout; the table goes to stderr")
+    p.add_argument("--only", default="abc", metavar="LETTERS",
+                   help="run only these sections, e.g. 'a' (default: abc)")
+    p.add_argument("--profile", action="store_true", help="(a): also run cProfile over "
+                   "DeviceRunner.step for DLSine at 256 frames and report the top functions")
+    args = p.parse_args(argv)
+    if set(args.only) - set(SECTIONS):
+        p.error(f"--only takes letters from {''.join(SECTIONS)}")
+    missing = [s for s in (DLSINE, DLSINE12, PLATE) if not (REPO / s).exists()]
+    if missing:
+        p.error(f"missing {', '.join(missing)}: run bash plugins/build.sh first")
+    os.chdir(REPO)  # the plugin specs are relative to the repository root
+    command = ".venv/bin/python bench/plugin.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    namespace = f"bench{os.getpid()}"
+    os.environ[shm.NAMESPACE_ENV] = namespace  # every child process works in it
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        results = run(Plan.make(args.quick), namespace, args.only, args.profile,
+                      command.strip())
+    finally:
+        left = cleanup(namespace)
+        if left:
+            log(f"unlinked {len(left)} leftover segment(s): {', '.join(left)}")
+    text = table(results)
+    if args.json:
+        print(text, file=sys.stderr)
+        print(json.dumps(results))
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
