@@ -125,7 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "chain Stage.key); repeatable")
         plugin.add_argument("--state", type=Path, metavar="FILE",
                             help="restore the device id and plugin state from FILE at start "
-                                 "(if it exists), and save them there on stop")
+                                 "(if it exists), and save them there when they change and "
+                                 "on stop")
+        plugin.add_argument("--preset", type=Path, metavar="FILE.vstpreset",
+                            help="load this preset at start (unless --state restores one)")
         plugin.add_argument("--input", type=Path, metavar="FILE",
                             help="effects: loop this audio file as the chain's input "
                                  "(instead of the host's return audio)")
@@ -344,7 +347,7 @@ def _device_setup(args: argparse.Namespace):
         if args.plugin:
             device_id, channels, chain, saved = _plugin_setup(args)
         else:
-            for flag in ("plugin_name", "tap", "state", "input"):
+            for flag in ("plugin_name", "tap", "state", "input", "preset"):
                 if getattr(args, flag):
                     raise ValueError(f"--{flag.replace('_', '-')} needs --plugin")
             if args.param:
@@ -367,8 +370,14 @@ def _device_setup(args: argparse.Namespace):
         device.close()
         raise UsageError(str(exc)) from None
     try:
+        saver = None
         if chain is not None:
             chain.report = device.report_error
+            if args.state is not None:
+                from .adapters.plugin_device import StateSaver
+
+                saver = StateSaver(args.state, lambda: device.id, device.report_error)
+                chain.on_state_change = saver
         instrument = chain if chain is not None else SineSynth(args.samplerate)
         wiring = InstrumentDevice(device, instrument, midi_in=args.midi_in,
                                   sysex_limit=args.sysex_limit, on_port_event=_port_event)
@@ -381,6 +390,7 @@ def _device_setup(args: argparse.Namespace):
                           rt_priority=args.rt_priority)
     runner.wiring = wiring
     runner.chain = chain
+    runner.saver = saver
     runner.restored = saved is not None
     return device, runner
 
@@ -403,7 +413,7 @@ def _plugin_setup(args: argparse.Namespace):
     chain = build_chain(args.plugin, sample_rate=args.samplerate, block_size=args.blocksize,
                         plugin_name=args.plugin_name, channels=args.channels, tap=args.tap,
                         params=args.param, input_file=args.input,
-                        state=saved["chain"] if saved else None)
+                        state=saved["chain"] if saved else None, preset=args.preset)
     device_id = args.id or (saved["device_id"] if saved else None) \
         or re.sub(r"[^A-Za-z0-9_.-]+", "", chain.stages[0].name) or "Plugin"
     return device_id, chain.channels, chain, saved
@@ -473,8 +483,10 @@ def _save_state(args: argparse.Namespace, device, runner) -> None:
         return
     from .adapters.plugin_device import write_state_file
 
+    if runner.saver is not None:
+        runner.saver.close()
     try:
-        write_state_file(args.state, device.id, runner.chain)
+        write_state_file(args.state, device.id, runner.chain.get_state())
     except OSError as exc:
         print(f"discolink-bridge device: could not save --state {args.state}: {exc}",
               file=sys.stderr)

@@ -442,3 +442,28 @@ def test_a_new_host_starts_in_silence_without_reloading_the_plugin(spawn):
         host.connect(dev.id)
         rec = read_blocks(host, 8, 2)
     assert not rec.any(), "the previous host's notes are still sounding"
+
+
+def test_state_is_saved_when_it_changes_so_a_crash_loses_nothing(spawn, tmp_path):
+    state = tmp_path / "live.json"
+    dev = plugin_device(spawn, "--plugin", DLSINE, "--state", str(state), device_id="Live")
+    with Host() as host:
+        host.connect(dev.id)
+        host.request(cmd.set_parameter("gain", 0.35))
+        read_blocks(host, 4, 2)  # the snapshot is taken between blocks, written aside
+
+        def saved_gain():
+            try:
+                data = json.loads(state.read_text())
+            except (OSError, ValueError):
+                return None
+            return data["chain"]["state"][0]["parameters"]["gain"] == pytest.approx(0.35)
+
+        from helpers_ipc import wait_until
+        wait_until(saved_gain, 5, "the state file to follow the change")
+    dev.kill9()  # no chance to save on the way out
+    again = spawn.device("--plugin", DLSINE, "--state", str(state), device_id="Live")
+    with Host() as host:
+        host.connect(again.id)
+        assert cmd.decode(host.request(cmd.get_parameter("gain")))["value"] == \
+            pytest.approx(0.35, abs=1e-3)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from .plugin import Parameter, Stage, map_channels
 STATE_FORMAT = "discolink-bridge plugin state"
 STATE_VERSION = 1
 REPORT_INTERVAL_S = 1.0  # at most one non-finite-audio report per second
+AUTOSAVE_INTERVAL_S = 1.0  # state snapshots after changes, at most this often
 
 T = cmd.T
 
@@ -96,6 +98,11 @@ class PluginChain:
         self.parameters: list[tuple[int, Parameter]] = [
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
         self._release: list[MidiEvent] = []
+        # Persistence: after a change, render() hands a state snapshot to on_state_change (at
+        # most once per AUTOSAVE_INTERVAL_S); the callee writes it away from the audio thread.
+        self.on_state_change: Callable[[dict], None] | None = None
+        self._changed = False
+        self._last_snapshot = 0.0
         self._stage_outputs = [self.stage_outputs(i) for i in range(len(self.stages))]
         self.tap = self.resolve_tap(tap)
         natural = self.tap_channels(self.tap)
@@ -197,6 +204,8 @@ class PluginChain:
                 out.fill(0.0)
                 return
             out[:] = y
+            if self._changed and self.on_state_change is not None:
+                self._snapshot()
         except Exception as exc:
             out.fill(0.0)
             self.report("plugin", f"render failed: {type(exc).__name__}: {exc}")
@@ -210,6 +219,17 @@ class PluginChain:
         if inp is not None and inp.shape[0]:
             return inp
         return np.zeros((self.channels, frames), np.float32)
+
+    def _snapshot(self) -> None:
+        now = time.monotonic()
+        if now - self._last_snapshot < AUTOSAVE_INTERVAL_S:
+            return
+        self._last_snapshot = now
+        self._changed = False
+        try:
+            self.on_state_change(self.get_state())
+        except Exception as exc:
+            self.report("plugin", f"state snapshot failed: {type(exc).__name__}: {exc}")
 
     def _nonfinite(self) -> None:
         self.nonfinite_blocks += 1
@@ -248,6 +268,7 @@ class PluginChain:
         stage, p = self.parameters[i]
         value = p.check(value)
         self.stages[stage].set(p.key, value)
+        self._changed = True
         return value
 
     def parameter_list(self) -> list[dict]:
@@ -282,6 +303,7 @@ class PluginChain:
         states = self.check_state(data)
         for st, s in zip(self.stages, states, strict=True):
             st.set_state(s)
+        self._changed = True
 
     def load_preset(self, path: str) -> str:
         """Load a .vstpreset into the first stage that takes presets; returns its name."""
@@ -293,6 +315,7 @@ class PluginChain:
                     st.plugin.load_preset(path)
                 except Exception as exc:
                     raise ValueError(f"{st.name} could not load {path}: {exc}") from None
+                self._changed = True
                 return st.name
         raise ValueError("no stage of this chain loads presets (VST3 plugins do)")
 
@@ -362,11 +385,49 @@ def read_state_file(path: Path) -> dict | None:
     return data
 
 
-def write_state_file(path: Path, device_id: str, chain: PluginChain) -> None:
-    """Save the device id and the chain's state, atomically (a crash leaves the old file)."""
+def write_state_file(path: Path, device_id: str, state: dict) -> None:
+    """Save the device id and a chain state, atomically (a crash leaves the old file)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"device_id": device_id, "chain": chain.get_state()}, indent=1))
+    tmp.write_text(json.dumps({"device_id": device_id, "chain": state}, indent=1))
     tmp.replace(path)
+
+
+class StateSaver:
+    """Writes the snapshots a chain hands over (``chain.on_state_change``) to a ``--state``
+    file, from a thread of its own: the audio thread only stores a reference."""
+
+    def __init__(self, path: Path, device_id: Callable[[], str],
+                 report: Callable[[str, str], None] | None = None) -> None:
+        self.path = path
+        self.device_id = device_id
+        self.report = report or (lambda where, text: None)
+        self.saves = 0
+        self._latest: dict | None = None
+        self._due = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="state saver", daemon=True)
+        self._thread.start()
+
+    def __call__(self, state: dict) -> None:
+        self._latest = state
+        self._due.set()
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._due.wait()
+            self._due.clear()
+            state, self._latest = self._latest, None
+            if state is not None:
+                try:
+                    write_state_file(self.path, self.device_id(), state)
+                    self.saves += 1
+                except OSError as exc:
+                    self.report("state", f"could not save {self.path}: {exc}")
+
+    def close(self) -> None:
+        self._stop = True
+        self._due.set()
+        self._thread.join(timeout=5)
 
 
 def load_input_file(path: Path, sample_rate: int) -> np.ndarray:
@@ -389,12 +450,14 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
                 plugin_name: str | None = None, channels: str | None = None,
                 tap: str | None = None, params: Sequence[str] = (),
                 input_file: Path | None = None, state: dict | None = None,
+                preset: Path | None = None,
                 report: Callable[[str, str], None] | None = None) -> PluginChain:
     """Load ``specs`` and assemble the chain a device runs.
 
     ``channels`` is a count (``2``: the tap mapped to 2 channels) or a channel list of the
     last stage (``3-4``, ``1,3``: those channels, as the default tap). ``state`` is a saved
-    chain state to restore; ``params`` (``NAME=VALUE``) are applied after it. Raises
+    chain state to restore (else ``preset``, a .vstpreset, is loaded); ``params``
+    (``NAME=VALUE``) are applied after either. Raises
     PluginError when a plugin can't load (exit 1 at the CLI) and ValueError for a request
     that can't be met (exit 2).
     """
@@ -420,6 +483,11 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
                         input_audio=audio, report=report)
     if state is not None:
         chain.set_state(state)
+    elif preset is not None:  # a saved state is newer than the preset it started from
+        try:
+            chain.load_preset(str(preset))
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"--preset {preset}: {exc}") from None
     for name, value in assignments:
         try:
             i = chain.find_parameter(-1, name)
