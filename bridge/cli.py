@@ -27,7 +27,8 @@ examples:
   discolink-bridge device --id Sine                 # a sine synth device, Sine:0
   discolink-bridge list                             # what is registered
   discolink-bridge host --id Sine:0 --record a.wav  # play A4 for 2 s and record it
-  discolink-bridge demo                             # all of the above in one go
+  discolink-bridge demo                             # a rack, a phrase recorded, its status
+  discolink-bridge rack configs/demo.yaml           # run a rack of devices from a YAML file
   discolink-bridge midi-monitor --id Mon            # print the MIDI a device receives
   discolink-bridge send --id Mon:0 'note_on note=60 velocity=100'   # send it some
 
@@ -320,13 +321,41 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
                       help="give up after this long (default 30 s)")
 
-    sp = sub.add_parser("demo", help="start a sine device, record 2 s of a note, stop",
-                        description="The whole chain in one command: start a sine device in a "
-                                    "separate process, host it for 2 s playing A4, record "
-                                    "demo.wav, print the stats, stop the device.")
+    sp = sub.add_parser(
+        "rack", help="run a rack of devices from a YAML file (or check it, or reload it)",
+        description="A headless rack: every device of FILE.yaml in its own supervised "
+                    "process, restarted by its policy, with ids and plugin states kept across "
+                    "restarts. Runs until Ctrl-C / SIGTERM (every device then stops and "
+                    "deregisters); SIGHUP re-reads the file. docs/configuration.md has the "
+                    "format.",
+        epilog="examples:\n"
+               "  discolink-bridge rack configs/demo.yaml     # run it (status table, then logs)\n"
+               "  discolink-bridge rack check configs/vst3.yaml   # validate only (exit 2 if bad)\n"
+               "  discolink-bridge rack schema > rack.schema.json # JSON Schema for editors\n"
+               "  discolink-bridge rack reload                # re-read the running rack's file\n"
+               "  discolink-bridge status                     # what the running rack is doing",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("target", metavar="FILE|check|schema|reload",
+                    help="a rack file to run, or one of the actions")
+    sp.add_argument("file", nargs="?", type=Path, metavar="FILE", help="for check: the file")
+    sp.add_argument("--state-dir", type=Path, metavar="DIR",
+                    help="keep ids and plugin states here instead of the rack's state folder")
+
+    sp = sub.add_parser("status", help="ask the running rack how its devices are",
+                        description="Ask the rack running in the namespace (through its "
+                                    "control socket) for each device's pid, state, claim, "
+                                    "link tag, ring fill, underruns, restarts and CPU %.")
+    sp.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+    sp = sub.add_parser("demo", help="run the demo rack, record a phrase from it, stop",
+                        description="The whole chain in one command: start the demo rack "
+                                    "(configs/demo.yaml: the built-in synth, and the synth "
+                                    "through pedalboard's chorus and reverb), play a short "
+                                    "phrase on its Pad device as a host, record demo.wav, "
+                                    "print the session's stats and the rack's status, stop.")
     sp.add_argument("--record", type=Path, default=Path("demo.wav"), metavar="OUT.wav",
                     help="where to write the recording (default demo.wav)")
-    sp.add_argument("--seconds", type=_seconds, default=2.0, help="length (default 2)")
+    sp.add_argument("--seconds", type=_seconds, default=3.0, help="length (default 3)")
     sp.add_argument("--json", action="store_true", help="print the stats as JSON")
     return p
 
@@ -352,7 +381,7 @@ def _device_setup(args: argparse.Namespace):
                     raise ValueError(f"--{flag.replace('_', '-')} needs --plugin")
             if args.param:
                 raise ValueError("--param needs --plugin")
-            device_id, chain, saved = args.id or "Sine", None, None
+            device_id, chain, saved = "Sine" if args.id is None else args.id, None, None
             channels = 2 if args.channels is None else _channel_count(args.channels)
         validate_device_id(device_id)
     except ValueError as exc:
@@ -414,7 +443,7 @@ def _plugin_setup(args: argparse.Namespace):
                         plugin_name=args.plugin_name, channels=args.channels, tap=args.tap,
                         params=args.param, input_file=args.input,
                         state=saved["chain"] if saved else None, preset=args.preset)
-    device_id = args.id or (saved["device_id"] if saved else None) \
+    device_id = args.id if args.id is not None else (saved["device_id"] if saved else None) \
         or re.sub(r"[^A-Za-z0-9_.-]+", "", chain.stages[0].name) or "Plugin"
     return device_id, chain.channels, chain, saved
 
@@ -607,38 +636,140 @@ def cmd_host(args: argparse.Namespace) -> int:
     return 1 if stats["disconnected"] else 0
 
 
+DEMO_RACK = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEMO_PHRASE = [(60, 0.0), (64, 0.25), (67, 0.5), (72, 0.75), (67, 1.0), (64, 1.25)]
+
+
+def _demo_phrase(path: Path) -> None:
+    """A short arpeggio as a MIDI file: C E G C G E, a quarter second each."""
+    import mido
+
+    track = mido.MidiTrack()
+    mid = mido.MidiFile(ticks_per_beat=480, tracks=[track])
+    track.append(mido.MetaMessage("set_tempo", tempo=500000))  # 120 bpm: 240 ticks = 0.25 s
+    for note, _start in DEMO_PHRASE:
+        track.append(mido.Message("note_on", note=note, velocity=90, time=0))
+        track.append(mido.Message("note_off", note=note, velocity=0, time=240))
+    mid.save(path)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the demo rack (configs/demo.yaml) in a namespace of its own, play a phrase on
+    its Pad device and record it, print the rack's status, stop it."""
+    import tempfile
+
     from .adapters.session import SessionPlan, run_session
+    from .rack.supervisor import ask, format_status
     from .transport import Host
 
+    if not DEMO_RACK.is_file():
+        raise RuntimeError(f"the demo rack {DEMO_RACK} is missing (run from a checkout)")
+    namespace = args.namespace or os.environ.get("DISCOLINK_NAMESPACE") or \
+        f"demo{os.getpid()}"
+    env = dict(os.environ, DISCOLINK_NAMESPACE=namespace, PYTHONUNBUFFERED="1")
+    say = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
+    with tempfile.TemporaryDirectory(prefix="discolink-demo-") as tmp:
+        rack = subprocess.Popen([sys.executable, "-m", "bridge", "rack", str(DEMO_RACK),
+                                 "--state-dir", tmp], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        stats = {"disconnected": "the demo did not run"}
+        try:
+            for line in rack.stdout:
+                if " ready: " in line and line.startswith("rack "):
+                    say(line.strip())
+                    break
+            else:
+                raise RuntimeError(f"the demo rack did not start (exit code {rack.wait()})")
+            phrase = Path(tmp) / "phrase.mid"
+            _demo_phrase(phrase)
+            with Host(namespace) as host:
+                plan = SessionPlan(device="Pad:0", link_tag="demo", midi_file=phrase,
+                                   seconds=args.seconds, record=args.record)
+                stats = run_session(plan, host, log=say)
+            status = ask(namespace, "status")
+            status.pop("ok", None)
+            _print_stats(stats, args.json)
+            if args.json:
+                print(json.dumps({"rack": status}))
+            else:
+                print(format_status(status))
+        finally:
+            rack.send_signal(signal.SIGTERM)
+            try:
+                rack.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                rack.kill()
+                rack.wait()
+        say("rack stopped")
+    return 1 if stats["disconnected"] else 0
+
+
+def _rack_namespace(args: argparse.Namespace) -> str:
+    from .transport.shm import namespace_from_env
+
+    return namespace_from_env(args.namespace)
+
+
+def cmd_rack(args: argparse.Namespace) -> int:
+    from .rack import config as rack_config
+    from .rack.supervisor import Rack, ask, format_status
+
+    if args.target == "schema":
+        print(json.dumps(rack_config.json_schema(), indent=1))
+        return 0
+    if args.target == "reload":
+        reply = ask(_rack_namespace(args), "reload", timeout=120)
+        print(reply.get("message") or reply.get("error"))
+        return 0 if reply.get("ok") else 1
+    if args.target == "check":
+        if args.file is None:
+            raise UsageError("rack check needs a FILE")
+        path = args.file
+    else:
+        if args.file is not None:
+            raise UsageError(f"unexpected {args.file}: give one rack FILE (or check FILE)")
+        path = Path(args.target)
+    if not path.is_file():
+        raise UsageError(f"no such rack file: {path}")
     env = dict(os.environ)
     if args.namespace:
         env["DISCOLINK_NAMESPACE"] = args.namespace
-    name = f"Demo{os.getpid()}"
-    proc = subprocess.Popen([sys.executable, "-m", "bridge", "device", "--id", name],
-                            env=env, stdout=subprocess.PIPE, text=True)
     try:
-        ready = proc.stdout.readline().strip()
-        if not ready.startswith("device "):
-            raise RuntimeError(f"the demo device did not start (exit code {proc.poll()})")
-        if not args.json:
-            print(ready)
-        device_id = ready.split()[1]
-        with Host(args.namespace) as host:
-            plan = SessionPlan(device=device_id, link_tag="demo", seconds=args.seconds,
-                               record=args.record)
-            stats = run_session(plan, host, log=(lambda s: None) if args.json else print)
-        _print_stats(stats, args.json)
+        config = rack_config.load_rack(path, environ=env)
+    except rack_config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"discolink-bridge rack: {path}: {len(exc.issues)} error(s); nothing started",
+              file=sys.stderr)
+        return 2
+    if args.target == "check":
+        print(f"{path}: ok, rack {config.name!r} with {len(config.devices)} device(s)")
+        return 0
+    rack = Rack(path, config, state_dir=args.state_dir.resolve() if args.state_dir else None)
+    signal.signal(signal.SIGINT, lambda *_: rack.stop())
+    signal.signal(signal.SIGTERM, lambda *_: rack.stop())
+    signal.signal(signal.SIGHUP, lambda *_: rack.request_reload())
+    try:
+        rack.start()
+        print(format_status(rack.status()), flush=True)
+        print(f"rack {config.name} ready: {len(rack.children)} device(s), namespace "
+              f"{rack.namespace!r}, pid {os.getpid()}; Ctrl-C stops it, SIGHUP or "
+              "'discolink-bridge rack reload' re-reads the file", flush=True)
+        rack.run()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        if out and not args.json:
-            print(out.strip())
-    return 1 if stats["disconnected"] else 0
+        rack.shutdown()
+    print(f"rack {config.name} stopped", flush=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .rack.supervisor import ask, format_status
+
+    reply = ask(_rack_namespace(args), "status")
+    if not reply.get("ok"):
+        raise RuntimeError(reply.get("error", "the rack did not answer"))
+    reply.pop("ok")
+    print(json.dumps(reply, indent=1) if args.json else format_status(reply))
+    return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -801,7 +932,8 @@ def cmd_plugin(args: argparse.Namespace) -> int:
 
 COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list, "host": cmd_host,
             "demo": cmd_demo, "send": cmd_send, "midi-monitor": cmd_midi_monitor,
-            "plugin": cmd_plugin, "jack-device": cmd_jack_device, "jack-host": cmd_jack_host}
+            "plugin": cmd_plugin, "jack-device": cmd_jack_device, "jack-host": cmd_jack_host,
+            "rack": cmd_rack, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

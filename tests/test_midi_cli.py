@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -20,14 +21,22 @@ class Monitor:
     def __init__(self, spawn, *args: str, device_id: str = "Mon") -> None:
         self.proc = spawn.popen("midi-monitor", "--id", device_id, *args,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.id = wait_until(lambda: next((i for i in by_id(spawn.namespace)
                                            if i.startswith(device_id)), None),
                              10, "the midi-monitor device to register")
 
     def stop(self) -> tuple[list[str], str]:
         self.proc.terminate()
-        out, err = self.proc.communicate(timeout=10)
-        return out.splitlines(), err
+        self.proc.wait(timeout=10)
+        self._reader.join(timeout=5)
+        return self.lines, self.proc.stderr.read()
+
+    def _read(self) -> None:  # keep the pipe drained: a full pipe would stall the device
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
 
 
 def test_send_reaches_the_monitor_with_offsets(spawn):

@@ -1,1 +1,5 @@
-"""Rack configs, validation and supervision. Filled in by the rack issue; imports adapters."""
+"""The headless rack: YAML configs (``config``: schema, validation with file:line:column,
+JSON Schema) and supervision (``supervisor``: one process per device, restarts, persistence,
+reload, the control socket behind ``status``). May import adapters and the transport;
+never the CLI.
+"""

@@ -1,0 +1,1048 @@
+"""Rack configs: one YAML file lists the discoLink devices a rack runs.
+
+:func:`load_rack` reads the file, validates it with pydantic and a few static checks of its
+own, and returns a :class:`RackConfig`; or it raises :class:`ConfigError` holding *every*
+problem found, each with the file, line and column it comes from, the field's path
+(``devices[2].plugin``) and a message that names the allowed values::
+
+    rack.yaml:14:11: devices[2].plugin: file not found: /x/y.vst3
+
+Positions come from PyYAML's node tree (``yaml.compose``): a map from each data path to the
+position of its key and of its value translates pydantic's error locations. Bad values are
+reported at the value, unknown and misplaced keys at the key, a missing field at the mapping
+that lacks it.
+
+Nothing is loaded to validate: plugin files must exist and end in ``.vst3``/``.component``,
+``builtin:NAME`` must be one of :func:`bridge.adapters.plugin.builtin_names`. Relative paths
+(plugin, plugins, preset, state, input, state_dir) resolve against the YAML file's folder, and
+the validated config holds them absolute.
+
+The reference for the file format is docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..adapters.plugin import BUILTIN_PREFIX, PLUGIN_SUFFIXES, builtin_names
+from ..adapters.plugin_device import parse_channels
+from ..transport.registry import validate_device_id
+from ..transport.shm import NAMESPACE_ENV, namespace_from_env
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "Defaults",
+    "DeviceConfig",
+    "RackConfig",
+    "device_argv",
+    "device_fingerprint",
+    "json_schema",
+    "load_rack",
+    "parse_rack",
+    "resolve_tap",
+]
+
+Mode = Literal["audio+midi", "audio", "midi"]
+Clock = Literal["demand", "realtime"]
+Kind = Literal["synth", "plugin", "chain", "jack"]
+Restart = Literal["always", "on-failure", "never"]
+
+KINDS: tuple[str, ...] = get_args(Kind)
+RESTART_POLICIES: tuple[str, ...] = get_args(Restart)
+MAX_CHANNELS = 12
+PRESET_SUFFIX = ".vstpreset"
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_PLUGIN_KINDS = ("plugin", "chain")
+_LOCAL_KINDS = ("synth", "plugin", "chain")  # devices run by `bridge device`
+# what each choice field allows, for messages
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "kind": KINDS, "restart": RESTART_POLICIES, "mode": get_args(Mode), "clock": get_args(Clock)}
+# how a range is named in messages, by field
+_RANGES = {
+    "sample_rate": "8000..384000 (Hz)",
+    "block_size": "a power of two from 16 to 4096 (16, 32, 64, ..., 4096)",
+    "fill": "1..4 (blocks)",
+    "channels": "1..12",
+    "rt_priority": "0..99 (0: normal scheduling)",
+    "sysex_limit": "at least 1 (bytes)",
+}
+
+
+# ---- issues ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ConfigIssue:
+    """One problem in a rack file. ``line`` and ``column`` are 1-based; 0 when the problem
+    has no place in the file (it can't be read). ``path`` is the field's path in the data,
+    ``devices[2].plugin``; empty for the file as a whole."""
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else \
+            f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """A rack file that can't be used; ``issues`` lists every problem, in file order."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(i) for i in self.issues)
+
+
+def _fail(message: str) -> PydanticCustomError:
+    # the message goes in the context, so braces in a user's value can't break the template
+    return PydanticCustomError("rack", "{message}", {"message": message})
+
+
+def _describe(value: Any) -> str:
+    """A YAML value as the user wrote it, for 'expected X, got Y'."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"a boolean ({'true' if value else 'false'})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a number ({value:g})"
+    if isinstance(value, str):
+        return f"a string ({_short(value)})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _did_you_mean(word: Any, choices: list[str] | tuple[str, ...]) -> str:
+    if not isinstance(word, str):
+        return ""
+    lowered = {c.lower(): c for c in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return f" (did you mean {lowered[close[0]]}?)" if close else ""
+
+
+# ---- field checks -----------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _builtins() -> tuple[str, ...]:
+    return tuple(builtin_names())
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    return Path(ctx.get("base_dir") or Path.cwd())
+
+
+def _resolve(text: str, base: Path) -> Path:
+    """``text`` as an absolute, normalised path (``~`` expanded, relative to ``base``)."""
+    path = Path(text).expanduser()
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
+
+
+def _check_spec(value: str, info: ValidationInfo) -> str:
+    """A plugin spec: ``builtin:NAME`` (canonical spelling) or an existing .vst3/.component
+    path, made absolute."""
+    if value.startswith(BUILTIN_PREFIX):
+        name = value[len(BUILTIN_PREFIX):]
+        names = _builtins()
+        match = next((n for n in names if n.lower() == name.lower()), None)
+        if match is None:
+            raise _fail(f"no built-in plugin {name!r}{_did_you_mean(name, names)}; "
+                        f"built-ins: {', '.join(names)}")
+        return BUILTIN_PREFIX + match
+    if not value.strip():
+        raise _fail("empty plugin spec: give a .vst3 path or builtin:NAME")
+    path = _resolve(value, _base_dir(info))
+    if path.suffix.lower() not in PLUGIN_SUFFIXES:
+        raise _fail(f"not a plugin: {_short(value)} (expected a .vst3 bundle, a .component "
+                    "or builtin:NAME)")
+    if not path.exists():
+        raise _fail(f"file not found: {path}")
+    return str(path)
+
+
+def _as_text(value: Any) -> Any:
+    """An integer where a name belongs (``tap: 2``) counts as its text."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _check_channels(value: Any) -> Any:
+    """A count 1..12 (``"2"`` counts too), or a channel list such as ``3-4`` or ``1,3``."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= MAX_CHANNELS:
+            raise _fail(f"must be {_RANGES['channels']}, got {value}")
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return _check_channels(int(text))
+        try:
+            chans = parse_channels(text)
+        except ValueError as exc:
+            raise _fail(f"{exc} (give a count 1..12, or a channel list like 3-4 or 1,3)") \
+                from None
+        if len(chans) > MAX_CHANNELS:
+            raise _fail(f"channel list {text!r} selects {len(chans)} channels; a device has "
+                        f"at most {MAX_CHANNELS}")
+        return text
+    raise _fail("expected a channel count 1..12 or a channel list like 3-4, got "
+                f"{_describe(value)}")
+
+
+PluginSpec = Annotated[str, AfterValidator(_check_spec),
+                      Field(description="a .vst3 path or builtin:NAME")]
+Channels = Annotated[int | str | None, BeforeValidator(_check_channels)]
+TapText = Annotated[str | None, BeforeValidator(_as_text)]
+
+
+def _check_block_size(value: int | None) -> int | None:
+    if value is not None and value & (value - 1):
+        raise _fail(f"must be {_RANGES['block_size']}, got {value}")
+    return value
+
+
+# ---- the models ---------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+
+class Defaults(_Model):
+    """Settings every device of the rack gets unless it sets its own."""
+
+    sample_rate: int = Field(48000, ge=8000, le=384000,
+                             description="sample rate in Hz, 8000..384000")
+    block_size: int = Field(256, ge=16, le=4096,
+                            description="block size in frames: a power of two, 16..4096")
+    mode: Mode = Field("audio+midi", description="transport mode: audio+midi, audio or midi")
+    namespace: str | None = Field(
+        None, description="registry namespace the devices register in (1 to 32 of A-Z a-z "
+        "0-9 _ . -); $DISCOLINK_NAMESPACE overrides it; default 'default'")
+    clock: Clock = Field("demand", description="demand: render when the host's ring runs "
+                         "low; realtime: render on the device's own clock")
+    fill: int = Field(2, ge=1, le=4, description="demand clock: blocks kept queued ahead of "
+                      "the host, 1..4 (latency is at most fill x block)")
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, value: int) -> int:
+        return _check_block_size(value)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                namespace_from_env(value)
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+        return value
+
+
+class DeviceConfig(_Model):
+    """One device of the rack, run in its own process."""
+
+    id: str = Field(description="device id: Name (the lowest free Name:N) or Name:N (exactly "
+                    "that instance)")
+    kind: Kind = Field(description="synth: the built-in sine synth; plugin: one plugin; "
+                       "chain: plugins in series; jack: a JACK client as a device")
+    plugin: str | None = Field(None, description="kind plugin: a .vst3 path (relative to the "
+                               "rack file's folder) or builtin:NAME")
+    plugins: list[PluginSpec] | None = Field(
+        None, description="kind chain: two or more plugin specs, first to last; only the "
+        "first may be an instrument")
+    plugin_name: str | None = Field(None, description="plugin and chain: which plugin of a "
+                                    "bundle that holds several")
+    params: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=dict, description="plugin and chain: parameter values set at start, "
+        "by key or display name; in a chain Stage.key")
+    preset: str | None = Field(None, description="plugin and chain: a .vstpreset file loaded "
+                               "at start (it must exist)")
+    state: str | None = Field(None, description="plugin and chain: the state file to use "
+                              "instead of the one in the rack's state folder")
+    input: str | None = Field(None, description="effect plugin or chain: loop this audio file "
+                              "as the input instead of the host's return audio")
+    channels: Channels = Field(
+        None, description="output channels: a count 1..12, or for plugin and chain a list of "
+        "the last stage's channels such as 3-4 or 1,3 (jack: input ports 1..12)")
+    tap: TapText = Field(None, description="plugin and chain: what feeds the link: out, a "
+                         "stage number or name, optionally with channels: DLSine12:3-4")
+    sample_rate: int | None = Field(None, ge=8000, le=384000,
+                                    description="overrides defaults.sample_rate")
+    block_size: int | None = Field(None, ge=16, le=4096,
+                                   description="overrides defaults.block_size")
+    mode: Mode | None = Field(None, description="overrides defaults.mode")
+    clock: Clock | None = Field(None, description="overrides defaults.clock")
+    fill: int | None = Field(None, ge=1, le=4, description="overrides defaults.fill")
+    midi_in: list[str] = Field(default_factory=list, description="also play live MIDI from "
+                               "the input ports whose names match (glob or substring)")
+    connect: list[str] = Field(default_factory=list, description="jack: JACK output ports "
+                               "feeding input port N (the Nth pattern; glob)")
+    midi_out: list[str] = Field(default_factory=list, description="jack: JACK MIDI input "
+                                "ports the device's MIDI output connects to (glob)")
+    jack_server: str | None = Field(None, description="jack: JACK server name (default "
+                                    "$JACK_DEFAULT_SERVER or 'default')")
+    client_name: str | None = Field(None, description="jack: JACK client name (default "
+                                    "discolink-NAME)")
+    return_audio: bool = Field(False, alias="return", description="add a host-to-device "
+                               "return ring (effects get one anyway)")
+    fixed_format: bool = Field(False, description="keep sample rate and block size even if "
+                               "a host asks for others")
+    rt_priority: int | None = Field(None, ge=0, le=99, description="SCHED_FIFO priority of "
+                                    "the audio loop, 0..99 (0: normal; default 10)")
+    sysex_limit: int | None = Field(None, ge=1, description="longest SysEx accepted, in bytes "
+                                    "(default 65536)")
+    restart: Restart = Field("on-failure", description="when the supervisor restarts the "
+                             "device: always, on-failure (exit status not 0) or never")
+
+    @field_validator("block_size")
+    @classmethod
+    def _block_size(cls, value: int | None) -> int | None:
+        return _check_block_size(value)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        try:
+            validate_device_id(value)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
+        return value
+
+    @field_validator("plugin")
+    @classmethod
+    def _plugin(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else _check_spec(value, info)
+
+    @field_validator("preset", "input")
+    @classmethod
+    def _existing_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = _resolve(value, _base_dir(info))
+        if info.field_name == "preset" and path.suffix.lower() != PRESET_SUFFIX:
+            raise _fail(f"not a preset: {_short(value)} (expected a {PRESET_SUFFIX} file)")
+        if not path.is_file():
+            raise _fail(f"file not found: {path}")
+        return str(path)
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else str(_resolve(value, _base_dir(info)))
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> DeviceConfig:
+        if (info.context or {}).get("located"):
+            return self  # the loader runs the same rules with positions
+        problems = _device_rules(self.model_dump(by_alias=True), ())
+        if problems:
+            raise _fail("; ".join(f"{_path_text(loc) or 'device'}: {msg}"
+                                  for loc, _, msg in problems))
+        return self
+
+    def stages(self) -> list[str]:
+        """The plugin specs this device runs, first to last (empty for synth and jack)."""
+        if self.kind == "plugin" and self.plugin:
+            return [self.plugin]
+        if self.kind == "chain" and self.plugins:
+            return list(self.plugins)
+        return []
+
+
+class RackConfig(_Model):
+    """A rack: the devices one supervisor runs, each in its own process."""
+
+    name: str = Field(description="the rack's name; names its state folder "
+                      "(A-Z a-z 0-9 _ . -)",
+                      json_schema_extra={"pattern": "^[A-Za-z0-9_.-]+$"})
+    defaults: Defaults = Field(default_factory=Defaults,
+                               description="settings every device gets unless it sets its own")
+    state_dir: str | None = Field(
+        None, description="where device ids and plugin states are kept (relative to the rack "
+        "file's folder); default $XDG_STATE_HOME/discolink-bridge/NAME, "
+        "~/.local/state/discolink-bridge/NAME without XDG_STATE_HOME")
+    devices: list[DeviceConfig] = Field(description="the devices, at least one; ids unique",
+                                        json_schema_extra={"minItems": 1})
+
+    _state_home: str | None = PrivateAttr(default=None)  # $XDG_STATE_HOME when loaded
+    _namespace_overridden: bool = PrivateAttr(default=False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.fullmatch(value) or set(value) == {"."}:
+            raise _fail(f"rack name {_short(value)}: use letters, digits and _ . - only (it "
+                        "names the state folder)")
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise _fail("empty path: leave state_dir out for the default folder")
+        return str(_resolve(value, _base_dir(info)))
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> RackConfig:
+        if (info.context or {}).get("located"):
+            return self
+        problems = _rack_rules(self.model_dump(by_alias=True))
+        if problems:
+            raise _fail("; ".join(f"{_path_text(loc)}: {msg}" for loc, _, msg in problems))
+        return self
+
+    # -- queries --------------------------------------------------------------------------
+    @property
+    def namespace_overridden(self) -> bool:
+        """True when $DISCOLINK_NAMESPACE replaced the file's defaults.namespace."""
+        return self._namespace_overridden
+
+    def device(self, id: str) -> DeviceConfig:
+        """The device with this id; KeyError lists the ids there are."""
+        for dev in self.devices:
+            if dev.id == id:
+                return dev
+        raise KeyError(f"no device {id!r} in rack {self.name!r}; devices: "
+                       f"{', '.join(d.id for d in self.devices)}")
+
+    @property
+    def namespace(self) -> str:
+        """The namespace every device registers in: $DISCOLINK_NAMESPACE (when load_rack saw
+        it), else defaults.namespace, else ``default``."""
+        return self.defaults.namespace or "default"
+
+    def effective(self, dev: DeviceConfig) -> dict[str, Any]:
+        """The device's resolved settings: sample_rate, block_size, mode, clock and fill,
+        its own where it sets them, else the rack's defaults. A jack device ignores them all
+        (it runs at the JACK server's rate and period)."""
+        d = self.defaults
+        return {
+            "sample_rate": d.sample_rate if dev.sample_rate is None else dev.sample_rate,
+            "block_size": d.block_size if dev.block_size is None else dev.block_size,
+            "mode": dev.mode or d.mode,
+            "clock": dev.clock or d.clock,
+            "fill": d.fill if dev.fill is None else dev.fill,
+        }
+
+    def state_folder(self) -> Path:
+        """state_dir, else $XDG_STATE_HOME/discolink-bridge/<name> (~/.local/state without
+        XDG_STATE_HOME; the environment load_rack was given)."""
+        if self.state_dir:
+            return Path(self.state_dir)
+        home = self._state_home if self._state_home is not None else \
+            os.environ.get("XDG_STATE_HOME")
+        base = Path(home) if home else Path.home() / ".local" / "state"
+        return base / "discolink-bridge" / self.name
+
+    def state_file(self, dev: DeviceConfig) -> Path:
+        """Where the device's id and (plugin and chain) state are kept: its ``state``, else
+        ``<state folder>/<id>.json``."""
+        return Path(dev.state) if dev.state else self.state_folder() / f"{dev.id}.json"
+
+
+# ---- static rules (kinds, taps, ids) ------------------------------------------------------------
+
+_Loc = tuple[Any, ...]
+_Problem = tuple[_Loc, str, str]  # (loc, "key" | "value", message)
+
+_NOT_JACK = ("sample_rate", "block_size", "mode", "clock", "fill", "midi_in", "return",
+             "fixed_format", "rt_priority", "sysex_limit")
+_FIELD_KINDS: dict[str, tuple[str, ...]] = {
+    "plugin": ("plugin",), "plugins": ("chain",),
+    **dict.fromkeys(("plugin_name", "params", "preset", "state", "tap", "input"), _PLUGIN_KINDS),
+    **dict.fromkeys(("connect", "midi_out", "jack_server", "client_name"), ("jack",)),
+    **dict.fromkeys(_NOT_JACK, _LOCAL_KINDS),
+}
+
+
+def _misplaced(field: str, kind: str) -> str:
+    """Why ``field`` is wrong on a device of ``kind``."""
+    if field == "plugin":
+        if kind == "chain":
+            return "a chain lists its plugins under plugins:, not plugin:"
+        return f"plugin is for kind plugin devices, not kind {kind}"
+    if field == "plugins":
+        if kind == "plugin":
+            return "kind plugin runs one plugin: give plugin: SPEC (or use kind chain)"
+        return f"plugins is for kind chain devices, not kind {kind}"
+    if field == "params":
+        what = "the built-in synth" if kind == "synth" else "a jack device"
+        return f"params are for plugin and chain devices; {what} has no parameters"
+    if field == "tap":
+        return f"a tap picks a stage of a plugin or chain device; kind {kind} has no stages"
+    if _FIELD_KINDS[field] == _PLUGIN_KINDS:
+        return f"{field} is for plugin and chain devices, not kind {kind}"
+    if _FIELD_KINDS[field] == ("jack",):
+        return f"{field} is for kind jack devices, not kind {kind}"
+    if field in ("sample_rate", "block_size", "clock", "fill", "fixed_format"):
+        return (f"{field} does not apply to kind jack: a jack device runs at the JACK "
+                "server's sample rate and period")
+    return f"{field} does not apply to kind jack"
+
+
+def _is_set(value: Any) -> bool:
+    return value not in (None, [], {}, False)
+
+
+def _stage_label(spec: str) -> str:
+    return spec[len(BUILTIN_PREFIX):] if spec.startswith(BUILTIN_PREFIX) else Path(spec).stem
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+def resolve_tap(specs: list[str], tap: str) -> str:
+    """``tap`` checked against a chain of ``specs`` and rewritten with the stage's number
+    (``Reverb:1-2`` -> ``3:1-2``; ``out`` stays ``out``), so it resolves at run time whatever
+    name the plugin itself reports. A stage name matches a spec's file stem or built-in name,
+    ignoring case, spaces and punctuation. ValueError says what taps there are."""
+    source, sep, chans = tap.strip().partition(":")
+    labels = [_stage_label(s) for s in specs]
+    if source.lower() in ("", "out"):
+        stage = "out"
+    elif source.isdigit() and 1 <= int(source) <= len(specs):
+        stage = str(int(source))
+    else:
+        matches = [i for i, label in enumerate(labels) if _norm(label) == _norm(source)]
+        if len(matches) > 1:
+            raise ValueError(f"tap {tap!r} is ambiguous: stages "
+                             f"{' and '.join(str(i + 1) for i in matches)} are both "
+                             f"{labels[matches[0]]}; use the stage's number")
+        if not matches:
+            numbers = "1" if len(specs) == 1 else f"1..{len(specs)}"
+            raise ValueError(f"no tap {tap!r}{_did_you_mean(source, labels)}; taps: out, a "
+                             f"stage number {numbers} or name ({', '.join(labels)}), "
+                             "optionally with channels like out:3-4")
+        stage = str(matches[0] + 1)
+    if sep:
+        try:
+            parse_channels(chans)
+        except ValueError as exc:
+            raise ValueError(f"tap {tap!r}: {exc}") from None
+        return f"{stage}:{chans.strip()}"
+    return stage
+
+
+def _device_rules(d: dict, loc: _Loc, skip: frozenset = frozenset()) -> list[_Problem]:
+    """Cross-field checks of one device's (raw or dumped) mapping. ``skip``: locs that
+    already have an error (their values can't be trusted)."""
+    kind = d.get("kind")
+    if not isinstance(kind, str) or kind not in KINDS or (*loc, "kind") in skip:
+        return []
+    out: list[_Problem] = []
+    values = dict(d)
+    if "return_audio" in values:
+        values.setdefault("return", values.pop("return_audio"))
+
+    def ok(field: str) -> bool:
+        return field in values and (*loc, field) not in skip
+
+    for field, kinds in _FIELD_KINDS.items():
+        if kind not in kinds and field in values and _is_set(values[field]):
+            key = field if field in d else "return_audio"
+            out.append(((*loc, key), "key", _misplaced(field, kind)))
+    specs: list[str] | None = None
+    if kind == "plugin":
+        if values.get("plugin") is None:
+            out.append(((*loc, "plugin"), "value",
+                        "kind plugin needs plugin: a .vst3 path or builtin:NAME"))
+        elif ok("plugin") and isinstance(values["plugin"], str):
+            specs = [values["plugin"]]
+    elif kind == "chain":
+        plugins = values.get("plugins")
+        if plugins is None:
+            out.append(((*loc, "plugins"), "value",
+                        "kind chain needs plugins: a list of 2 or more plugin specs"))
+        elif isinstance(plugins, list) and len(plugins) < 2:
+            out.append(((*loc, "plugins"), "value",
+                        f"a chain needs at least 2 plugins, got {len(plugins)} (for one, "
+                        "use kind plugin with plugin: SPEC)"))
+        elif isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            for i, spec in enumerate(plugins[1:], 1):
+                if spec.lower() == "builtin:sine":
+                    out.append(((*loc, "plugins", i), "value",
+                                f"{spec} is an instrument: only the first plugin of a "
+                                "chain may be one"))
+            if ok("plugins"):
+                specs = plugins
+    channels = values.get("channels")
+    channel_list = isinstance(channels, str) and not channels.strip().isdigit() \
+        and ok("channels")
+    if channel_list and kind not in _PLUGIN_KINDS:
+        out.append(((*loc, "channels"), "value",
+                    f"a channel list is for plugin and chain devices; kind {kind} takes a "
+                    "count 1..12"))
+    tap = values.get("tap")
+    if kind in _PLUGIN_KINDS and isinstance(tap, str | int) and ok("tap"):
+        tap = str(tap)
+        if channel_list and tap.strip().partition(":")[0].lower() not in ("", "out"):
+            out.append(((*loc, "tap"), "value",
+                        f"channels {channels!r} is a list, which taps the last stage; give "
+                        "channels as a count when tap chooses the source"))
+        elif specs is not None:
+            try:
+                resolve_tap(specs, tap)
+            except ValueError as exc:
+                out.append(((*loc, "tap"), "value", str(exc)))
+    if kind in _PLUGIN_KINDS and specs is not None:
+        builtins_only = all(s.startswith(BUILTIN_PREFIX) for s in specs)
+        if _is_set(values.get("preset")) and builtins_only:
+            out.append(((*loc, "preset"), "value",
+                        "no stage of this device loads presets (VST3 plugins do, built-ins "
+                        "don't)"))
+        if _is_set(values.get("input")) and specs[0].lower() == "builtin:sine":
+            out.append(((*loc, "input"), "value",
+                        f"{specs[0]} is an instrument: it takes no input audio; input is "
+                        "for effects"))
+    if kind == "jack":
+        connect = values.get("connect")
+        if isinstance(connect, list) and isinstance(channels, int) and ok("connect") \
+                and ok("channels") and len(connect) > channels:
+            out.append(((*loc, "connect"), "value",
+                        f"{len(connect)} connect patterns for {channels} input port(s): "
+                        f"each pattern feeds one port; set channels to {len(connect)} or "
+                        "more"))
+    return out
+
+
+def _rack_rules(data: dict, skip: frozenset = frozenset(),
+                line_of: Callable[[_Loc], int] | None = None) -> list[_Problem]:
+    """Device rules for every device, unique ids, and at least one device."""
+    devices = data.get("devices")
+    if not isinstance(devices, list) or ("devices",) in skip:
+        return []
+    out: list[_Problem] = []
+    if not devices:
+        out.append((("devices",), "value",
+                    "no devices: a rack needs at least one (list them under devices:)"))
+    first: dict[str, int] = {}
+    for i, d in enumerate(devices):
+        if not isinstance(d, dict) or ("devices", i) in skip:
+            continue
+        out += _device_rules(d, ("devices", i), skip)
+        dev_id = d.get("id")
+        if not isinstance(dev_id, str) or ("devices", i, "id") in skip:
+            continue
+        if dev_id in first:
+            j = first[dev_id]
+            line = line_of(("devices", j, "id")) if line_of else None
+            where = f"devices[{j}]" + (f" (line {line})" if line else "")
+            out.append((("devices", i, "id"), "value",
+                        f"duplicate device id {dev_id!r}: {where} has it already; ids must "
+                        "be unique in a rack"))
+        else:
+            first[dev_id] = i
+    return out
+
+
+# ---- YAML with positions ------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without YAML 1.1's base-60 numbers, so ``tap: 1:2`` stays text."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers
+            if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)"
+               r"|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?"
+               r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+@dataclass
+class _Positions:
+    """Data path -> (key mark or None, value mark), 0-based as PyYAML keeps them."""
+
+    marks: dict[_Loc, tuple[yaml.Mark | None, yaml.Mark]]
+
+    def find(self, loc: _Loc, at: str) -> tuple[int, int]:
+        """1-based (line, column): the key or value at ``loc``, else the nearest enclosing
+        node that exists (a missing field: the mapping that lacks it)."""
+        probe = loc
+        while probe not in self.marks and probe:
+            probe = probe[:-1]
+        key, value = self.marks.get(probe, (None, None))
+        mark = key if at == "key" and probe == loc and key is not None else value
+        return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+
+
+_SCAN_LIMIT = 100_000  # nodes; aliases can make a small file a huge tree
+
+
+def _scan(loader: _Loader, node: yaml.Node, loc: _Loc, pos: _Positions,
+          dups: list[tuple[_Loc, yaml.Mark, str]], active: set[int]) -> None:
+    """Record positions under ``node`` and every duplicate key. A duplicate's positions
+    replace the first one's: the constructed data holds the last value."""
+    if id(node) in active or len(pos.marks) > _SCAN_LIMIT:  # a recursive alias, or a bomb
+        return
+    active.add(id(node))
+    try:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for knode, vnode in node.value:
+                if knode.tag == _MERGE_TAG:
+                    continue
+                key = _key_of(loader, knode)
+                try:
+                    if key in seen:
+                        dups.append(((*loc, key), knode.start_mark,
+                                     f"duplicate key {key!r}: it is already set on line "
+                                     f"{seen[key].line + 1} (a key may appear once per "
+                                     "mapping)"))
+                    seen.setdefault(key, knode.start_mark)
+                except TypeError:  # an unhashable key: the constructor reports it
+                    continue
+                pos.marks[(*loc, key)] = (knode.start_mark, vnode.start_mark)
+                _scan(loader, vnode, (*loc, key), pos, dups, active)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                pos.marks[(*loc, i)] = (None, item.start_mark)
+                _scan(loader, item, (*loc, i), pos, dups, active)
+    finally:
+        active.discard(id(node))
+
+
+def _key_of(loader: _Loader, knode: yaml.Node) -> Any:
+    if isinstance(knode, yaml.ScalarNode):
+        try:
+            return loader.construct_object(knode)
+        except yaml.YAMLError:
+            return knode.value
+    return object()  # a complex key: never equal to a field name
+
+
+def _yaml_issue(filename: str, text: str, exc: yaml.YAMLError) -> ConfigIssue:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is not None:
+        line, column = mark.line + 1, mark.column + 1
+    else:
+        at = getattr(exc, "position", 0) or 0
+        line = text.count("\n", 0, at) + 1
+        column = at - (text.rfind("\n", 0, at) + 1) + 1
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return ConfigIssue(filename, line, column, "", f"YAML error: {exc}")
+    context = getattr(exc, "context", None)
+    cmark = getattr(exc, "context_mark", None)
+    if problem == "but found another document":
+        problem, context = "a rack file holds one YAML document; this starts a second", None
+    if context and cmark is not None and cmark is not mark:
+        problem += f" ({context} at line {cmark.line + 1}, column {cmark.column + 1})"
+    elif context:
+        problem += f" ({context})"
+    if "could not determine a constructor" in problem:
+        problem += "; only plain YAML is allowed, no tags"
+    if "expected <block end>" in problem:
+        problem += "; is the indentation consistent?"
+    what = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else \
+        "YAML syntax error"
+    return ConfigIssue(filename, line, column, "", f"{what}: {problem}")
+
+
+def _path_text(loc: _Loc, is_key: Callable[[_Loc], bool] | None = None) -> str:
+    """``devices[2].plugin``; ``is_key`` tells a mapping's integer key from a list index."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and not (is_key and is_key(loc[:i + 1])):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z0-9_+-]+", str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{json.dumps(str(part))}]"
+    return out
+
+
+# ---- pydantic errors as issues ---------------------------------------------------------------
+
+
+_MAPPING = "a mapping (key: value)"
+_TYPE_WORDS = {"int_type": "an integer", "string_type": "a string", "bool_type": "true or false",
+               "float_type": "a number", "list_type": "a list", "dict_type": _MAPPING,
+               "model_type": _MAPPING, "model_attributes_type": _MAPPING}
+
+
+def _field_name(loc: _Loc) -> str:
+    return next((p for p in reversed(loc) if isinstance(p, str)), "")
+
+
+def _allowed_keys(loc: _Loc) -> list[str]:
+    """The keys a mapping at ``loc`` (the parent of a bad key) accepts."""
+    model: type[BaseModel] = RackConfig
+    if loc == ("defaults",):
+        model = Defaults
+    elif len(loc) == 2 and loc[0] == "devices":
+        model = DeviceConfig
+    elif loc:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _message(err: dict) -> tuple[_Loc, str, str]:
+    """(loc, "key" | "value", message) for one pydantic error."""
+    loc = tuple(err["loc"])
+    kind, value = err["type"], err.get("input")
+    field = _field_name(loc)
+    if loc and loc[-1] == "[key]":
+        return loc[:-1], "key", f"expected a text key, got {_describe(value)}"
+    if kind == "rack":
+        return loc, "value", err["ctx"]["message"]
+    if kind == "value_error":
+        return loc, "value", str(err["ctx"]["error"])
+    if kind == "missing":
+        what = {"id": " (the device id, Name or Name:N)",
+                "kind": f" (one of {', '.join(KINDS)})",
+                "name": " (the rack's name)",
+                "devices": " (the list of devices)"}.get(field, "")
+        return loc, "value", f"required field missing{what}"
+    if kind == "invalid_key":
+        return loc, "key", f"unknown key {value!r}: keys here are field names (text)"
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        hint = _did_you_mean(field, allowed)
+        text = f"unknown key {field!r}"
+        if hint:
+            return loc, "key", text + hint
+        return loc, "key", text + (f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+    if kind == "literal_error":
+        choices = _CHOICES.get(field, ())
+        listed = ", ".join(choices) if choices else err["ctx"].get("expected", "")
+        shown = _short(value) if isinstance(value, str) else _describe(value)
+        return loc, "value", f"must be one of {listed}; got {shown}" + \
+            _did_you_mean(value, choices)
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        hint = _RANGES.get(field) or ", ".join(f"{k} {v}" for k, v in err["ctx"].items())
+        return loc, "value", f"must be {hint}, got {value}"
+    if kind in _TYPE_WORDS:
+        want = _TYPE_WORDS[kind]
+        if field == "devices" and kind == "list_type":
+            want = "a list of devices (- id: ...)"
+        elif kind in ("model_type", "model_attributes_type") and loc[:1] == ("devices",):
+            want = "a mapping (id: ..., kind: ...)"
+        return loc, "value", f"expected {want}, got {_describe(value)}"
+    if kind == "finite_number":
+        return loc, "value", "must be a finite number"
+    return loc, "value", err["msg"]
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def parse_rack(text: str, filename: str = "<string>", *, base_dir: Path | None = None,
+               environ: Mapping[str, str] | None = None) -> RackConfig:
+    """Validate rack YAML ``text``; ConfigError lists every problem. Relative paths resolve
+    against ``base_dir`` (default: the current folder). ``environ`` (default os.environ):
+    $DISCOLINK_NAMESPACE overrides defaults.namespace, $XDG_STATE_HOME places the default
+    state folder."""
+    env = os.environ if environ is None else environ
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    loader = _Loader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+            if root is None:
+                raise ConfigError([ConfigIssue(
+                    filename, 1, 1, "", "the file is empty: a rack needs at least name: and "
+                    "devices:")])
+            pos = _Positions({(): (None, root.start_mark)})
+            dups: list[tuple[_Loc, yaml.Mark, str]] = []
+            _scan(loader, root, (), pos, dups, set())
+            data = loader.construct_document(root)
+        except yaml.YAMLError as exc:
+            raise ConfigError([_yaml_issue(filename, text, exc)]) from None
+    finally:
+        loader.dispose()
+
+    def issue(loc: _Loc, at: str, message: str) -> ConfigIssue:
+        line, column = pos.find(loc, at)
+        return ConfigIssue(filename, line, column, _path_text(loc, is_key), message)
+
+    def is_key(loc: _Loc) -> bool:
+        return pos.marks.get(loc, (None, None))[0] is not None
+
+    issues = [ConfigIssue(filename, m.line + 1, m.column + 1, _path_text(loc, is_key), msg)
+              for loc, m, msg in dups]
+    if not isinstance(data, dict):
+        issues.append(issue((), "value", "the top level must be a mapping (name: ..., "
+                            f"devices: ...), got {_describe(data)}"))
+        raise ConfigError(issues)
+
+    rack: RackConfig | None = None
+    bad: set[_Loc] = set()
+    try:
+        rack = RackConfig.model_validate(data, context={"base_dir": base, "located": True})
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc, at, message = _message(err)
+            bad.add(loc)
+            issues.append(issue(loc, at, message))
+    for loc, at, message in _rack_rules(data, frozenset(bad),
+                                        lambda loc: pos.find(loc, "value")[0]):
+        if loc not in bad:
+            issues.append(issue(loc, at, message))
+
+    env_ns = env.get(NAMESPACE_ENV) or None
+    if env_ns is not None:
+        try:
+            namespace_from_env(env_ns)
+        except ValueError as exc:
+            issues.append(issue(("defaults", "namespace"), "value",
+                                f"${NAMESPACE_ENV} overrides it, but: {exc}"))
+    if issues:
+        unique = {(i.line, i.column, i.path, i.message): i for i in issues}
+        raise ConfigError(sorted(unique.values(), key=lambda i: (i.line, i.column)))
+    assert rack is not None
+    if env_ns is not None:
+        rack.defaults = rack.defaults.model_copy(update={"namespace": env_ns})
+        rack._namespace_overridden = True
+    rack._state_home = env.get("XDG_STATE_HOME") or ""
+    return rack
+
+
+def load_rack(path: Path, *, environ: Mapping[str, str] | None = None) -> RackConfig:
+    """Read and validate a rack file; relative paths in it resolve against its folder.
+    ConfigError lists every problem, as ``file:line:column: path: message``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "",
+                                       f"cannot read the rack file: {reason}")]) from None
+    return parse_rack(text, str(path), base_dir=path.resolve().parent, environ=environ)
+
+
+# ---- schema, fingerprints, command lines ------------------------------------------------------
+
+
+def json_schema() -> dict:
+    """The JSON Schema of a rack file (for editors; `discolink-bridge rack schema`)."""
+    schema = RackConfig.model_json_schema(by_alias=True)
+    return {"$schema": SCHEMA_DIALECT, "title": "discolink-bridge rack",
+            **{k: v for k, v in schema.items() if k != "title"}}
+
+
+def device_fingerprint(rack: RackConfig, dev: DeviceConfig) -> str:
+    """A stable hash of everything that affects how ``dev`` runs: its definition (paths
+    resolved) and its settings after the rack's defaults, the namespace, and its state file.
+    The restart policy is left out: changing it restarts nothing."""
+    settings = {} if dev.kind == "jack" else rack.effective(dev)
+    payload = {"device": dev.model_dump(mode="json", exclude={"restart"}),
+               "settings": settings, "namespace": rack.namespace,
+               "state_file": str(rack.state_file(dev))}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def device_argv(rack: RackConfig, dev: DeviceConfig, *, device_id: str | None = None,
+                state_file: Path | None = None) -> list[str]:
+    """The arguments after ``python -m bridge`` that run ``dev``: ``--namespace NS device
+    ...`` or ``--namespace NS jack-device ...``. ``device_id`` replaces dev.id (a saved
+    ``Name:N``); plugin and chain devices get ``--state`` (``state_file``, default
+    :meth:`RackConfig.state_file`) and ``--preset`` (used when no saved state exists yet)."""
+    s = rack.effective(dev)
+    argv = ["--namespace", rack.namespace]
+    dev_id = device_id or dev.id
+    if dev.kind == "jack":
+        argv += ["jack-device", "--id", dev_id]
+        for pattern in dev.connect:
+            argv += ["--connect", pattern]
+        if dev.channels is not None:
+            argv += ["--channels", str(dev.channels)]
+        for pattern in dev.midi_out:
+            argv += ["--midi-out", pattern]
+        if dev.jack_server:
+            argv += ["--jack-server", dev.jack_server]
+        if dev.client_name:
+            argv += ["--client-name", dev.client_name]
+        return argv
+    argv += ["device", "--id", dev_id, "--samplerate", str(s["sample_rate"]),
+             "--blocksize", str(s["block_size"]), "--mode", s["mode"], "--clock", s["clock"],
+             "--fill", str(s["fill"])]
+    if dev.channels is not None:
+        argv += ["--channels", str(dev.channels)]
+    if dev.return_audio:
+        argv.append("--return")
+    specs = dev.stages()
+    for spec in specs:
+        argv += ["--plugin", spec]
+    if specs:
+        if dev.plugin_name:
+            argv += ["--plugin-name", dev.plugin_name]
+        if dev.tap:
+            argv += ["--tap", resolve_tap(specs, dev.tap)]
+        for key, value in dev.params.items():
+            argv += ["--param", f"{key}={value!r}"]
+        argv += ["--state", str(state_file or rack.state_file(dev))]
+        if dev.preset:
+            argv += ["--preset", str(dev.preset)]
+        if dev.input:
+            argv += ["--input", dev.input]
+    if dev.fixed_format:
+        argv.append("--fixed-format")
+    for pattern in dev.midi_in:
+        argv += ["--midi-in", pattern]
+    if dev.sysex_limit is not None:
+        argv += ["--sysex-limit", str(dev.sysex_limit)]
+    if dev.rt_priority is not None:
+        argv += ["--rt-priority", str(dev.rt_priority)]
+    return argv
