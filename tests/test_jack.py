@@ -197,8 +197,12 @@ class MidiSource:
         self.client.close()
 
 
-def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_path):
-    dev = spawn.device(device_id="Sine")
+@pytest.mark.parametrize("device_block", [256, 1024], ids=["same-block", "block-4x-period"])
+def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_path,
+                                                           device_block):
+    """With a device block of 1024 frames and a JACK period of 256, the ring absorbs the
+    difference: still no gap."""
+    dev = spawn.device("--blocksize", str(device_block), "--fixed-format", device_id="Sine")
     src = MidiSource(jack)
     jh = bridge(spawn, "jack-host", "--id", dev.id, "--midi-in", "testmidi:out")
     try:
