@@ -35,6 +35,14 @@ class JackServer:
         return env
 
     def start(self, timeout: float = 10.0) -> JackServer:
+        try:
+            return self._start(timeout)
+        except RuntimeError as exc:
+            if "Too many servers" not in str(exc) or not reclaim_stale_servers():
+                raise
+            return self._start(timeout)
+
+    def _start(self, timeout: float) -> JackServer:
         if shutil.which("jackd") is None:
             raise RuntimeError("jackd is not installed: run ./setup.sh (it installs jackd2)")
         self.proc = subprocess.Popen(
@@ -66,9 +74,9 @@ class JackServer:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.terminate()  # a clean exit unregisters the server (see below)
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
@@ -77,3 +85,47 @@ class JackServer:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait(timeout=5)
+
+
+REGISTRY = "/dev/shm/jack-shm-registry"
+
+
+def stale_server_names() -> list[str]:
+    """Servers that jackd2's shared registry still lists although their process is gone.
+
+    jackd2 (1.9.x) keeps 8 server entries after a 24-byte header, each a pid and a 260-byte
+    name "jack-<uid>:<server>:". A server that was killed (kill -9, or a stop that timed out)
+    leaves its entry behind, and only a server of the same name reclaims it; with 8 stale
+    entries no new server can start ("Too many servers already active").
+    """
+    try:
+        data = open(REGISTRY, "rb").read(24 + 8 * 264)
+    except OSError:
+        return []
+    names = []
+    for i in range(8):
+        off = 24 + i * 264
+        if off + 264 > len(data):
+            break
+        pid = int.from_bytes(data[off:off + 4], "little", signed=True)
+        raw = data[off + 4:off + 264].split(b"\0", 1)[0].decode(errors="replace")
+        if pid <= 0 or os.path.exists(f"/proc/{pid}"):
+            continue
+        parts = raw.split(":")
+        if len(parts) >= 2 and parts[1]:
+            names.append(parts[1])
+    return names
+
+
+def reclaim_stale_servers() -> bool:
+    """Clear stale entries the way jackd itself does: start a server under each stale name
+    (it reclaims the entry) and stop it cleanly (it unregisters). True if any was cleared."""
+    names = stale_server_names()
+    for name in names:
+        server = JackServer(name=name)
+        try:
+            server._start(10.0)
+        except RuntimeError:
+            continue
+        server.stop()
+    return bool(names)

@@ -100,13 +100,19 @@ def test_jack_metro_clicks_arrive_at_the_right_period(spawn, jack):
             conn = host.connect("Metro:0")
             assert (conn.sample_rate, conn.block_size) == (RATE, PERIOD)
             rec = read_available(host, 3 * RATE)[0]
+        xruns = by_id(spawn.namespace)["Metro:0"].xruns
     finally:
         dev.stop()
         metro.terminate()
     clicks = onsets(rec, 0.05, 1000)
     assert len(clicks) >= 5, clicks
-    # 120 bpm at 48 kHz: a click every 24,000 samples, exactly, since one clock drives both
-    assert np.diff(clicks).tolist() == [24000] * (len(clicks) - 1)
+    # 120 bpm at 48 kHz: a click every 24,000 samples, exactly, since one clock drives both.
+    # Only an xrun (JACK skipping cycles on an overloaded machine) may drop whole periods.
+    gaps = np.diff(clicks).tolist()
+    if xruns == 0:
+        assert gaps == [24000] * len(gaps)
+    else:
+        assert all((24000 - g) % PERIOD == 0 for g in gaps), (gaps, xruns)
     assert np.abs(rec).max() == pytest.approx(0.5, abs=0.02)  # jack_metro's default amplitude
 
 
@@ -225,7 +231,9 @@ def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_pat
     assert np.abs(x).max() == pytest.approx(0.25 * 100 / 127, abs=0.005)  # the synth's level
     frames = x[: len(x) // PERIOD * PERIOD].reshape(-1, PERIOD)
     rms = np.sqrt((frames ** 2).mean(axis=1))
-    assert rms.min() > 0.1, "a gap in the recording"  # a full-scale sine: RMS 0.139
+    xruns = int(jh.out[-1].split(" xruns")[0].rsplit(" ", 1)[1])
+    if xruns == 0:  # an overloaded machine makes JACK skip cycles; that is not our gap
+        assert rms.min() > 0.1, "a gap in the recording"  # this sine's RMS is 0.139
     # jack_rec itself starts its second channel one period late (zeros), so compare after it
     np.testing.assert_array_equal(audio[PERIOD:, 0], audio[PERIOD:, 1])
     assert "1 MIDI events forwarded" in jh.out[-1]

@@ -7,8 +7,11 @@ the device's own monotonic clock, for devices with no host (or a host that only 
 A MIDI-only device on the real-time clock still calls its renderer once per block period,
 with a zero-channel block, so that a MIDI consumer sees each block's events.
 
-Waiting is by polling with ``time.sleep``: ``poll_interval`` (0.1 ms, about 0.2 ms in
-practice) while a host holds a claim, ``idle_interval`` (20 ms) while none does. The cost of
+Waiting is by polling with ``time.sleep``: while a host holds a claim, a fifth of the block
+period (1.07 ms at 256 frames, 0.27 ms at 64), but at least ``poll_interval`` (0.1 ms);
+``idle_interval`` (20 ms) while none does. A fifth of a period leaves the demand clock most
+of a period to render the next block in, and costs a streaming device a few percent of a
+core instead of the ~20% that polling every 0.1 ms costs (bench/rack.py measured both). The cost of
 both is measured in docs/performance.md. With ``rt_priority`` the loop asks the OS for
 SCHED_FIFO scheduling, as JACK does for its audio threads, so that other processes cannot
 delay a wake-up past the block deadline.
@@ -30,7 +33,8 @@ from .layout import Mode
 
 RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 array in place
 DEFAULT_RT_PRIORITY = 10  # SCHED_FIFO priority for audio loops (JACK's default is 10 too)
-POLL_INTERVAL_S = 0.0001  # demand clock, claimed: sleep between polls (about 0.2 ms real)
+POLL_INTERVAL_S = 0.0001  # demand clock, claimed: the shortest sleep between polls
+POLL_FRACTION = 0.2  # demand clock, claimed: sleep this fraction of a block period per poll
 IDLE_INTERVAL_S = 0.020  # unclaimed: sleep between polls (below the 50 ms heartbeat limit)
 
 
@@ -150,7 +154,11 @@ class DeviceRunner:
         d, stop = self.device, self.stop_event
         while not stop.is_set() and d.registered:
             if self.step() == 0:
-                time.sleep(self.poll_interval if d.claimed else self.idle_interval)
+                if d.claimed:
+                    time.sleep(max(self.poll_interval,
+                                   POLL_FRACTION * d.block_size / d.sample_rate))
+                else:
+                    time.sleep(self.idle_interval)
 
     def _run_realtime(self) -> None:
         d, stop = self.device, self.stop_event

@@ -208,6 +208,7 @@ class Device:
         self._next_heartbeat = 0
         self._next_host_check = 0
         self._host_alive = False
+        self._claimed_by = 0  # host pid as of the last claim this device processed
         self._claim_generation = 0
         self.commands_received = 0
         self.responses_sent = 0
@@ -326,8 +327,12 @@ class Device:
                     self._monitor_audio("out", n, audio.channels)
                 return True
             if n == 0:
-                if self._host_alive and _shm.load_u32(self._buf, _HOST_PID):
-                    _shm.add_u64(self._buf, _O["overruns"], 1)  # only a live reader counts
+                # Only a live reader whose claim this device has seen counts: between a new
+                # host's claim and its discard of the ring, a full ring is the old state.
+                claimed_by = self._claimed_by
+                if self._host_alive and claimed_by and \
+                        _shm.load_u32(self._buf, _HOST_PID) == claimed_by:
+                    _shm.add_u64(self._buf, _O["overruns"], 1)
                 return False
             # Only the consumer may repair a ring; the host discards it when it sees this.
             self._error("send_audio", "audio ring indices are corrupt")
@@ -621,7 +626,8 @@ class Device:
     def _on_new_claim(self) -> None:
         self._reassembler.reset()
         self._outbox.clear()  # half-sent transfers belonged to the previous host
-        self._host_alive = pid_exists(self.host_pid)
+        self._claimed_by = self.host_pid
+        self._host_alive = pid_exists(self._claimed_by)
         if self._return is not None:
             self._return.discard()
         for handler in self._claim_handlers:

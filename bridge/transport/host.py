@@ -204,6 +204,9 @@ class Host:
             raise
         buf = seg.buf
         TRANSPORT_HEADER.write_field(buf, 0, "link_tag", link_tag.encode())
+        if h["audio_ring_offset"]:  # we are the consumer now: start from fresh audio, before
+            # the device sees the claim, so it never takes a stale full ring for an overrun
+            AudioRing(buf, h["audio_ring_offset"], h["channels"], h["audio_frames"]).discard()
         _shm.store_u32(buf, _O["claim_generation"],
                        (_shm.load_u32(buf, _O["claim_generation"]) + 1) & 0xFFFFFFFF)
         self.registry.update(info.slot, info.pid, info.generation, host_pid=self.pid,
