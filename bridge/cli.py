@@ -870,6 +870,9 @@ def cmd_jack_device(args: argparse.Namespace) -> int:
               f"{bridge.period} frames (the JACK period), JACK client {bridge.client.name!r}, "
               f"namespace {bridge.device.namespace!r}, pid {os.getpid()}", flush=True)
         _run_bridge(bridge, "jack-device")
+        if not bridge.device.registered:
+            raise RuntimeError(bridge.device.last_error.removeprefix("registry: ")
+                               or f"{device_id} lost its registry slot")
         print(f"jack-device {device_id} stopped: {bridge.blocks} periods, {bridge.xruns} "
               "xruns", flush=True)
     finally:
@@ -906,7 +909,8 @@ def cmd_jack_host(args: argparse.Namespace) -> int:
         s = bridge.host.stats
         print(f"jack-host {c.device} stopped: {bridge.blocks} periods, {bridge.xruns} xruns, "
               f"{s.underruns} underruns, {bridge.midi_forwarded} MIDI events forwarded, "
-              f"{bridge.peer_losses} peer losses", flush=True)
+              f"{bridge.peer_losses} peer losses, {bridge.frames_dropped} backlog frames "
+              "dropped", flush=True)
     finally:
         bridge.close()
     return 0

