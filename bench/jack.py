@@ -71,12 +71,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import importlib
 import importlib.metadata
 import json
 import os
-import platform
 import shlex
 import signal
 import subprocess
@@ -88,11 +86,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import (
+    CpuMeter,
+    arg_parser,
+    goal_lines,
+    load_lines,
+    log,
+    machine,
+    run_in_namespace,
+    utc_date,
+)
 
 from bridge.transport import Host, shm
 
 # This file is bench/jack.py and Python puts bench/ first on sys.path: "import jack" would
-# find this file instead of JACK-Client. Drop bench/ before anything imports jack.
+# find this file instead of JACK-Client. Drop bench/ before anything imports jack (_common,
+# in bench/, is imported above, before this).
 _BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 jack = importlib.import_module("jack")
@@ -126,37 +135,6 @@ class Plan:
         if quick:
             return Plan(True, 2.0, 2, 0.8, 1, 1.5, 0.3)
         return Plan(False, 8.0, 5, 1.5, 3, 4.0, 0.5)
-
-
-def log(text: str) -> None:
-    """Progress goes to stderr, so that --json leaves stdout to the JSON object alone."""
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
-class CpuMeter:
-    """CPU that other processes used during a section, in cores: the machine's busy time
-    (/proc/stat) minus ours (this process and its reaped children, from os.times)."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float, float]:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = v
-        tck = os.sysconf("SC_CLK_TCK")
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return time.monotonic(), (user + nice + system + irq + softirq) / tck, steal / tck, own
-
-    def report(self) -> dict[str, float]:
-        t0, busy0, steal0, own0 = self.start
-        t1, busy1, steal1, own1 = self._sample()
-        wall = t1 - t0
-        return {"seconds": round(wall, 1),
-                "foreign_cpu_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2),
-                "steal_cores": round((steal1 - steal0) / wall, 2)}
 
 
 def stats(values: list[float] | np.ndarray, digits: int = 1) -> dict[str, Any]:
@@ -853,13 +831,10 @@ def finish(timer: CallbackTimer, path: str, xruns: int) -> None:
 
 # ---- report ---------------------------------------------------------------------------------
 
-def machine() -> dict:
+def jackd_version() -> str:
+    """The first line of ``jackd --version``, or "?"."""
     jackd = subprocess.run(["jackd", "--version"], capture_output=True, text=True)
-    return {"nproc": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "kernel": platform.release(), "machine": platform.machine(),
-            "jackd": (jackd.stdout.splitlines() or ["?"])[0],
-            "jack_client": importlib.metadata.version("JACK-Client"), "numpy": np.__version__,
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return (jackd.stdout.splitlines() or ["?"])[0]
 
 
 def goals(r: dict) -> list[dict]:
@@ -956,16 +931,9 @@ def table(r: dict) -> str:
                     lines.append(f"    {graph}: " + " ; ".join(row["command"]))
             for e in p["errors"]:
                 lines.append(f"    FAILED: {e}")
-    loads = r.get("section_load", {})
-    if loads:
-        lines += ["", f"CPU used by other processes during each section (of {m['nproc']} "
-                  "cores): " + ", ".join(f"{k} {v['foreign_cpu_cores']:.2f}"
-                                         for k, v in loads.items())
-                  + f"; steal {max(v['steal_cores'] for v in loads.values()):.2f} at most"]
+    lines += load_lines(r.get("section_load", {}), m["nproc"])
     if r["goals"]:
-        lines += ["", "Goals"]
-        for g in r["goals"]:
-            lines.append(f"    [{'PASS' if g['met'] else 'FAIL'}] {g['goal']}: {g['detail']}")
+        lines += ["", "Goals", *goal_lines(r["goals"])]
         if "load" in r:
             lines.append("    DSP load: no threshold in the issue; see the ratios to the bare "
                          "client in (b)")
@@ -997,8 +965,11 @@ SECTIONS = {"a": "latency", "b": "load"}
 
 def run(plan: Plan, namespace: str, only: str, command: str, tmp: Path) -> dict:
     results: dict[str, Any] = {
-        "quick": plan.quick, "namespace": namespace, "command": command, "machine": machine(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": plan.quick, "namespace": namespace, "command": command,
+        "machine": machine(jackd=jackd_version(),
+                           jack_client=importlib.metadata.version("JACK-Client"),
+                           numpy=np.__version__),
+        "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
     for letter, key in SECTIONS.items():
@@ -1013,12 +984,7 @@ def run(plan: Plan, namespace: str, only: str, command: str, tmp: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short run (under 40 s)")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object on "
-                   "stdout; the table goes to stderr")
-    p.add_argument("--only", default="ab", metavar="LETTERS",
-                   help="run only these sections, e.g. 'a' (default: ab)")
+    p = arg_parser(__doc__, "short run (under 40 s)", "".join(SECTIONS), "a")
     p.add_argument("--child", choices=("bare", "device", "host"), help=argparse.SUPPRESS)
     p.add_argument("--id", help=argparse.SUPPRESS)
     p.add_argument("--channels", type=int, default=CHANNELS, help=argparse.SUPPRESS)
@@ -1031,26 +997,13 @@ def main(argv: list[str] | None = None) -> int:
     sys.setswitchinterval(0.0005)  # JACK callbacks in this process wait for the GIL
     command = ".venv/bin/python bench/jack.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    namespace = f"bench{os.getpid()}"
-    os.environ[shm.NAMESPACE_ENV] = namespace
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
+    plan = Plan.make(args.quick)
+
+    def run_in_tmp(namespace: str) -> dict:
         with tempfile.TemporaryDirectory(prefix="dlbench-jack-") as tmp:
-            results = run(Plan.make(args.quick), namespace, args.only, command.strip(),
-                          Path(tmp))
-    finally:
-        left = shm.list_names(shm.namespace_prefix(namespace))
-        for name in left:
-            shm.unlink(name)
-        if left:
-            log(f"unlinked {len(left)} leftover segment(s): {', '.join(left)}")
-    text = table(results)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps(results))
-    else:
-        print(text)
-    return 0
+            return run(plan, namespace, args.only, command.strip(), Path(tmp))
+
+    return run_in_namespace(run_in_tmp, table, args.json)
 
 
 if __name__ == "__main__":

@@ -54,23 +54,14 @@ changes the exit status. Results and their interpretation: docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import dataclasses
-import datetime
 import gc
 import importlib.metadata
-import io
-import json
 import mmap
 import multiprocessing as mp
-import os
-import platform
-import pstats
 import random
-import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -78,6 +69,22 @@ from typing import Any
 
 import mido
 import numpy as np
+from _common import (
+    CpuMeter,
+    arg_parser,
+    connect_in_process,
+    fmt,
+    goal_lines,
+    load_lines,
+    log,
+    machine,
+    median_p95,
+    parse_args,
+    profile_top,
+    ratio,
+    run_in_namespace,
+    utc_date,
+)
 
 from bridge.adapters.instrument import InstrumentDevice
 from bridge.adapters.sine import SineSynth
@@ -85,7 +92,7 @@ from bridge.midi import ipc
 from bridge.midi.event import MidiEvent
 from bridge.midi.parser import MidiParser
 from bridge.midi.stream import MAX_EVENTS_PER_BLOCK, SMALL_TYPES, MidiStream
-from bridge.transport import Device, Host, cmd, shm
+from bridge.transport import Device, Host, cmd
 from bridge.transport.clock import DeviceRunner
 from bridge.transport.device import BATCH_MESSAGES
 from bridge.transport.layout import MESSAGE_PAYLOAD_SIZE, MESSAGE_RING_SLOTS, MESSAGE_SIZE, Mode
@@ -125,11 +132,6 @@ class Plan:
         if quick:
             return Plan(True, 10_000, 3, 20_000, 2, 300, 30, 10, 100)
         return Plan(False, 20_000, 7, 50_000, 5, 2000, 100, 40, 300)
-
-
-def log(text: str) -> None:
-    """Progress goes to stderr, so that --json leaves stdout to the JSON object alone."""
-    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 # ---- events --------------------------------------------------------------------------------
@@ -178,47 +180,9 @@ def pack_raw(events: list[MidiEvent], per_offset: bool = False) -> list[Message]
 # ---- helpers -------------------------------------------------------------------------------
 
 
-class CpuMeter:
-    """CPU that other processes used during a section, in cores: the machine's busy time
-    (/proc/stat) minus ours (this process and its reaped children, from os.times)."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float, float]:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = v
-        tck = os.sysconf("SC_CLK_TCK")
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return time.monotonic(), (user + nice + system + irq + softirq) / tck, steal / tck, own
-
-    def report(self) -> dict[str, float]:
-        t0, busy0, steal0, own0 = self.start
-        t1, busy1, steal1, own1 = self._sample()
-        wall = t1 - t0
-        return {"seconds": round(wall, 1),
-                "foreign_cpu_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2),
-                "steal_cores": round((steal1 - steal0) / wall, 2)}
-
-
 def stats_ms(ns: list[int] | np.ndarray) -> dict[str, float]:
     """Median, p95, min, max and mean of nanosecond samples, in milliseconds."""
-    ms = np.asarray(ns, np.float64) / 1e6
-    p50, p95 = np.percentile(ms, [50, 95])
-    return {"n": int(ms.size), "median_ms": round(float(p50), 4),
-            "p95_ms": round(float(p95), 4), "min_ms": round(float(ms.min()), 4),
-            "max_ms": round(float(ms.max()), 4), "mean_ms": round(float(ms.mean()), 4)}
-
-
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
-def fmt(x: float | None, spec: str = ".2f") -> str:
-    return "n/a" if x is None else format(x, spec)
+    return median_p95(ns, "ms", 4)
 
 
 @contextlib.contextmanager
@@ -231,21 +195,7 @@ def in_process_pair(namespace: str, name: str,
     with Device(namespace) as dev, Host(namespace) as host:
         dev.start(name, 0, SR, FRAMES, mode=Mode.MIDI)
         wiring = wire(dev)
-        serving = threading.Event()
-
-        def serve() -> None:
-            while not serving.is_set():
-                dev.process_commands()
-                time.sleep(0.0002)
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            host.set_local_buffer_info(SR, FRAMES)
-            host.connect(dev.id, timeout=5.0, prime_timeout=0.0)
-        finally:
-            serving.set()
-            thread.join()
+        connect_in_process(host, dev.id, SR, FRAMES, dev.process_commands, prime_timeout=0.0)
         dev.process_commands()  # anything the handshake left behind
         yield dev, host, wiring
 
@@ -656,15 +606,11 @@ def _profile(rig: _DenseRig, variants: dict[str, list[Message]], reps: int) -> d
             rig.dev.process_commands()
             rig.stream.take(FRAMES)
             prof.disable()
-        st = pstats.Stats(prof, stream=io.StringIO())
-        total = st.total_tt
-        rows = []
-        for (path, line, func), (_cc, ncalls, tottime, cumtime, _) in sorted(
-                st.stats.items(), key=lambda kv: -kv[1][2])[:15]:
-            where = f"{os.path.relpath(path) if path.startswith('/') else path}:{line}({func})"
-            rows.append({"function": where, "calls_per_block": round(ncalls / reps, 1),
-                         "own_share": round(tottime / total, 3),
-                         "cumulative_share": round(cumtime / total, 3)})
+        total, top = profile_top(prof)
+        rows = [{"function": where, "calls_per_block": round(ncalls / reps, 1),
+                 "own_share": round(tottime / total, 3),
+                 "cumulative_share": round(cumtime / total, 3)}
+                for where, ncalls, tottime, cumtime in top]
         out[name] = {"profiled_ms_per_block": round(total / reps * 1e3, 3), "top": rows}
     return out
 
@@ -698,13 +644,6 @@ def bench_synth(plan: Plan, namespace: str) -> dict:
 
 
 # ---- report ------------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    return {"nproc": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "kernel": platform.release(), "machine": platform.machine(),
-            "mido": importlib.metadata.version("mido"), "numpy": np.__version__,
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def goals(r: dict) -> list[dict]:
@@ -754,7 +693,7 @@ def table(r: dict) -> str:
                          f" / {row['device_us_per_event']:.2f} ({row['commands']:,} commands)")
             lines.append(f"    {NAMES[key]:<44}{row['events_per_s']:>11,}"
                          f"{row['us_per_event']:>10.2f}"
-                         f"{fmt(row['ratio_vs_mido_parser']):>8}{split}")
+                         f"{fmt(row['ratio_vs_mido_parser'], '.2f'):>8}{split}")
     if "cross_process" in r:
         x = r["cross_process"]
         lines += ["", f"(b) Events/s ACROSS processes (spawned device process, this process "
@@ -763,7 +702,8 @@ def table(r: dict) -> str:
                   f"{'Pong':>9}{'taken':>9}{'full':>10}{'lost':>6}"]
         for key, row in x["rows"].items():
             lines.append(f"    {NAMES[key]:<38}{row['events_per_s']:>10,}"
-                         f"{fmt(row['ratio_vs_mido_parser']):>8}{row['median_sent_ms']:>7.1f}ms"
+                         f"{fmt(row['ratio_vs_mido_parser'], '.2f'):>8}"
+                         f"{row['median_sent_ms']:>7.1f}ms"
                          f"{row['median_pong_ms']:>7.1f}ms{row['median_taken_ms']:>7.1f}ms"
                          f"{row['ring_full_spins']:>10,}{row['events_lost']:>6}")
         lines.append(f"    x mido: against mido.Parser's {x['mido_parser_events_per_s']:,} "
@@ -813,25 +753,10 @@ def table(r: dict) -> str:
                   f"{s['rows']['events']['median_ms']:.3f} ms, p95 "
                   f"{s['rows']['events']['p95_ms']:.3f} ({fmt(s['events_over_none'], '.1f')}x; "
                   f"{s['events_median_fraction_of_block']:.0%} of the block period)"]
-    loads = r.get("section_load", {})
-    if loads:
-        lines += ["", f"CPU used by other processes during each section (of {m['nproc']} "
-                  "cores): " + ", ".join(f"{k} {v['foreign_cpu_cores']:.2f}"
-                                         for k, v in loads.items())
-                  + f"; steal {max(v['steal_cores'] for v in loads.values()):.2f} at most"]
+    lines += load_lines(r.get("section_load", {}), m["nproc"])
     if r["goals"]:
-        lines += ["", "Goals"]
-        for g in r["goals"]:
-            lines.append(f"    [{'PASS' if g['met'] else 'FAIL'}] {g['goal']}: {g['detail']}")
+        lines += ["", "Goals", *goal_lines(r["goals"])]
     return "\n".join(lines)
-
-
-def cleanup(namespace: str) -> list[str]:
-    """Unlink every segment left in the benchmark's namespace."""
-    names = shm.list_names(shm.namespace_prefix(namespace))
-    for name in names:
-        shm.unlink(name)
-    return names
 
 
 SECTIONS = {"a": "throughput", "b": "cross_process", "c": "dense", "d": "synth"}
@@ -839,8 +764,9 @@ SECTIONS = {"a": "throughput", "b": "cross_process", "c": "dense", "d": "synth"}
 
 def run(plan: Plan, namespace: str, only: str = "abcd", profile: bool = False) -> dict:
     results: dict[str, Any] = {
-        "quick": plan.quick, "namespace": namespace, "machine": machine(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": plan.quick, "namespace": namespace,
+        "machine": machine(mido=importlib.metadata.version("mido"), numpy=np.__version__),
+        "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
     mido_rate = 0
@@ -879,33 +805,14 @@ def run(plan: Plan, namespace: str, only: str = "abcd", profile: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short run (under 30 s)")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object on "
-                   "stdout; the table goes to stderr")
-    p.add_argument("--only", default="abcd", metavar="LETTERS",
-                   help="run only these sections, e.g. 'c' (default: abcd)")
+    sections = "".join(SECTIONS)
+    p = arg_parser(__doc__, "short run (under 30 s)", sections, "c")
     p.add_argument("--profile", action="store_true", help="(c): also run cProfile over the "
                    "device's part and report the top functions by own time")
-    args = p.parse_args(argv)
-    if set(args.only) - set(SECTIONS):
-        p.error(f"--only takes letters from {''.join(SECTIONS)}")
-    namespace = f"bench{os.getpid()}"
-    os.environ[shm.NAMESPACE_ENV] = namespace  # every child process works in it
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        results = run(Plan.make(args.quick), namespace, args.only, args.profile)
-    finally:
-        left = cleanup(namespace)
-        if left:
-            log(f"unlinked {len(left)} leftover segment(s): {', '.join(left)}")
-    text = table(results)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps(results))
-    else:
-        print(text)
-    return 0
+    args = parse_args(p, argv, sections)
+    plan = Plan.make(args.quick)
+    return run_in_namespace(lambda namespace: run(plan, namespace, args.only, args.profile),
+                            table, args.json)
 
 
 if __name__ == "__main__":

@@ -42,37 +42,49 @@ PASS/FAIL lines; a missed goal never changes the exit status.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import cProfile
 import dataclasses
-import datetime
 import gc
 import importlib.metadata
-import io
-import json
 import os
-import platform
-import pstats
 import select
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import (
+    CpuMeter,
+    arg_parser,
+    connect_in_process,
+    fmt,
+    goal_lines,
+    load_lines,
+    log,
+    machine,
+    median_p95,
+    parse_args,
+    proc_cpu_seconds,
+    proc_runtime_seconds,
+    proc_status,
+    profile_top,
+    ratio,
+    run_in_namespace,
+    utc_date,
+)
 
 from bridge.adapters.instrument import InstrumentDevice
 from bridge.adapters.plugin import Stage, load_stage
 from bridge.adapters.plugin_device import PluginChain
 from bridge.adapters.session import detect_onset
-from bridge.transport import Device, DeviceRunner, Host, cmd, shm
+from bridge.transport import Device, DeviceRunner, Host, cmd
 from bridge.transport.clock import DEFAULT_RT_PRIORITY, realtime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,54 +129,12 @@ class Plan:
         return Plan(False, 6000, 6, 300, 2000, 3000, 20, 10.0)
 
 
-def log(text: str) -> None:
-    """Progress goes to stderr, so that --json leaves stdout to the JSON object alone."""
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
 # ---- helpers -------------------------------------------------------------------------------
-
-
-class CpuMeter:
-    """CPU that other processes used during a section, in cores: the machine's busy time
-    (/proc/stat) minus ours (this process and its reaped children, from os.times)."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float, float]:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = v
-        tck = os.sysconf("SC_CLK_TCK")
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return time.monotonic(), (user + nice + system + irq + softirq) / tck, steal / tck, own
-
-    def report(self) -> dict[str, float]:
-        t0, busy0, steal0, own0 = self.start
-        t1, busy1, steal1, own1 = self._sample()
-        wall = t1 - t0
-        return {"seconds": round(wall, 1),
-                "foreign_cpu_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2),
-                "steal_cores": round((steal1 - steal0) / wall, 2)}
-
-
-def ratio(a: float, b: float) -> float | None:
-    return round(a / b, 3) if b else None
-
-
-def fmt(x: float | None, spec: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 def stats_us(ns: np.ndarray) -> dict[str, float]:
     """Median, p95, min and mean of nanosecond samples, in microseconds."""
-    us = np.asarray(ns, np.float64) / 1e3
-    p50, p95 = np.percentile(us, [50, 95])
-    return {"n": int(us.size), "median_us": round(float(p50), 2), "p95_us": round(float(p95), 2),
-            "min_us": round(float(us.min()), 2), "mean_us": round(float(us.mean()), 2)}
+    return median_p95(ns, "us", 2, ("min", "mean"))
 
 
 @contextlib.contextmanager
@@ -257,21 +227,8 @@ class Rig:
         self.wiring = InstrumentDevice(dev, chain)
         dev.on_command(chain.handle)  # as bridge/cli.py wires a plugin device
         self.runner = DeviceRunner(dev, self.wiring, fill=1)
-        serving = threading.Event()
-
-        def serve() -> None:  # answers the handshake while connect() waits for it
-            while not serving.is_set():
-                dev.process_commands()
-                time.sleep(0.0002)
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            self.host.set_local_buffer_info(SR, self.frames)
-            self.host.connect(dev.id, timeout=5.0, prime_timeout=0.0)
-        finally:
-            serving.set()
-            thread.join()
+        connect_in_process(self.host, dev.id, SR, self.frames, dev.process_commands,
+                           prime_timeout=0.0)
         dev.process_commands()  # the claim: InstrumentDevice resets the chain's plugins
         for p in self.direct_plugins:
             p.reset()  # the same state on the direct side
@@ -389,16 +346,12 @@ class Rig:
             step()
             prof.disable()
             receive(out)
-        st = pstats.Stats(prof, stream=io.StringIO())
-        total = st.total_tt
-        rows = []
-        for (path, line, func), (_cc, ncalls, tottime, cumtime, _) in sorted(
-                st.stats.items(), key=lambda kv: -kv[1][2])[:15]:
-            where = f"{os.path.relpath(path) if path.startswith('/') else path}:{line}({func})"
-            rows.append({"function": where, "calls_per_block": round(ncalls / n, 2),
-                         "own_us_per_block": round(tottime / n * 1e6, 2),
-                         "own_share": round(tottime / total, 3),
-                         "cumulative_share": round(cumtime / total, 3)})
+        total, top = profile_top(prof)
+        rows = [{"function": where, "calls_per_block": round(ncalls / n, 2),
+                 "own_us_per_block": round(tottime / n * 1e6, 2),
+                 "own_share": round(tottime / total, 3),
+                 "cumulative_share": round(cumtime / total, 3)}
+                for where, ncalls, tottime, cumtime in top]
         return {"profiled_us_per_block": round(total / n * 1e6, 2), "blocks": n, "top": rows}
 
     def close(self) -> None:
@@ -550,38 +503,6 @@ class CliDevice:
         self.stop()
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc/<pid>/stat, in seconds (10 ms resolution)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(b")") + 2 :].split()  # fields from the 3rd (state) on
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_runtime_seconds(pid: int) -> float | None:
-    """CPU time of all of a process's threads from /proc/<pid>/task/*/sched
-    (se.sum_exec_runtime, microsecond resolution); None where the kernel lacks it."""
-    total = 0.0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/sched") as f:
-                for line in f:
-                    if line.startswith("se.sum_exec_runtime"):
-                        total += float(line.split(":")[1]) / 1000.0
-                        break
-    except OSError:
-        return None
-    return total
-
-
-def proc_status(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 class CpuWindow:
     """A process's CPU use between construction and ``finish()``."""
 
@@ -697,13 +618,6 @@ def bench_idle(plan: Plan, namespace: str) -> dict:
 
 
 # ---- report -------------------------------------------------------------------------------
-
-
-def machine() -> dict:
-    return {"nproc": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "kernel": platform.release(), "machine": platform.machine(),
-            "pedalboard": importlib.metadata.version("pedalboard"), "numpy": np.__version__,
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def goals(r: dict) -> list[dict]:
@@ -824,25 +738,10 @@ def table(r: dict) -> str:
                          f"{row['cpu_resolution_percent']}%, precise "
                          f"{fmt(row.get('cpu_percent_precise'))}%), {row['wakeups_per_s']} "
                          f"wakeups/s, {row['threads']} threads: {row['command']}")
-    loads = r.get("section_load", {})
-    if loads:
-        lines += ["", f"CPU used by other processes during each section (of {m['nproc']} "
-                  "cores): " + ", ".join(f"{k} {v['foreign_cpu_cores']:.2f}"
-                                         for k, v in loads.items())
-                  + f"; steal {max(v['steal_cores'] for v in loads.values()):.2f} at most"]
+    lines += load_lines(r.get("section_load", {}), m["nproc"])
     if r["goals"]:
-        lines += ["", "Goals"]
-        for g in r["goals"]:
-            lines.append(f"    [{'PASS' if g['met'] else 'FAIL'}] {g['goal']}: {g['detail']}")
+        lines += ["", "Goals", *goal_lines(r["goals"])]
     return "\n".join(lines)
-
-
-def cleanup(namespace: str) -> list[str]:
-    """Unlink every segment left in the benchmark's namespace."""
-    names = shm.list_names(shm.namespace_prefix(namespace))
-    for name in names:
-        shm.unlink(name)
-    return names
 
 
 SECTIONS = {"a": "overhead", "b": "note_to_sound", "c": "idle"}
@@ -866,8 +765,10 @@ def headline(r: dict) -> dict:
 
 def run(plan: Plan, namespace: str, only: str, profile: bool, command: str) -> dict:
     results: dict[str, Any] = {
-        "quick": plan.quick, "namespace": namespace, "command": command, "machine": machine(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": plan.quick, "namespace": namespace, "command": command,
+        "machine": machine(pedalboard=importlib.metadata.version("pedalboard"),
+                           numpy=np.__version__),
+        "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
     for letter, key in SECTIONS.items():
@@ -887,40 +788,21 @@ def run(plan: Plan, namespace: str, only: str, profile: bool, command: str) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short run (under 40 s)")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object on "
-                   "stdout; the table goes to stderr")
-    p.add_argument("--only", default="abc", metavar="LETTERS",
-                   help="run only these sections, e.g. 'a' (default: abc)")
+    sections = "".join(SECTIONS)
+    p = arg_parser(__doc__, "short run (under 40 s)", sections, "a")
     p.add_argument("--profile", action="store_true", help="(a): also run cProfile over "
                    "DeviceRunner.step for DLSine at 256 frames and report the top functions")
-    args = p.parse_args(argv)
-    if set(args.only) - set(SECTIONS):
-        p.error(f"--only takes letters from {''.join(SECTIONS)}")
+    args = parse_args(p, argv, sections)
     missing = [s for s in (DLSINE, DLSINE12, PLATE) if not (REPO / s).exists()]
     if missing:
         p.error(f"missing {', '.join(missing)}: run bash plugins/build.sh first")
     os.chdir(REPO)  # the plugin specs are relative to the repository root
     command = ".venv/bin/python bench/plugin.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    namespace = f"bench{os.getpid()}"
-    os.environ[shm.NAMESPACE_ENV] = namespace  # every child process works in it
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        results = run(Plan.make(args.quick), namespace, args.only, args.profile,
-                      command.strip())
-    finally:
-        left = cleanup(namespace)
-        if left:
-            log(f"unlinked {len(left)} leftover segment(s): {', '.join(left)}")
-    text = table(results)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps(results))
-    else:
-        print(text)
-    return 0
+    plan = Plan.make(args.quick)
+    return run_in_namespace(
+        lambda namespace: run(plan, namespace, args.only, args.profile, command.strip()),
+        table, args.json)
 
 
 if __name__ == "__main__":

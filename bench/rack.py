@@ -68,12 +68,9 @@ was, and removes it. Results and their interpretation: docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import datetime
 import gc
-import json
 import multiprocessing as mp
 import os
 import platform
@@ -89,6 +86,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import (
+    CpuMeter,
+    arg_parser,
+    connect_in_process,
+    debian_version,
+    goal_lines,
+    loadavg,
+    log,
+    machine_busy,
+    parse_args,
+    proc_cpu_seconds,
+    run_in_namespace,
+    utc_date,
+)
 
 from bridge.adapters.instrument import InstrumentDevice
 from bridge.adapters.sine import SineSynth
@@ -111,7 +122,6 @@ MAX_DEVICES = 16  # the registry's size
 RT_PRIORITY = DEFAULT_RT_PRIORITY  # the host loop, like `discolink-bridge host`
 RACK_READY_TIMEOUT_S = 120.0
 LINEAR_TOLERANCE = 0.10
-TCK = os.sysconf("SC_CLK_TCK")
 POLL_ENV = "DLBENCH_POLL_INTERVAL"
 SITECUSTOMIZE = f'''\
 # Written by bench/rack.py --poll-interval: an investigation, NOT the shipped code.
@@ -147,19 +157,7 @@ class Plan:
         return Plan(False, (1, 2, 4, 8), 20.0, 60.0, 2.0, 5.0, 10_000)
 
 
-def log(text: str) -> None:
-    """Progress goes to stderr, so that --json leaves stdout to the JSON object alone."""
-    print(f"bench: {text}", file=sys.stderr, flush=True)
-
-
 # ---- /proc ----------------------------------------------------------------------------------
-
-
-def _stat_ticks(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TCK
 
 
 def _runtime(pid: int) -> float:
@@ -207,18 +205,10 @@ class ProcSample:
 def sample_proc(pid: int) -> ProcSample | None:
     try:
         st = _status_fields(pid)
-        return ProcSample(_stat_ticks(pid), _runtime(pid), st["voluntary_ctxt_switches"],
+        return ProcSample(proc_cpu_seconds(pid), _runtime(pid), st["voluntary_ctxt_switches"],
                           st["nonvoluntary_ctxt_switches"])
     except (OSError, KeyError, ValueError):
         return None
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, steal) seconds of the whole machine so far, from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = v
-    return (user + nice + system + irq + softirq) / TCK, steal / TCK
 
 
 def foreign_rt(ours: set[int]) -> list[str]:
@@ -698,21 +688,8 @@ def bench_breakdown(plan: Plan, namespace: str) -> dict:
         dev.start("Probe", 2, SR, BLOCK)
         wiring = InstrumentDevice(dev, SineSynth(SR))
         runner = DeviceRunner(dev, wiring, fill=FILL)
-        serving = threading.Event()
-
-        def serve() -> None:  # answers the handshake and primes the ring meanwhile
-            while not serving.is_set():
-                runner.step()
-                time.sleep(0.0002)
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            host.set_local_buffer_info(SR, BLOCK)
-            host.connect(dev.id, timeout=5.0)
-        finally:
-            serving.set()
-            thread.join()
+        # the runner answers the handshake and primes the ring meanwhile
+        connect_in_process(host, dev.id, SR, BLOCK, runner.step)
         while runner.step():  # top the ring up to FILL blocks
             pass
         idle = _time_steps(runner, host, plan.steps, render=False)
@@ -785,10 +762,8 @@ def model(r: dict) -> dict | None:
 
 
 def machine() -> dict:
-    try:
-        debian = Path("/etc/debian_version").read_text().strip()
-    except OSError:
-        debian = "n/a"
+    """Its own, not _common.machine(): the CPU model and RT throttling, no "machine" key."""
+    debian = debian_version()
     try:
         rt = int(Path("/proc/sys/kernel/sched_rt_runtime_us").read_text())
     except (OSError, ValueError):
@@ -806,7 +781,7 @@ def machine() -> dict:
     return {"nproc": len(os.sched_getaffinity(0)), "cpu": cpu, "debian": debian,
             "python": platform.python_version(), "kernel": platform.release(),
             "sched_rt_runtime_us": rt, "sched_rt_period_us": rt_period,
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
+            "loadavg_at_start": loadavg()}
 
 
 def goals(r: dict) -> list[dict]:
@@ -944,8 +919,7 @@ def table(r: dict) -> str:
     lines += ["", "Goals" + tag]
     if not r["goals"]:
         lines.append("    (none judged by these sections)")
-    for g in r["goals"]:
-        lines.append(f"    [{'PASS' if g['met'] else 'FAIL'}] {g['goal']}: {g['detail']}")
+    lines += goal_lines(r["goals"])
     return "\n".join(lines)
 
 
@@ -974,7 +948,7 @@ SECTIONS = {"a": "scaling", "b": "full", "c": "breakdown"}
 def run(plan: Plan, namespace: str, only: str) -> dict:
     results: dict[str, Any] = {
         "quick": plan.quick, "namespace": namespace, "machine": machine(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_date(),
         "bench_command": ".venv/bin/python bench/rack.py " + shlex.join(sys.argv[1:]),
         "voices": plan.voices, "host_procs": plan.host_procs,
         "poll_interval_patched": plan.poll_interval, "section_load": {}}
@@ -996,12 +970,9 @@ def run(plan: Plan, namespace: str, only: str) -> dict:
             results["full"] = bench_full(plan, namespace, folder, env)
             results["section_load"]["full"] = results["full"]["foreign_cpu_cores"]
     if "c" in only:
-        busy0, own0, w0 = machine_busy()[0], os.times(), time.monotonic()
+        meter = CpuMeter()
         results["breakdown"] = bench_breakdown(plan, namespace)
-        busy1, own1, w1 = machine_busy()[0], os.times(), time.monotonic()
-        own = sum(own1[:4]) - sum(own0[:4])
-        results["section_load"]["breakdown"] = round(max(0.0, busy1 - busy0 - own) / (w1 - w0),
-                                                     2)
+        results["section_load"]["breakdown"] = meter.report()["foreign_cpu_cores"]
     results["rack_command"] = (f".venv/bin/python -m bridge --namespace {namespace} rack "
                                "$TMP/rackN.yaml --state-dir $TMP/stateN")
     results["scaling_summary"] = scaling_summary(results)
@@ -1016,13 +987,9 @@ def run(plan: Plan, namespace: str, only: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short run (about a minute): 5 s per "
-                   "N in (a), 10 s for the 16 devices")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object on "
-                   "stdout; the table goes to stderr")
-    p.add_argument("--only", default="abc", metavar="LETTERS",
-                   help="run only these sections, e.g. 'b' (default: abc)")
+    sections = "".join(SECTIONS)
+    p = arg_parser(__doc__, "short run (about a minute): 5 s per N in (a), 10 s for the 16 "
+                   "devices", sections, "b")
     p.add_argument("--voices", type=int, default=1, choices=[1, 8],
                    help="notes held per synth device (default 1)")
     p.add_argument("--host-procs", type=int, default=1, choices=[1, 2],
@@ -1030,31 +997,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll-interval", type=float, metavar="S",
                    help="investigation only: patch the devices' demand-clock poll interval "
                    f"(shipped: {POLL_INTERVAL_S} s); the report says PATCHED")
-    args = p.parse_args(argv)
-    if set(args.only) - set(SECTIONS):
-        p.error(f"--only takes letters from {''.join(SECTIONS)}")
+    args = parse_args(p, argv, sections)
     if args.poll_interval is not None and not 0 < args.poll_interval < PERIOD:
         p.error(f"--poll-interval must be between 0 and one block period ({PERIOD:.5f} s)")
-    namespace = f"bench{os.getpid()}"
-    os.environ[shm.NAMESPACE_ENV] = namespace  # this process's own Device/Host in (c)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     plan = dataclasses.replace(Plan.make(args.quick), voices=args.voices,
                                host_procs=args.host_procs, poll_interval=args.poll_interval)
-    try:
-        results = run(plan, namespace, args.only)
-    finally:
-        left = shm.list_names(shm.namespace_prefix(namespace))
-        for name in left:
-            shm.unlink(name)
-        if left:
-            log(f"unlinked {len(left)} leftover segment(s): {', '.join(left)}")
-    text = table(results)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps(results))
-    else:
-        print(text)
-    return 0
+    # the namespace is for this process's own Device/Host in (c); the racks get --namespace
+    return run_in_namespace(lambda namespace: run(plan, namespace, args.only), table,
+                            args.json)
 
 
 if __name__ == "__main__":

@@ -39,14 +39,10 @@ Results and their interpretation: docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
-import datetime
-import json
 import multiprocessing as mp
 import os
-import platform
 import select
 import signal
 import socket
@@ -59,9 +55,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import (
+    CpuMeter,
+    arg_parser,
+    connect_in_process,
+    fmt,
+    goal_lines,
+    load_lines,
+    log,
+    machine,
+    parse_args,
+    proc_cpu_seconds,
+    proc_runtime_seconds,
+    proc_status,
+    ratio,
+    run_in_namespace,
+    utc_date,
+)
 
 from bridge.adapters.session import detect_onset
-from bridge.transport import Device, Host, cmd, shm
+from bridge.transport import Device, Host, cmd
 from bridge.transport.clock import DEFAULT_RT_PRIORITY, IDLE_INTERVAL_S, realtime
 from bridge.transport.layout import AUDIO_RING_FRAMES, MESSAGE_HEADER_SIZE
 
@@ -104,11 +117,6 @@ class Plan:
         if quick:
             return Plan(True, 3, 0.15, 0.4, 10_000, 500, 8, 10.0, 3.0, 0.0)
         return Plan(False, 9, 0.2, 0.5, 20_000, 1_000, 20, 60.0, 5.0, 10.0)
-
-
-def log(text: str) -> None:
-    """Progress goes to stderr, so that --json leaves stdout to the JSON object alone."""
-    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 # ---- process helpers ------------------------------------------------------------------------
@@ -175,30 +183,6 @@ class CliDevice:
         self.stop()
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc/<pid>/stat, in seconds (10 ms resolution)."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(b")") + 2 :].split()  # fields from the 3rd (state) on
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_runtime_seconds(pid: int) -> float | None:
-    """Precise CPU time of all of a process's threads (se.sum_exec_runtime from
-    /proc/<pid>/task/*/sched, microsecond resolution); None where the kernel lacks it."""
-    total = 0.0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/sched") as f:
-                for line in f:
-                    if line.startswith("se.sum_exec_runtime"):
-                        total += float(line.split(":")[1]) / 1000.0  # ms -> s
-                        break
-    except OSError:
-        return None
-    return total
-
-
 class CpuWindow:
     """A process's CPU use between construction and ``finish()``."""
 
@@ -207,7 +191,7 @@ class CpuWindow:
         self.t0 = time.monotonic()
         self.ticks0 = proc_cpu_seconds(pid)
         self.runtime0 = proc_runtime_seconds(pid)
-        self.switches0 = proc_context_switches(pid)
+        self.switches0 = proc_status(pid, "voluntary_ctxt_switches")
 
     def finish(self) -> dict:
         wall = time.monotonic() - self.t0
@@ -216,47 +200,11 @@ class CpuWindow:
         out = {"seconds": round(wall, 2),
                "device_cpu_percent": round(ticks / wall * 100.0, 2),
                "cpu_resolution_percent": round(100.0 / os.sysconf("SC_CLK_TCK") / wall, 2),
-               "device_wakeups_per_s": round((proc_context_switches(self.pid)
+               "device_wakeups_per_s": round((proc_status(self.pid, "voluntary_ctxt_switches")
                                               - self.switches0) / wall)}
         if runtime1 is not None and self.runtime0 is not None:
             out["device_cpu_percent_precise"] = round((runtime1 - self.runtime0) / wall * 100, 3)
         return out
-
-
-def proc_context_switches(pid: int) -> int:
-    """Voluntary context switches of the process's main thread: one per sleep/wakeup."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    return 0
-
-
-class CpuMeter:
-    """CPU that other processes used during a section, in cores: the machine's busy time
-    (/proc/stat) minus ours (this process and its reaped children, from os.times). Children
-    are all reaped at the end of every section, so the difference is foreign load."""
-
-    def __init__(self) -> None:
-        self.start = self._sample()
-
-    @staticmethod
-    def _sample() -> tuple[float, float, float, float]:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = v
-        tck = os.sysconf("SC_CLK_TCK")
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return time.monotonic(), (user + nice + system + irq + softirq) / tck, steal / tck, own
-
-    def report(self) -> dict[str, float]:
-        t0, busy0, steal0, own0 = self.start
-        t1, busy1, steal1, own1 = self._sample()
-        wall = t1 - t0
-        return {"seconds": round(wall, 1),
-                "foreign_cpu_cores": round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 2),
-                "steal_cores": round((steal1 - steal0) / wall, 2)}
 
 
 def connect(host: Host, device_id: str, sample_rate: int, block: int) -> None:
@@ -274,15 +222,6 @@ def summarize_ns(samples: np.ndarray) -> dict[str, float]:
     return {"n": int(us.size), "p50_us": round(float(p50), 2), "p90_us": round(float(p90), 2),
             "p99_us": round(float(p99), 2), "p999_us": round(float(p999), 2),
             "mean_us": round(float(us.mean()), 2), "max_us": round(float(us.max()), 2)}
-
-
-def ratio(a: float, b: float) -> float | None:
-    """a / b, or None (JSON null) when b is zero."""
-    return round(a / b, 3) if b else None
-
-
-def fmt(x: float | None, spec: str = ".3f") -> str:
-    return "n/a" if x is None else format(x, spec)
 
 
 # ---- (a) throughput ----------------------------------------------------------------------------
@@ -700,27 +639,13 @@ def latency_in_process(plan: Plan, namespace: str) -> dict:
     """No IPC: the same Ping/Pong code with Device and Host in one process, one thread, so
     the Python protocol work per round trip is separated from transport and scheduling."""
     import mmap
-    import threading
 
     from bridge.transport.ring import MessageRing
 
     n = plan.messages
     with Device(namespace) as dev, Host(namespace) as host:
         dev.start("InProc", 2, SR, 256, mode="midi")
-        serving = threading.Event()
-
-        def serve() -> None:  # answers the handshake while connect() waits for it
-            while not serving.is_set():
-                dev.process_commands()
-                time.sleep(0.0002)
-
-        thread = threading.Thread(target=serve)
-        thread.start()
-        try:
-            connect(host, dev.id, SR, 256)
-        finally:
-            serving.set()
-            thread.join()
+        connect_in_process(host, dev.id, SR, 256, dev.process_commands)
         send, serve_one, poll = host.send_command, dev.process_commands, host.process_responses
         rounds = np.empty(n, np.int64)
         for i in range(n):
@@ -937,17 +862,6 @@ def bench_probe(plan: Plan, namespace: str) -> dict:
 # ---- report -------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    try:
-        debian = Path("/etc/debian_version").read_text().strip()
-    except OSError:
-        debian = "n/a"
-    return {"nproc": len(os.sched_getaffinity(0)), "debian": debian,
-            "python": platform.python_version(), "kernel": platform.release(),
-            "machine": platform.machine(), "loadavg_at_start": [round(x, 2) for x in
-                                                                os.getloadavg()]}
-
-
 def goals(r: dict) -> list[dict]:
     out = []
 
@@ -1079,15 +993,8 @@ def table(r: dict) -> str:
                   f"{q['overshoot_p99_ms']:.3f}, p99.9 {q['overshoot_p999_ms']:.3f}, max "
                   f"{q['overshoot_max_ms']:.3f}; {q['stalls_over_1_block']} stalls longer than "
                   f"a block ({q['stalls_over_1_block_per_10s']} per 10 s)"]
-    loads = r.get("section_load", {})
-    if loads:
-        lines += ["", f"CPU used by other processes during each section (of "
-                  f"{m['nproc']} cores): " + ", ".join(
-                      f"{k} {v['foreign_cpu_cores']:.2f}" for k, v in loads.items())
-                  + f"; steal {max(v['steal_cores'] for v in loads.values()):.2f} at most"]
-    lines += ["", "Goals"]
-    for g in r["goals"]:
-        lines.append(f"    [{'PASS' if g['met'] else 'FAIL'}] {g['goal']}: {g['detail']}")
+    lines += load_lines(r.get("section_load", {}), m["nproc"])
+    lines += ["", "Goals", *goal_lines(r["goals"])]
     return "\n".join(lines)
 
 
@@ -1110,14 +1017,6 @@ def headline(r: dict) -> dict:
     return out
 
 
-def cleanup(namespace: str) -> list[str]:
-    """Unlink every segment left in the benchmark's namespace."""
-    names = shm.list_names(shm.namespace_prefix(namespace))
-    for name in names:
-        shm.unlink(name)
-    return names
-
-
 SECTIONS = {"a": ("throughput", bench_throughput), "b": ("latency", bench_latency),
             "c": ("note_to_sound", bench_note_to_sound), "d": ("stream", bench_stream),
             "e": ("idle", bench_idle), "f": ("scheduler_probe", bench_probe)}
@@ -1126,8 +1025,8 @@ SECTIONS = {"a": ("throughput", bench_throughput), "b": ("latency", bench_latenc
 def run(plan: Plan, namespace: str, only: str = "abcdef") -> dict:
     """Run the selected sections; returns the full result dict (headline keys first)."""
     results: dict[str, Any] = {
-        "quick": plan.quick, "namespace": namespace, "machine": machine(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": plan.quick, "namespace": namespace, "machine": machine(debian=True),
+        "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
     for letter, (key, fn) in SECTIONS.items():
@@ -1141,39 +1040,18 @@ def run(plan: Plan, namespace: str, only: str = "abcdef") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="short run (under 40 s); message "
-                   "counts stay at 10,000")
-    p.add_argument("--json", action="store_true", help="print exactly one JSON object on "
-                   "stdout; the table goes to stderr")
-    p.add_argument("--only", default="abcdef", metavar="LETTERS",
-                   help="run only these sections, e.g. 'ab' (default: abcdef; f, the "
-                   "scheduler probe, is skipped with --quick)")
+    sections = "".join(SECTIONS)
+    p = arg_parser(__doc__, "short run (under 40 s); message counts stay at 10,000", sections,
+                   "ab", "; f, the scheduler probe, is skipped with --quick")
     p.add_argument("--stream-fill", type=int, default=2, choices=[1, 2, 3, 4], metavar="N",
                    help="(d) only, for investigations: the device's fill in blocks (default 2, "
                    "the configuration the goal is about)")
-    args = p.parse_args(argv)
-    if set(args.only) - set(SECTIONS):
-        p.error(f"--only takes letters from {''.join(SECTIONS)}")
-    namespace = f"bench{os.getpid()}"
-    os.environ[shm.NAMESPACE_ENV] = namespace  # every child process works in it
-    # SIGTERM unwinds like Ctrl-C, so every finally block stops its children and the
-    # namespace is cleaned up.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        plan = dataclasses.replace(Plan.make(args.quick), stream_fill=args.stream_fill)
-        results = run(plan, namespace, args.only)
-    finally:
-        left = cleanup(namespace)
-        if left:
-            log(f"unlinked {len(left)} leftover segment(s): {', '.join(left)}")
-    text = table(results)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps(results))
-    else:
-        print(text)
-    return 0
+    args = parse_args(p, argv, sections)
+    plan = dataclasses.replace(Plan.make(args.quick), stream_fill=args.stream_fill)
+    # every child process works in the namespace; SIGTERM unwinds like Ctrl-C, so every
+    # finally block stops its children and the namespace is cleaned up
+    return run_in_namespace(lambda namespace: run(plan, namespace, args.only), table,
+                            args.json)
 
 
 if __name__ == "__main__":
