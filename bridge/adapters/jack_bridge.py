@@ -289,6 +289,9 @@ class JackDeviceBridge(_JackSide):
     def run(self) -> None:
         """Supervise until stop(): patterns, xruns in the registry, jackd's comings and
         goings (a silent clock of our own in between)."""
+        # The callback stamps the heartbeat, but a stalled server stops calling it, and this
+        # loop may itself block in a JACK call then: a thread of its own keeps it fresh.
+        threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
         period_s = self.period / self.sample_rate
         next_block = time.monotonic()
         next_try = 0.0
@@ -299,9 +302,6 @@ class JackDeviceBridge(_JackSide):
                     self._dirty.clear()
                     _try(self.apply_patterns)
                 self.device.registry.set_xruns(self.device.slot, self.xruns)
-                # The callback stamps the heartbeat too, but JACK may stop calling it (a
-                # stalled server): the device must stay registered meanwhile.
-                self.device.heartbeat()
                 self._stop.wait(0.05)
                 next_block = time.monotonic()
                 continue
@@ -339,7 +339,15 @@ class JackDeviceBridge(_JackSide):
                     next_block = now
             time.sleep(min(0.002, max(0.0, next_block - time.monotonic())))
 
+    def _heartbeat(self) -> None:
+        try:
+            while not self._stop.wait(0.05) and self.device.registered:
+                self.device.heartbeat()
+        except Exception:  # the device is being closed under us: nothing left to keep alive
+            pass
+
     def close(self) -> None:
+        self._stop.set()
         self.pause_callback()
         self._close_client()
         self.device.close()

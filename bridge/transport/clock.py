@@ -8,8 +8,10 @@ A MIDI-only device on the real-time clock still calls its renderer once per bloc
 with a zero-channel block, so that a MIDI consumer sees each block's events.
 
 Waiting is by polling with ``time.sleep``: while a host holds a claim, a fifth of the block
-period (1.07 ms at 256 frames, 0.27 ms at 64), but at least ``poll_interval`` (0.1 ms);
-``idle_interval`` (20 ms) while none does. A fifth of a period leaves the demand clock most
+period (1.07 ms at 256 frames, 0.27 ms at 64), but at least ``poll_interval`` (0.1 ms),
+and every ``poll_interval`` for a few periods after a host took several blocks at once (it
+is catching up, and the rest of its burst must find audio); ``idle_interval`` (20 ms) while
+none does. A fifth of a period leaves the demand clock most
 of a period to render the next block in, and costs a streaming device a few percent of a
 core instead of the ~20% that polling every 0.1 ms costs (bench/rack.py measured both). The cost of
 both is measured in docs/performance.md. With ``rt_priority`` the loop asks the OS for
@@ -35,6 +37,7 @@ RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 ar
 DEFAULT_RT_PRIORITY = 10  # SCHED_FIFO priority for audio loops (JACK's default is 10 too)
 POLL_INTERVAL_S = 0.0001  # demand clock, claimed: the shortest sleep between polls
 POLL_FRACTION = 0.2  # demand clock, claimed: sleep this fraction of a block period per poll
+FAST_PERIODS = 8  # after a host read several blocks at once, poll fast for this many periods
 IDLE_INTERVAL_S = 0.020  # unclaimed: sleep between polls (below the 50 ms heartbeat limit)
 
 
@@ -149,16 +152,26 @@ class DeviceRunner:
             self._run_demand()
         else:
             self._run_realtime()
+        if self.device.registered:
+            self.device.process_commands()  # what came before the stop (a Disconnect, say)
 
     def _run_demand(self) -> None:
         d, stop = self.device, self.stop_event
+        fast_until = 0.0
         while not stop.is_set() and d.registered:
-            if self.step() == 0:
-                if d.claimed:
+            rendered = self.step()
+            if rendered == 0:
+                if not d.claimed:
+                    time.sleep(self.idle_interval)
+                elif time.monotonic() < fast_until:
+                    time.sleep(self.poll_interval)
+                else:
                     time.sleep(max(self.poll_interval,
                                    POLL_FRACTION * d.block_size / d.sample_rate))
-                else:
-                    time.sleep(self.idle_interval)
+            elif rendered >= 2:
+                # The host took several blocks at once (catching up after a stall of its
+                # own): poll fast for a few periods so that the rest of its burst finds audio.
+                fast_until = time.monotonic() + FAST_PERIODS * d.block_size / d.sample_rate
 
     def _run_realtime(self) -> None:
         d, stop = self.device, self.stop_event
