@@ -197,7 +197,11 @@ class NetjackPair:
             # Unload the master first: a jackd that still runs netmanager waits 12 s for the
             # slave's client on SIGTERM (whichever side stops first); unloaded, both stop in 2 s
             if self.a.jackd is not None and self.a.jackd.poll() is None:
-                run(*self.a.exec("jack_unload", "netmanager"), env=self.a.env(), timeout=10)
+                try:
+                    run(*self.a.exec("jack_unload", "netmanager"), env=self.a.env(),
+                        timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass  # then the SIGTERM below takes longer, and wait_jackd kills if need be
             for m in (self.b, self.a):
                 m.terminate_jackd()
             for m in (self.b, self.a):
