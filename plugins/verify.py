@@ -35,7 +35,7 @@ def expected(notes, n_frames, gain=0.5, tune=0.0, harmonic=1):
 
 
 def frame(t):
-    return int(round(t * SR))
+    return round(t * SR)
 
 
 def render(p, msgs, duration, channels=2, buffer_size=256):
@@ -85,7 +85,8 @@ check("DLSine raw_state round trip", abs(q.gain - 0.8) < 1e-6 and abs(q.tune_st 
 p12 = pedalboard.load_plugin(os.path.join(PLUGINS, "DLSine12.vst3"))
 check("DLSine12 loads as instrument", p12.is_instrument, f"name={p12.name!r}")
 out = render(p12, [mido.Message("note_on", note=45, velocity=127, time=0.005)], 0.05, channels=12)
-errs = [np.abs(out[c] - expected([(45, 127, frame(0.005), None)], out.shape[1], harmonic=c // 2 + 1)).max()
+errs = [np.abs(out[c] - expected([(45, 127, frame(0.005), None)], out.shape[1],
+                                 harmonic=c // 2 + 1)).max()
         for c in range(12)]
 check("DLSine12 12 channels, pair k = harmonic k+1", out.shape[0] == 12 and max(errs) < 1e-6,
       f"shape={out.shape} max_err={max(errs):.2e}")
@@ -107,7 +108,8 @@ for name in ("DragonflyRoomReverb", "DragonflyHallReverb", "DragonflyPlateReverb
     diff = float(np.nanmax(np.abs(y - sine)))
     check(f"{name} processes a stereo sine", fx.is_effect and y.shape == sine.shape and nan == 0
           and rms > 1e-3 and diff > 1e-3,
-          f"params={len(fx.parameters)} shape={y.shape} nan={nan} rms={rms:.4f} max|y-x|={diff:.4f}")
+          f"params={len(fx.parameters)} shape={y.shape} nan={nan} rms={rms:.4f} "
+          f"max|y-x|={diff:.4f}")
 
 print(f"{len(failures)} failed" if failures else "all checks passed")
 sys.exit(1 if failures else 0)
