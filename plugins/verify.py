@@ -47,7 +47,7 @@ def render(p, msgs, duration, channels=2, buffer_size=256):
 p = pedalboard.load_plugin(os.path.join(PLUGINS, "DLSine.vst3"))
 own = [k for k in p.parameters if not k.startswith("midi_ch_")]
 check("DLSine loads as instrument", p.is_instrument and not p.is_effect, f"name={p.name!r}")
-check("DLSine parameter keys", own == ["gain", "tune_st"],
+check("DLSine parameter keys", own == ["gain", "tune_st", "fault"],
       f"{own} (+{len(p.parameters) - len(own)} hidden midi_ch_*_cc_* keys)")
 check("DLSine defaults", abs(p.gain - 0.5) < 1e-6 and abs(p.tune_st) < 1e-6,
       f"gain={p.gain} tune_st={p.tune_st}")
