@@ -392,88 +392,80 @@ static PyObject *msg_write(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromLong(result);
 }
 
+/* Consumer core of msg_read and msg_read_many: copy up to max_count messages (no more than
+ * dst_len holds, in whole 256-byte slots) in order, then release them all with one release
+ * store of read_index. Returns the count, or -1 when the indices are corrupt. */
+static long msg_pop(ring_t *r, Py_ssize_t slots, char *dst, Py_ssize_t dst_len,
+                    Py_ssize_t max_count)
+{
+    uint32_t wi = __atomic_load_n(r->write_index, __ATOMIC_ACQUIRE);
+    uint32_t ri = __atomic_load_n(r->read_index, __ATOMIC_RELAXED);
+    uint32_t avail = wi - ri;
+    if (avail > (uint32_t)slots) return -1;
+    Py_ssize_t n = (Py_ssize_t)avail;
+    if (n > max_count) n = max_count < 0 ? 0 : max_count;
+    if (n > dst_len / MESSAGE_SIZE) n = dst_len / MESSAGE_SIZE;
+    uint32_t mask = (uint32_t)(slots - 1);
+    for (Py_ssize_t k = 0; k < n;) {
+        uint32_t at = (ri + (uint32_t)k) & mask;
+        Py_ssize_t run = (Py_ssize_t)((uint32_t)slots - at);  /* up to the wrap */
+        if (run > n - k) run = n - k;
+        memcpy(dst + k * MESSAGE_SIZE, r->data + (size_t)at * MESSAGE_SIZE,
+               (size_t)run * MESSAGE_SIZE);
+        k += run;
+    }
+    if (n > 0) __atomic_store_n(r->read_index, ri + (uint32_t)n, __ATOMIC_RELEASE);
+    return (long)n;
+}
+
+/* The shared start of both readers: the ring (bounds-checked) and the writable destination.
+ * On success the caller releases both views. */
+static int msg_reader_args(PyObject *const *args, Py_ssize_t *slots, Py_buffer *v,
+                           Py_buffer *dst, ring_t *r)
+{
+    Py_ssize_t ctl, doff;
+    if (parse_ssize(args[1], &ctl) < 0 || parse_ssize(args[2], &doff) < 0 ||
+        parse_ssize(args[3], slots) < 0)
+        return -1;
+    if (check_capacity(*slots) < 0) return -1;
+    if (PyObject_GetBuffer(args[4], dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (get_view(args[0], v) < 0) { PyBuffer_Release(dst); return -1; }
+    if (ring_at(v, ctl, doff, *slots * MESSAGE_SIZE, r) < 0) {
+        PyBuffer_Release(v); PyBuffer_Release(dst); return -1;
+    }
+    return 0;
+}
+
 /* msg_read(buf, ctl_off, data_off, slots, dst256) -> 1 read, 0 empty, -1 corrupt. */
 static PyObject *msg_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     NEED_ARGS(5, "msg_read");
-    Py_ssize_t ctl, doff, slots;
-    if (parse_ssize(args[1], &ctl) < 0 || parse_ssize(args[2], &doff) < 0 ||
-        parse_ssize(args[3], &slots) < 0)
-        return NULL;
-    if (check_capacity(slots) < 0) return NULL;
-    Py_buffer dst;
-    if (PyObject_GetBuffer(args[4], &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t slots;
+    Py_buffer v, dst;
+    ring_t r;
+    if (msg_reader_args(args, &slots, &v, &dst, &r) < 0) return NULL;
     if (dst.len != MESSAGE_SIZE) {
-        PyBuffer_Release(&dst);
+        PyBuffer_Release(&v); PyBuffer_Release(&dst);
         PyErr_Format(PyExc_ValueError, "message buffer must be %d bytes, got %zd", MESSAGE_SIZE, dst.len);
         return NULL;
     }
-    Py_buffer v;
-    if (get_view(args[0], &v) < 0) { PyBuffer_Release(&dst); return NULL; }
-    ring_t r;
-    if (ring_at(&v, ctl, doff, slots * MESSAGE_SIZE, &r) < 0) {
-        PyBuffer_Release(&v); PyBuffer_Release(&dst); return NULL;
-    }
-    uint32_t wi = __atomic_load_n(r.write_index, __ATOMIC_ACQUIRE);
-    uint32_t ri = __atomic_load_n(r.read_index, __ATOMIC_RELAXED);
-    uint32_t avail = wi - ri;
-    long result;
-    if (avail > (uint32_t)slots) {
-        result = -1;
-    } else if (avail == 0) {
-        result = 0;
-    } else {
-        memcpy(dst.buf, r.data + (size_t)(ri & (uint32_t)(slots - 1)) * MESSAGE_SIZE, MESSAGE_SIZE);
-        __atomic_store_n(r.read_index, ri + 1, __ATOMIC_RELEASE);
-        result = 1;
-    }
+    long result = msg_pop(&r, slots, dst.buf, dst.len, 1);
     PyBuffer_Release(&v);
     PyBuffer_Release(&dst);
     return PyLong_FromLong(result);
 }
 
 /* msg_read_many(buf, ctl_off, data_off, slots, dst, max_count) -> messages read (0..), or -1
- * corrupt. Copies up to max_count messages (and no more than dst holds, in whole 256-byte
- * slots) in order, then releases them all with one release store of read_index: one call
- * per batch instead of one per message. */
+ * corrupt: one call per batch instead of one per message. */
 static PyObject *msg_read_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     NEED_ARGS(6, "msg_read_many");
-    Py_ssize_t ctl, doff, slots, max_count;
-    if (parse_ssize(args[1], &ctl) < 0 || parse_ssize(args[2], &doff) < 0 ||
-        parse_ssize(args[3], &slots) < 0 || parse_ssize(args[5], &max_count) < 0)
-        return NULL;
-    if (check_capacity(slots) < 0) return NULL;
-    Py_buffer dst;
-    if (PyObject_GetBuffer(args[4], &dst, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    Py_buffer v;
-    if (get_view(args[0], &v) < 0) { PyBuffer_Release(&dst); return NULL; }
+    Py_ssize_t slots, max_count;
+    if (parse_ssize(args[5], &max_count) < 0) return NULL;
+    Py_buffer v, dst;
     ring_t r;
-    if (ring_at(&v, ctl, doff, slots * MESSAGE_SIZE, &r) < 0) {
-        PyBuffer_Release(&v); PyBuffer_Release(&dst); return NULL;
-    }
-    uint32_t wi = __atomic_load_n(r.write_index, __ATOMIC_ACQUIRE);
-    uint32_t ri = __atomic_load_n(r.read_index, __ATOMIC_RELAXED);
-    uint32_t avail = wi - ri;
-    long result;
-    if (avail > (uint32_t)slots) {
-        result = -1;
-    } else {
-        Py_ssize_t n = (Py_ssize_t)avail;
-        if (n > max_count) n = max_count < 0 ? 0 : max_count;
-        if (n > dst.len / MESSAGE_SIZE) n = dst.len / MESSAGE_SIZE;
-        uint32_t mask = (uint32_t)(slots - 1);
-        for (Py_ssize_t k = 0; k < n;) {
-            uint32_t at = (ri + (uint32_t)k) & mask;
-            Py_ssize_t run = (Py_ssize_t)((uint32_t)slots - at);  /* up to the wrap */
-            if (run > n - k) run = n - k;
-            memcpy((char *)dst.buf + k * MESSAGE_SIZE, r.data + (size_t)at * MESSAGE_SIZE,
-                   (size_t)run * MESSAGE_SIZE);
-            k += run;
-        }
-        if (n > 0) __atomic_store_n(r.read_index, ri + (uint32_t)n, __ATOMIC_RELEASE);
-        result = (long)n;
-    }
+    if (msg_reader_args(args, &slots, &v, &dst, &r) < 0) return NULL;
+    long result = msg_pop(&r, slots, dst.buf, dst.len, max_count);
     PyBuffer_Release(&v);
     PyBuffer_Release(&dst);
     return PyLong_FromLong(result);
