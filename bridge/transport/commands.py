@@ -431,9 +431,12 @@ def handshake(sample_rate: int = 0, block_size: int = 0, channels: int = 0, *, m
 # The MIDI builders are on hosts' hot paths (a dense stream is thousands of them a second),
 # so they pack the header and the fixed payload directly instead of going through build().
 _HEADER = struct.Struct(MESSAGE_HEADER.format)
-assert [f.name for f in MESSAGE_HEADER.fields] == [
-    "type", "flags", "seq", "sample_offset", "payload_len", "frag_index", "frag_count",
-    "transfer_id", "request_seq"], "update _small() for the new message header"
+# The order in which _small() packs the header positionally, and Device._dispatch_batch
+# unpacks it; both follow this tuple, checked once against the layout here.
+HEADER_FIELDS = ("type", "flags", "seq", "sample_offset", "payload_len", "frag_index",
+                 "frag_count", "transfer_id", "request_seq")
+assert tuple(f.name for f in MESSAGE_HEADER.fields) == HEADER_FIELDS, \
+    "update commands._small() and Device._dispatch_batch() for the new message header"
 
 
 def _small(name: str, offset: int, *values: int) -> Message:

@@ -61,9 +61,6 @@ _O = TRANSPORT_HEADER.offsets
 # first four payload bytes, padding. Derived from the layout, so it follows any change there.
 _SLOT = struct.Struct(MESSAGE_HEADER.format + "4B"
                       + f"{MESSAGE_SIZE - MESSAGE_HEADER_SIZE - 4}x")
-assert [f.name for f in MESSAGE_HEADER.fields] == [
-    "type", "flags", "seq", "sample_offset", "payload_len", "frag_index", "frag_count",
-    "transfer_id", "request_seq"], "update Device._dispatch_batch for the new message header"
 BATCH_MESSAGES = 64  # messages popped per ring call
 SAMPLE_RATE_RANGE = (8000, 384000)
 BLOCK_SIZE_RANGE = (16, AUDIO_RING_FRAMES // 4)  # the ring always holds 4 blocks
@@ -418,7 +415,7 @@ class Device:
             return
         min_len = self._small_min_len
         i = -1
-        # Unpacked in MESSAGE_HEADER's field order (checked at import), then payload bytes 0..3
+        # Unpacked in cmd.HEADER_FIELDS order (checked against the layout), then payload 0..3
         for (t, flags, _seq, offset, payload_len, _fi, frag_count, _tid, _rseq,
              b0, b1, b2, b3) in _SLOT.iter_unpack(view[:count * MESSAGE_SIZE]):
             i += 1
