@@ -44,6 +44,8 @@ class InstrumentDevice:
                  on_port_event: Callable[[str, str], None] | None = None) -> None:
         self.device = device
         self.instrument = instrument
+        # an effect chain takes the return audio as its input instead of having it mixed in
+        self._takes_input = bool(getattr(instrument, "takes_input", False))
         self.stream = MidiStream(device.sample_rate, sysex_limit=sysex_limit,
                                  report=device.report_error)
         self.on_events = on_events
@@ -85,7 +87,7 @@ class InstrumentDevice:
             return
         if instrument.sample_rate != rate:
             instrument.sample_rate = rate
-        if getattr(instrument, "takes_input", False):  # an effect chain: the return is its input
+        if self._takes_input:
             instrument.render(block, events, ret)
             return
         instrument.render(block, events)
