@@ -183,6 +183,16 @@ class _JackSide:
             except Exception:
                 pass
 
+    def _go_live(self) -> None:
+        """Ports registered: let the callback work, activate, connect the patterns."""
+        self._paused = False
+        self.jack_alive = True
+        self.client.activate()
+        self.apply_patterns()
+
+    def apply_patterns(self) -> None:
+        raise NotImplementedError
+
     def pause_callback(self) -> None:
         """Make the callback stand aside, and wait until it is out (main thread only)."""
         self._paused = True
@@ -245,10 +255,7 @@ class JackDeviceBridge(_JackSide):
         self._latency_cb = install_latency_callback(
             client, lambda mode: [(p, self.period) for p in self._inports]
             if mode == _PLAYBACK else [])
-        self._paused = False
-        self.jack_alive = True
-        client.activate()
-        self.apply_patterns()
+        self._go_live()
 
     def apply_patterns(self) -> None:
         """Connect what the patterns match now (idempotent; called when ports appear)."""
@@ -418,10 +425,7 @@ class JackHostBridge(_JackSide):
         self._latency_cb = install_latency_callback(
             client, lambda mode: [(p, 2 * block) for p in self._outports]
             if mode == _CAPTURE else [])
-        self._paused = False
-        self.jack_alive = True
-        client.activate()
-        self.apply_patterns()
+        self._go_live()
 
     def apply_patterns(self) -> None:
         client = self.client
