@@ -92,6 +92,27 @@ def read_realtime(host: Host, seconds: float, channels: int = 2,
     return rec
 
 
+def read_blocks(host: Host, blocks: int, block: int = BLOCK, channels: int = 1, *,
+                feed: Callable[[int], object] | None = None, slack: float = 10.0,
+                rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read ``blocks`` whole blocks as the device delivers them, with no pacing of our own
+    (the device's clock, demand or JACK, sets the pace); ``feed(k)`` runs before block k
+    (to send return audio, say). Fails when the audio stops for ``slack`` seconds more than
+    the blocks' own duration."""
+    out = np.zeros((channels, block), np.float32)
+    rec = np.zeros((channels, blocks * block), np.float32)
+    deadline = time.monotonic() + slack + blocks * block / rate
+    for k in range(blocks):
+        if feed is not None:
+            feed(k)
+        while host.available_frames() < block:
+            assert time.monotonic() < deadline, "the device stopped delivering audio"
+            time.sleep(0.0005)
+        assert host.receive_audio(out) == block
+        rec[:, k * block:(k + 1) * block] = out
+    return rec
+
+
 def play_note_and_record(host: Host, seconds: float = 0.4, channels: int = 2) -> np.ndarray:
     """Silence the synth, send note 69 at velocity 100 and record ``seconds`` of it.
 

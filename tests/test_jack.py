@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 import soundfile
-from helpers_ipc import by_id, wait_until
+from helpers_ipc import by_id, read_blocks, wait_until
 from jack_server import JackServer
 
 from bridge.transport import Host, cmd
@@ -59,21 +59,9 @@ def wait_port(jack: JackServer, name: str) -> None:
 
 
 def read_available(host: Host, frames: int, channels: int = 1) -> np.ndarray:
-    """Read ``frames`` as the JACK clock delivers them (no pacing of our own)."""
-    block = np.zeros((channels, PERIOD), np.float32)
-    rec = np.zeros((channels, frames), np.float32)
-    deadline = time.monotonic() + 10 + frames / RATE
-    pos = 0
-    while pos < frames:
-        if host.available_frames() >= PERIOD:
-            host.receive_audio(block)
-            n = min(PERIOD, frames - pos)
-            rec[:, pos:pos + n] = block[:, :n]
-            pos += n
-        else:
-            assert time.monotonic() < deadline, "the JACK side stopped delivering"
-            time.sleep(0.001)
-    return rec
+    """``frames`` as the JACK clock delivers them, read a period at a time."""
+    periods = -(-frames // PERIOD)
+    return read_blocks(host, periods, PERIOD, channels)[:, :frames]
 
 
 def onsets(x: np.ndarray, threshold: float, gap: int) -> list[int]:

@@ -6,11 +6,9 @@ in bridge/adapters/sine.py); the host is this test process.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from helpers_ipc import wait_until
+from helpers_ipc import read_blocks, wait_until
 
 from bridge.adapters.session import detect_onset
 from bridge.adapters.sine import note_frequency
@@ -19,20 +17,6 @@ from bridge.midi.event import MidiEvent
 from bridge.transport import Host
 
 RATE = 48000
-
-
-def read_blocks(host: Host, blocks: int, block: int, channels: int = 1) -> np.ndarray:
-    """Read whole blocks as they become available (no pacing: the demand clock follows)."""
-    out = np.zeros((channels, block), np.float32)
-    rec = np.zeros((channels, blocks * block), np.float32)
-    deadline = time.monotonic() + 10 + blocks * block / RATE
-    for k in range(blocks):
-        while host.available_frames() < block:
-            assert time.monotonic() < deadline, "the device stopped delivering audio"
-            time.sleep(0.0005)
-        assert host.receive_audio(out) == block
-        rec[:, k * block:(k + 1) * block] = out
-    return rec
 
 
 def send(host: Host, *events: MidiEvent) -> None:

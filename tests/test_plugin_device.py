@@ -9,9 +9,9 @@ Dragonfly reverbs.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
+import helpers_ipc
 import numpy as np
 import pedalboard
 import pytest
@@ -37,19 +37,8 @@ def plugin_device(spawn, *args: str, device_id: str | None = None, timeout: floa
 
 
 def read_blocks(host: Host, blocks: int, channels: int, feed=None) -> np.ndarray:
-    """Read whole blocks as the device delivers them; ``feed(k)`` may send return audio."""
-    out = np.zeros((channels, BLOCK), np.float32)
-    rec = np.zeros((channels, blocks * BLOCK), np.float32)
-    deadline = time.monotonic() + 30 + blocks * BLOCK / RATE
-    for k in range(blocks):
-        if feed is not None:
-            feed(k)
-        while host.available_frames() < BLOCK:
-            assert time.monotonic() < deadline, "the device stopped delivering audio"
-            time.sleep(0.0005)
-        assert host.receive_audio(out) == BLOCK
-        rec[:, k * BLOCK:(k + 1) * BLOCK] = out
-    return rec
+    """Whole blocks as the device delivers them; ``feed(k)`` may send return audio."""
+    return helpers_ipc.read_blocks(host, blocks, BLOCK, channels, feed=feed, slack=30)
 
 
 def send(host: Host, *messages) -> None:
