@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +91,26 @@ def read_realtime(host: Host, seconds: float, channels: int = 2,
         if delay > 0:
             time.sleep(delay)
     return rec
+
+
+def drain_pty(fd: int) -> tuple[list[bytes], threading.Thread]:
+    """Read a pty's controller side until it closes, so that whatever the program writes to
+    its terminal never fills it up; returns the chunks (growing) and the reader thread."""
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    return chunks, reader
 
 
 def read_blocks(host: Host, blocks: int, block: int = BLOCK, channels: int = 1, *,

@@ -9,12 +9,12 @@ import pty
 import signal
 import subprocess
 import sys
-import threading
 
 import mido
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers_ipc import drain_pty
 from proto_helpers import (
     NOTE_AMPLITUDE_V100,
     REPO,
@@ -291,20 +291,7 @@ def test_master_registers_shows_its_status_on_a_terminal_and_stops_cleanly_on_si
     proc = spawn.popen("master", "--id", "Master", stdin=terminal, stdout=terminal,
                        stderr=terminal)
     os.close(terminal)
-    chunks: list[bytes] = []
-
-    def drain() -> None:  # keep the pty from filling up, whatever the display writes
-        while True:
-            try:
-                data = os.read(controller, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    chunks, reader = drain_pty(controller)  # whatever the display writes, never fills up
     try:
         # The display appears once the device is fully started (waiting for it, rather than
         # for the registry entry, keeps this test clear of the race covered by

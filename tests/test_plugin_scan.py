@@ -14,12 +14,12 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO
+from helpers_ipc import drain_pty
 
 from bridge.adapters import plugin_scan
 
@@ -303,20 +303,7 @@ def test_progress_bar_only_on_a_terminal(env, tmp_path):
     folder = tmp_path / "plugins"
     shutil.copytree(DLSINE, folder / "DLSine.vst3")
     master, slave = pty.openpty()
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                data = os.read(master, 4096)
-            except OSError:
-                return
-            if not data:
-                return
-            chunks.append(data)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    chunks, reader = drain_pty(master)
     try:
         r = subprocess.run([sys.executable, "-m", "bridge", "plugin", "scan", str(folder)],
                            cwd=REPO, env=dict(env, TERM="xterm", COLUMNS="120"),
