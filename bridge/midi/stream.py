@@ -49,6 +49,22 @@ _OFFSET = operator.itemgetter(0)  # MidiEvent.offset, at C speed for sorting
 _new_event = tuple.__new__  # MidiEvent(...) without NamedTuple's Python-level __new__
 _SMALL_STATUS = {_NOTE_ON: 0x90, _NOTE_OFF: 0x80, _CC: 0xB0}
 SMALL_TYPES = (_NOTE_ON, _NOTE_OFF, _CC, _BEND, _PROGRAM, _TOUCH)  # for the fast path
+_SMALL_SIZE = {t: cmd.BY_CODE[t].request.fixed_size for t in SMALL_TYPES}
+
+
+def _small_fault(t: int, b: bytes) -> str:
+    """Why handle_small refused a small command: which field is out of which range."""
+    if t == _BEND:
+        return (f"PitchBend channel {b[0]} value {b[2] | (b[3] << 8)} out of range (0..15, "
+                "0..16383)")
+    if t == _PROGRAM:
+        return ("ProgramChange with fields out of range (channel 0..15, program 0..127): "
+                f"{b[:2].hex(' ')}")
+    if t == _TOUCH:
+        return ("Aftertouch with fields out of range (channel 0..15, poly 0..1, note and "
+                "pressure 0..127)")
+    return (f"{cmd.name_of(t)} with fields out of range (channel 0..15, data 0..127): "
+            f"{b[:3].hex(' ')}")
 
 
 @dataclass
@@ -144,36 +160,13 @@ class MidiStream:
     def _handle(self, t: int, msg: Message) -> None:
         offset = msg.sample_offset
         p = msg.payload
-        if t == _NOTE_ON or t == _NOTE_OFF or t == _CC:
-            if len(p) < 3:
+        size = _SMALL_SIZE.get(t)
+        if size is not None:  # the fast path's decoder serves the normal path too
+            if len(p) < size:
                 cmd.decode(msg)  # raises MalformedMessage naming the short payload
-            if p[0] > 15 or p[1] > 127 or p[2] > 127:
-                return self._invalid(f"{cmd.name_of(t)} with fields out of range (channel "
-                                     f"0..15, data 0..127): {bytes(p[:3]).hex(' ')}")
-            status = 0x90 if t == _NOTE_ON else 0x80 if t == _NOTE_OFF else 0xB0
-            self._add(offset, bytes((status | p[0], p[1], p[2])))
-        elif t == _BEND:
-            f = cmd.decode(msg)
-            if f["channel"] > 15 or f["value"] > 16383:
-                return self._invalid(f"PitchBend channel {f['channel']} value {f['value']} "
-                                     "out of range (0..15, 0..16383)")
-            v = f["value"]
-            self._add(offset, bytes((0xE0 | f["channel"], v & 0x7F, v >> 7)))
-        elif t == _PROGRAM:
-            if len(p) < 2:
-                cmd.decode(msg)
-            if p[0] > 15 or p[1] > 127:
-                return self._invalid("ProgramChange with fields out of range (channel 0..15, "
-                                     f"program 0..127): {bytes(p[:2]).hex(' ')}")
-            self._add(offset, bytes((0xC0 | p[0], p[1])))
-        elif t == _TOUCH:
-            f = cmd.decode(msg)
-            ch, pressure, note = f["channel"], f["pressure"], f["note"]
-            if ch > 15 or pressure > 127 or note > 127 or f["poly"] > 1:
-                return self._invalid("Aftertouch with fields out of range (channel 0..15, "
-                                     "poly 0..1, note and pressure 0..127)")
-            self._add(offset, bytes((0xA0 | ch, note, pressure)) if f["poly"]
-                      else bytes((0xD0 | ch, pressure)))
+            b = bytes(p[:4]).ljust(4, b"\0")
+            if not self.handle_small(t, offset, b[0], b[1], b[2], b[3]):
+                self._invalid(_small_fault(t, b))
         elif t == _RAW:
             out = self._scratch
             out.clear()
