@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..transport import Registry, _shm, shm
-from ..transport.layout import RING_READ_INDEX_OFFSET, TRANSPORT_HEADER
+from ..transport.layout import TRANSPORT_HEADER
 from .config import (
     ConfigError,
     DeviceConfig,
@@ -485,11 +485,8 @@ def _segment_counters(info) -> dict:
         return {}
     try:
         h = TRANSPORT_HEADER.unpack_from(seg.buf)
-        fill = None
-        if h["audio_ring_offset"]:
-            write = _shm.load_u32(seg.buf, h["audio_ring_offset"])
-            read = _shm.load_u32(seg.buf, h["audio_ring_offset"] + RING_READ_INDEX_OFFSET)
-            fill = (write - read) & 0xFFFFFFFF
+        fill = _shm.ring_fill(seg.buf, h["audio_ring_offset"]) if h["audio_ring_offset"] \
+            else None
         return {"underruns": h["underruns"], "ring_fill": fill,
                 "blocks_written": h["blocks_written"]}
     except Exception:
