@@ -459,7 +459,7 @@ def _protect_stdout() -> None:
 
 def _port_event(event: str, detail: str) -> None:
     """Live MIDI port news, on stderr (stdout is for the device's own status lines)."""
-    print(f"discolink-bridge: midi-in {event}: {detail}", file=sys.stderr, flush=True)
+    _bridge_news(f"midi-in {event}", detail)
 
 
 def check_rt_priority(priority: int) -> None:
@@ -836,7 +836,8 @@ def cmd_midi_monitor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _jack_report(event: str, detail: str) -> None:
+def _bridge_news(event: str, detail: str) -> None:
+    """A bridge's news (JACK or a port lost, back, refused), one line on stderr."""
     print(f"discolink-bridge: {event}: {detail}", file=sys.stderr, flush=True)
 
 
@@ -858,7 +859,7 @@ def cmd_jack_device(args: argparse.Namespace) -> int:
         bridge = JackDeviceBridge(args.id, args.connect, channels=args.channels,
                                   midi_out=args.midi_out, server=args.jack_server,
                                   namespace=args.namespace, client_name=args.client_name,
-                                  report=_jack_report)
+                                  report=_bridge_news)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -892,7 +893,7 @@ def cmd_jack_host(args: argparse.Namespace) -> int:
     bridge = JackHostBridge(args.id, connect_out=args.connect_out, midi_in=args.midi_in,
                             link_tag=args.link_tag, server=args.jack_server,
                             namespace=args.namespace, client_name=args.client_name,
-                            report=_jack_report)
+                            report=_bridge_news)
     try:
         try:
             bridge.start()

@@ -51,23 +51,25 @@ def send_midi(device_id: str, events: list[MidiEvent], *, namespace: str | None 
     return SendResult(conn.device, len(events), len(messages), rtt * 1000.0)
 
 
+def _reading(event: MidiEvent) -> str | None:
+    """mido's text for the event, without its time (None when mido can't read it)."""
+    try:
+        return str(event.to_mido()).removesuffix(f" time={event.offset}")
+    except Exception:
+        return None
+
+
 def format_event(block: int, event: MidiEvent) -> str:
     """One line per event, jack_midi_dump style: block, offset, bytes, and mido's reading."""
     body = " ".join(f"{b:02x}" for b in event.data)
-    try:
-        text = str(event.to_mido()).removesuffix(f" time={event.offset}")
-    except Exception:
-        text = "(unparsable)"
+    text = _reading(event) or "(unparsable)"
     return f"block {block:>7}  offset {event.offset:>5}: {body:<12}  {text}"
 
 
 def event_json(block: int, event: MidiEvent) -> str:
-    try:
-        text = str(event.to_mido()).removesuffix(f" time={event.offset}")
-    except Exception:
-        text = ""
+    """One JSON object per event: block, offset, bytes (hex), message (mido's reading)."""
     return json.dumps({"block": block, "offset": event.offset, "bytes": event.data.hex(),
-                       "message": text})
+                       "message": _reading(event) or ""})
 
 
 def start_midi_monitor(device_id: str, print_line: Callable[[str], None], *,
