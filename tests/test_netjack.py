@@ -372,8 +372,12 @@ def test_netjack2_latency_in_the_masters_frame_clock(pair, namespace):
     whole = [o - 1 - t for t, o in zip(notes, clients.onsets["sine"], strict=False)]
     print(f"netjack2 round trip {net} frames, device + netjack2 round trip {whole} frames")
     assert net == [NET_LATENCY * PERIOD] * 5, clients.onsets
-    # The sine starts at phase 0 (first sample 0, hence the - 1) and the device keeps 2 blocks
-    # queued: 2 periods more, exactly, on a quiet machine. Under load (a test suite beside
-    # us) a note can miss its block and come one block later; never more, never sooner.
-    device = [w - NET_LATENCY * PERIOD for w in whole]
-    assert set(device) <= {2 * PERIOD, 3 * PERIOD} and len(device) == 5, clients.onsets
+    # The sine starts at phase 0 (first sample 0, hence the - 1). The demand clock keeps 2 blocks
+    # queued, so a note waits for the blocks in the ring when it arrives: 2 periods, exactly, on a
+    # quiet machine. Under load (a test suite beside us) the ring's fill at that moment can be one
+    # block off either way: a device that has just refilled puts the note one block later, one
+    # that is a block behind puts it one block sooner (CI saw 256, 512, 512, 512, 512). Never
+    # beyond that, and the typical (median) note still takes exactly fill x block.
+    device = sorted(w - NET_LATENCY * PERIOD for w in whole)
+    assert len(device) == 5 and set(device) <= {PERIOD, 2 * PERIOD, 3 * PERIOD}, clients.onsets
+    assert device[2] == 2 * PERIOD, (device, clients.onsets)
