@@ -341,6 +341,49 @@ def test_jack_host_survives_jackd_being_killed_and_restarted(spawn, jack):
             revived.stop()
 
 
+def test_a_jackd_back_at_another_rate_is_refused_once_then_a_matching_one_is_taken(spawn, jack):
+    """Both bridges: jackd killed, back at 44.1 kHz (refused, said once over several tries,
+    the discoLink side kept), then back at 48 kHz (taken). jack-host also loses its device
+    while JACK is away, and must neither crash nor forget which rate to wait for."""
+    dev = spawn.device(device_id="Steady")
+    jd = bridge(spawn, "jack-device", "--id", "RateIn", "--connect", "nobody:*")
+    jh = bridge(spawn, "jack-host", "--id", dev.id)
+    other = revived = None
+    try:
+        jd.wait_for("ready")
+        jh.wait_for("ready")
+        jack.kill9()
+        jd.wait_for("jack lost", stream="err")
+        jh.wait_for("jack lost", stream="err")
+        dev.stop()  # the peer goes too, while JACK is away
+        other = JackServer(name=jack.name, sample_rate=44100).start()
+        jd.wait_for("jack refused", stream="err", timeout=20)
+        jh.wait_for("jack refused", stream="err", timeout=20)
+        time.sleep(4 * 0.5 + 0.5)  # four more reconnection tries (every 0.5 s)
+        for proc, runs in ((jd, "this device runs at 48000 Hz, 256 frames"),
+                           (jh, f"device {dev.id} runs at 48000 Hz")):
+            err = "".join(proc.err)
+            assert err.count("jack refused") == 1, err
+            assert f"JACK is back at 44100 Hz, 256 frames; {runs}" in err, err
+            assert proc.popen.poll() is None
+        assert "discolink-RateIn:in_1" not in (other.ports() or [])
+        with Host() as host:  # jack-device streams silence on its own clock meanwhile
+            host.connect("RateIn:0")
+            assert not read_blocks(host, 8, PERIOD).any() and host.connected
+        other.stop()
+        revived = JackServer(name=jack.name).start()
+        jd.wait_for("jack back", stream="err", timeout=20)
+        jh.wait_for("jack back", stream="err", timeout=20)
+        wait_until(lambda: {"discolink-RateIn:in_1", "discolink-host-Steady:out_1"}
+                   <= set(revived.ports() or []), 10, "both bridges' ports")
+    finally:
+        jd.stop()
+        jh.stop()
+        for server in (other, revived):
+            if server is not None:
+                server.stop()
+
+
 class LoopProbe:
     """A JACK client of this test's: it writes a click every quarter second on probe:click
     and notes, in JACK's frame clock, when a click comes back on probe:back."""

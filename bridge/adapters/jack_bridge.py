@@ -146,6 +146,7 @@ class _JackSide:
         self._dirty = threading.Event()  # ports came or went: re-apply connection patterns
         self._stop = threading.Event()
         self._lost_reason = ""
+        self._refused: tuple[int, int] | None = None  # the JACK settings refused last
 
     # the callback-side counters: only the process callback writes them
     _entered = 0
@@ -182,6 +183,36 @@ class _JackSide:
                 client.close()
             except Exception:
                 pass
+
+    def _drop_lost_client(self, keeping: str) -> None:
+        """jackd went away: make the callback stand aside, close our client, say so once."""
+        if self.client is None:
+            return
+        self.pause_callback()
+        self._close_client()
+        self.report("jack lost", f"JACK server {server_name(self.server)!r} went away "
+                    f"({self._lost_reason}); {keeping}")
+
+    def _reopen(self, rate: int, period: int | None, runs: str) -> bool:
+        """One attempt to reach a server that went away. True when a client is open at
+        ``rate`` (and ``period``, if given), the settings the discoLink side ``runs`` at. A
+        server back at other settings is refused, and said once per setting, not per try."""
+        try:
+            self._open()
+        except JackUnavailable:
+            self.client = None
+            return False
+        if self.sample_rate == rate and period in (None, self.period):
+            self._refused = None
+            return True
+        if self._refused != (self.sample_rate, self.period):
+            self._refused = (self.sample_rate, self.period)
+            wanted = f"{rate} Hz" + (f", {period} frames" if period else "")
+            self.report("jack refused", f"JACK is back at {self.sample_rate} Hz, "
+                        f"{self.period} frames; {runs} runs at {wanted}: staying silent "
+                        "until JACK runs at that again")
+        self._close_client()
+        return False
 
     def _go_live(self) -> None:
         """Ports registered: let the callback work, activate, connect the patterns."""
@@ -312,31 +343,16 @@ class JackDeviceBridge(_JackSide):
                 self._stop.wait(0.05)
                 next_block = time.monotonic()
                 continue
-            if self.client is not None:  # it just died
-                self.pause_callback()
-                self._close_client()
-                self.report("jack lost", f"JACK server {server_name(self.server)!r} went "
-                            f"away ({self._lost_reason}); streaming silence until it returns")
+            self._drop_lost_client("streaming silence until it returns")
             now = time.monotonic()
             if now >= next_try:  # reconnect?
                 next_try = now + RECONNECT_INTERVAL_S
-                try:
-                    self._open()
-                except JackUnavailable:
-                    self.client = None
-                else:
-                    if (self.sample_rate, self.period) != (self.device.sample_rate,
-                                                          self.device.block_size):
-                        self.report("jack refused", f"JACK is back at {self.sample_rate} Hz, "
-                                    f"{self.period} frames; this device runs at "
-                                    f"{self.device.sample_rate} Hz, {self.device.block_size} "
-                                    "frames: staying silent")
-                        self._close_client()
-                    else:
-                        self._activate()
-                        self.report("jack back", f"reconnected to JACK server "
-                                    f"{server_name(self.server)!r}")
-                        continue
+                if self._reopen(self.device.sample_rate, self.device.block_size,
+                                "this device"):
+                    self._activate()
+                    self.report("jack back", f"reconnected to JACK server "
+                                f"{server_name(self.server)!r}")
+                    continue
             # our own clock meanwhile: commands, heartbeat, a silent block per period
             self.device.process_commands()
             if now >= next_block:
@@ -384,6 +400,7 @@ class JackHostBridge(_JackSide):
         self.midi_forwarded = 0
         self.blocks = 0
         self.peer_losses = 0
+        self._rate = 0  # the sample rate of the device we last linked to
         self.frames_dropped = 0  # backlog dropped to keep the latency bounded
         self._drain = False
 
@@ -411,6 +428,7 @@ class JackHostBridge(_JackSide):
             raise ValueError(f"device {c.device} now has {c.channels} channels, not "
                              f"{self.channels}")
         self.link_tag = host.link_tag
+        self._rate = c.sample_rate
         self._drain = True  # drop what queued up before our first period
         self.linked = True
 
@@ -481,7 +499,7 @@ class JackHostBridge(_JackSide):
 
     def run(self) -> None:
         """Supervise until stop(): patterns, the discoLink peer, and jackd."""
-        next_try = 0.0
+        next_link = next_jack = 0.0  # two clocks: a try at one must not postpone the other
         while not self._stop.is_set():
             now = time.monotonic()
             if self.jack_alive and self._dirty.is_set():
@@ -495,8 +513,8 @@ class JackHostBridge(_JackSide):
                             f"({self.host.disconnect_reason or 'no heartbeat'}); the JACK "
                             "ports play silence until it returns")
                 self._paused = False
-            if not self.linked and now >= next_try:
-                next_try = now + RECONNECT_INTERVAL_S
+            if not self.linked and now >= next_link:
+                next_link = now + RECONNECT_INTERVAL_S
                 try:
                     self.pause_callback()
                     self._link()
@@ -506,22 +524,14 @@ class JackHostBridge(_JackSide):
                 finally:
                     self._paused = False
             if not self.jack_alive:
-                if self.client is not None:
-                    self.pause_callback()
-                    self._close_client()
-                    self.report("jack lost", f"JACK server {server_name(self.server)!r} went "
-                                f"away ({self._lost_reason}); keeping the discoLink link")
-                if now >= next_try:
-                    next_try = now + RECONNECT_INTERVAL_S
-                    try:
-                        self._open()
-                        if self.sample_rate != self.host.connection.sample_rate:
-                            raise JackUnavailable(f"JACK is back at {self.sample_rate} Hz")
+                self._drop_lost_client("keeping the discoLink link")
+                if now >= next_jack:
+                    next_jack = now + RECONNECT_INTERVAL_S
+                    # the rate of the device we last linked to (it may be away just now)
+                    if self._reopen(self._rate, None, f"device {self.device_id}"):
                         self._activate()
                         self.report("jack back", "reconnected to JACK server "
                                     f"{server_name(self.server)!r}")
-                    except JackUnavailable:
-                        self._close_client()
                 # keep the link fresh: the device sees us alive through our pid; drain audio
                 if self.linked:
                     self.host.process_responses()
