@@ -113,14 +113,51 @@ def test_fragments_with_inconsistent_or_impossible_counts_are_refused():
         Reassembler().feed(impossible)
 
 
-def test_reassembler_limits_open_transfers():
-    r = Reassembler(max_transfers=3)
-    firsts = [fragments("SysEx", bytes(500))[0] for _ in range(4)]
-    for m in firsts[:3]:
-        assert r.feed(m) is None
-    with pytest.raises(FragmentError, match="too many open transfers"):
-        r.feed(firsts[3])
-    assert r.pending == 3
+def test_a_full_reassembler_discards_the_least_recently_advanced_transfer_for_a_new_one():
+    discarded: list[tuple[Message, str]] = []
+    r = Reassembler(max_transfers=3, on_discard=lambda first, text: discarded.append((first,
+                                                                                      text)))
+    a, b, c, d = (fragments("SysEx", os.urandom(500)) for _ in range(4))  # 3 fragments each
+    for t in (a, b, c):
+        assert r.feed(t[0]) is None
+    assert r.feed(a[1]) is None  # a advanced last; b is now the stalest
+    assert r.feed(d[0]) is None and r.pending == 3
+    [(first, text)] = discarded
+    assert first.seq == b[0].seq and first.transfer_id == b[0].transfer_id
+    assert text.startswith(f"transfer {b[0].transfer_id}: discarded after 1 of 3 fragments")
+    assert f"transfer {d[0].transfer_id} started" in text
+    assert [bytes(m.payload) for m in feed_all(r, [a[2], d[1], d[2], c[1], c[2]])] == [
+        b"".join(bytes(m.payload) for m in t) for t in (a, d, c)]
+    with pytest.raises(FragmentError, match="missing fragment 0"):
+        r.feed(b[1])  # the discarded transfer's later fragments are refused
+    assert r.pending == 0
+
+
+def test_junk_transfers_never_lock_out_a_device(namespace):
+    """Sixteen transfers abandoned after their first fragment (a sender that died, or junk)
+    fill the device's reassembler; a real SysEx after them still arrives whole, and the
+    stalest junk transfer is answered with FRAGMENT_ERROR and counted."""
+    received: list[bytes] = []
+    with Device() as dev:
+        dev.start("Junk", 0, 48000, 256, Mode.MIDI)
+        dev.on_command(lambda msg, _d: msg.type == cmd.T.SysEx and not received.append(
+            cmd.decode(msg)["data"]))
+        commands, responses = device_rings(dev)
+        junk = [cmd.sysex(b"\xf0" + bytes(500) + b"\xf7")[0] for _ in range(16)]
+        for m in junk:
+            assert commands.push(m.buf) == 1
+        dev.process_commands()
+        sysex = b"\xf0" + bytes(range(100)) * 7 + b"\xf7"
+        for m in cmd.sysex(sysex):
+            assert commands.push(m.buf) == 1
+        dev.process_commands()
+        assert received == [sysex]
+        [error] = [m for m in drain(responses) if m.type == cmd.T.Error]
+        decoded = cmd.decode(error)
+        assert decoded["code"] == ErrorCode.FRAGMENT_ERROR
+        assert error.request_seq == junk[0].seq
+        assert f"transfer {junk[0].transfer_id}: discarded after 1 of 3" in decoded["text"]
+        assert dev.stats.bad_messages == 1
 
 
 @pytest.mark.parametrize("limit", [1000, 4096, 64 * MESSAGE_PAYLOAD_SIZE])

@@ -17,6 +17,7 @@ import itertools
 import json
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .layout import (
@@ -341,13 +342,19 @@ class Reassembler:
 
     Fragments of one transfer arrive in order (the rings are FIFO and senders never drop a
     fragment), so a gap in ``frag_index`` means a fragment was lost. A transfer with a gap,
-    a duplicate, or a size over ``max_bytes`` is discarded and reported.
+    a duplicate, or a size over ``max_bytes`` is discarded and reported. When
+    ``max_transfers`` are open and another one starts, the one that advanced least recently
+    (a sender died mid-transfer, or junk) is discarded to make room, and ``on_discard`` hears
+    of it with its first fragment, so junk can never lock out later transfers.
     """
 
-    def __init__(self, max_bytes: int = 64 << 20, max_transfers: int = 16) -> None:
+    def __init__(self, max_bytes: int = 64 << 20, max_transfers: int = 16,
+                 on_discard: Callable[[Message, str], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_transfers = max_transfers
-        self._open: dict[int, tuple[int, int, bytearray]] = {}  # id -> (count, next, data)
+        self.on_discard = on_discard
+        # id -> (count, next index, data, first fragment); oldest-advanced first
+        self._open: dict[int, tuple[int, int, bytearray, Message]] = {}
 
     def feed(self, msg: Message) -> Message | None:
         """Add one message. Returns a whole message when complete, else None.
@@ -364,18 +371,16 @@ class Reassembler:
         if count * MESSAGE_PAYLOAD_SIZE > self.max_bytes + MESSAGE_PAYLOAD_SIZE:
             raise FragmentError(f"transfer {tid}: {count} fragments exceed the limit of "
                                 f"{self.max_bytes} bytes", ErrorCode.FRAGMENT_ERROR)
-        state = self._open.get(tid)
+        state = self._open.pop(tid, None)  # re-inserted below: the dict stays in LRU order
         if state is None:
             if index != 0:
                 raise FragmentError(f"transfer {tid}: missing fragment 0 of {count} "
                                     f"(first seen was {index})", ErrorCode.FRAGMENT_ERROR)
             if len(self._open) >= self.max_transfers:
-                raise FragmentError(f"too many open transfers ({self.max_transfers})",
-                                    ErrorCode.FRAGMENT_ERROR)
-            state = (count, 0, bytearray())
-        expected_count, expected, data = state
+                self._discard_stalest(tid)
+            state = (count, 0, bytearray(), msg.copy())
+        expected_count, expected, data, first = state
         if count != expected_count or index != expected:
-            self._open.pop(tid, None)
             if count != expected_count:
                 text = (f"transfer {tid}: fragment {index} says {count} fragments, the "
                         f"transfer has {expected_count}")
@@ -388,14 +393,20 @@ class Reassembler:
             raise FragmentError(text, ErrorCode.FRAGMENT_ERROR)
         data += msg.payload
         if len(data) > self.max_bytes:
-            self._open.pop(tid, None)
             raise FragmentError(f"transfer {tid}: more than the limit of {self.max_bytes} "
                                 "bytes", ErrorCode.FRAGMENT_ERROR)
         if index + 1 == count:
-            self._open.pop(tid, None)
             return msg.with_blob(bytes(data))
-        self._open[tid] = (count, index + 1, data)
+        self._open[tid] = (count, index + 1, data, first)
         return None
+
+    def _discard_stalest(self, new_tid: int) -> None:
+        stale_tid = next(iter(self._open))
+        count, got, _data, first = self._open.pop(stale_tid)
+        if self.on_discard is not None:
+            self.on_discard(first, f"transfer {stale_tid}: discarded after {got} of {count} "
+                            f"fragments: {self.max_transfers} transfers were open and "
+                            f"transfer {new_tid} started (this one advanced least recently)")
 
     @property
     def pending(self) -> int:

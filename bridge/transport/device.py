@@ -199,7 +199,7 @@ class Device:
             if return_channels else None
         self._audio_out = self._audio if mode != Mode.MIDI else None  # None: send no audio
         self._rx = Message()
-        self._reassembler = Reassembler()
+        self._reassembler = Reassembler(on_discard=self._transfer_discarded)
         self._outbox: deque[Message] = deque()  # fragments waiting for room in the ring
         self._pong_msg = cmd.build("Pong", response_to=self._rx, ping_sent_ns=0, received_ns=0)
         self._next_heartbeat = 0
@@ -515,6 +515,12 @@ class Device:
             self._error("command handler", f"{cmd.name_of(rx.type)}: {type(exc).__name__}: {exc}")
             self.reply_error(rx, ErrorCode.INTERNAL,
                              f"{cmd.name_of(rx.type)} failed: {type(exc).__name__}: {exc}")
+
+    def _transfer_discarded(self, first: Message, text: str) -> None:
+        """A stale transfer made room for a new one: answered and counted as a bad one."""
+        _shm.add_u64(self._buf, _O["bad_messages"], 1)
+        self._error("process_commands", text)
+        self.reply_error(first, ErrorCode.FRAGMENT_ERROR, text)
 
     def _default(self, msg: Message) -> None:
         t = msg.type

@@ -156,7 +156,8 @@ class Host:
         self._waiting: dict[int, Message | None] = {}
         self._label = f"host {self.pid}"
         self._rx = Message()
-        self._reassembler = Reassembler()
+        self._reassembler = Reassembler(
+            on_discard=lambda _first, text: self._error("process_responses", text))
 
     def set_local_buffer_info(self, sample_rate: int, block_size: int, channels: int = 0) -> None:
         """The format this host would like; sent in the Handshake (0 = no preference)."""
