@@ -26,6 +26,7 @@ EPILOG = """\
 examples:
   discolink-bridge device --id Sine                 # a sine synth device, Sine:0
   discolink-bridge list                             # what is registered
+  discolink-bridge cleanup --all                    # what killed devices left in /dev/shm
   discolink-bridge host --id Sine:0 --record a.wav  # play A4 for 2 s and record it
   discolink-bridge demo                             # a rack, a phrase recorded, its status
   discolink-bridge rack configs/demo.yaml           # run a rack of devices from a YAML file
@@ -170,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print a JSON list of objects with "
                     "id, pid, channels, sample_rate, block_size, mode, claimed, host_pid, "
                     "link_tag, xruns")
+
+    sp = sub.add_parser(
+        "cleanup", help="remove what dead devices left in shared memory",
+        description="Free the registry slots of devices that died (kill -9, a crash) and "
+                    "remove the shared-memory segments (/dev/shm) that no live device owns. A "
+                    "namespace with no device left loses its registry too. Running devices "
+                    "and their hosts are never touched. Safe to run at any time.",
+        epilog="examples:\n  discolink-bridge cleanup --dry-run   # what would go, in this "
+               "namespace\n  discolink-bridge cleanup --all       # every namespace of "
+               "this user", formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--all", action="store_true",
+                    help="every namespace of this user, not just the current one")
+    sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sp.add_argument("--json", action="store_true", help="print a JSON list, one object per "
+                    "namespace: namespace, live, freed, removed")
 
     sp = sub.add_parser("host", help="connect to a device, play, record, report",
                         description="Connect to a device as a host, play a note or a MIDI file "
@@ -576,17 +592,20 @@ def cmd_master(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from .transport import Registry
+    from .transport.shm import namespace_from_env
 
-    registry = Registry(args.namespace)
-    try:
-        devices = registry.scan()
-    finally:
-        registry.close()
+    registry = Registry.find(args.namespace)
+    devices = []
+    if registry is not None:
+        try:
+            devices = registry.scan()
+        finally:
+            registry.close()
     if args.json:
         print(json.dumps([d.to_json() for d in devices]))
         return 0
     if not devices:
-        print(f"no devices in namespace {registry.namespace!r}")
+        print(f"no devices in namespace {namespace_from_env(args.namespace)!r}")
         return 0
     print(f"{'ID':<24} {'PID':>7} {'CH':>3} {'RATE':>6} {'BLOCK':>5} {'MODE':<10} "
           f"{'XRUNS':>5} CLAIM")
@@ -596,6 +615,39 @@ def cmd_list(args: argparse.Namespace) -> int:
             claim += f" [{d.link_tag}]"
         print(f"{d.id:<24} {d.pid:>7} {d.channels:>3} {d.sample_rate:>6} {d.block_size:>5} "
               f"{d.mode:<10} {d.xruns:>5} {claim}")
+    return 0
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from .transport import Registry
+    from .transport.shm import namespace_from_env, namespace_prefix, namespaces
+
+    names = namespaces() if args.all else [namespace_from_env(args.namespace)]
+    sweeps = []
+    for ns in names:
+        registry = Registry.find(ns)
+        if registry is None:
+            continue
+        try:
+            sweeps.append(registry.sweep(dry_run=args.dry_run))
+        finally:
+            registry.close()
+    if args.json:
+        print(json.dumps([s.to_json() for s in sweeps]))
+        return 0
+    verb = "would remove" if args.dry_run else "removed"
+    for s in sweeps:
+        removed = ", ".join(n[len(namespace_prefix(s.namespace)):] for n in s.removed)
+        parts = [f"{verb} {len(s.removed)} segment(s)" + (f" ({removed})" if removed else "")]
+        if s.freed:
+            parts.append(f"{'would free' if args.dry_run else 'freed'} the slot(s) of dead "
+                         f"device(s) {', '.join(s.freed)}")
+        parts.append(f"kept {len(s.live)} live device(s)" + (
+            f" ({', '.join(s.live)})" if s.live else ""))
+        print(f"namespace {s.namespace!r}: " + "; ".join(parts))
+    if not sweeps:
+        where = "any namespace" if args.all else f"namespace {names[0]!r}"
+        print(f"nothing to clean: no registry for {where}")
     return 0
 
 
@@ -935,7 +987,8 @@ def cmd_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list, "host": cmd_host,
+COMMANDS = {"device": cmd_device, "master": cmd_master, "list": cmd_list,
+            "cleanup": cmd_cleanup, "host": cmd_host,
             "demo": cmd_demo, "send": cmd_send, "midi-monitor": cmd_midi_monitor,
             "plugin": cmd_plugin, "jack-device": cmd_jack_device, "jack-host": cmd_jack_host,
             "rack": cmd_rack, "status": cmd_status}

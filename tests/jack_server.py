@@ -80,6 +80,7 @@ class JackServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+        remove_semaphores(self.name)
 
     def kill9(self) -> None:
         if self.proc is not None:
@@ -88,6 +89,22 @@ class JackServer:
 
 
 REGISTRY = "/dev/shm/jack-shm-registry"
+
+
+def remove_semaphores(server: str) -> None:
+    """jackd2 makes a named semaphore per client, /dev/shm/jack_sem.<uid>_<server>_<client>,
+    and leaves it behind when the client or the server is killed. Our test servers' names
+    are unique, so once one has stopped its semaphores are litter: remove them."""
+    prefix = f"jack_sem.{os.getuid()}_{server}_"
+    try:
+        names = [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+    except FileNotFoundError:
+        return
+    for name in names:
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except FileNotFoundError:
+            pass
 
 
 def stale_server_names() -> list[str]:

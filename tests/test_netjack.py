@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 import soundfile
 from helpers_ipc import wait_until
+from jack_server import remove_semaphores
 
 RATE, PERIOD = 48000, 256
 NET_LATENCY = 5  # jackd -d net -l: netjack2's default, in periods
@@ -102,6 +103,7 @@ class Machine:
             self.jackd.kill()
             self.jackd.wait(timeout=5)
             self.reclaim()
+        remove_semaphores(self.server)
 
     def reclaim(self) -> None:
         """A killed jackd leaves its entry in JACK's server table (8 entries), and only a server

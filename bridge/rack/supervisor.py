@@ -285,12 +285,9 @@ class Rack:
     def _remove_registry_if_empty(self) -> None:
         registry = Registry(self.namespace)
         try:
-            empty = not registry.scan()
+            registry.sweep()  # the registry goes too when no device is left
         finally:
             registry.close()
-        if empty:
-            for name in shm.list_names(shm.namespace_prefix(self.namespace)):
-                shm.unlink(name)
 
     # -- reload ---------------------------------------------------------------------------
     def reload(self) -> str:

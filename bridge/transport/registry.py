@@ -40,6 +40,7 @@ from .shm import (
     Segment,
     SegmentError,
     namespace_from_env,
+    namespace_names,
     open_fd,
     pid_alive,
     registry_name,
@@ -142,37 +143,60 @@ class Registry:
         self.namespace = namespace_from_env(namespace)
         self.name = registry_name(self.namespace)
         self._thread_lock = threading.Lock()
-        self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
-        self.buf = self.segment.buf
-        # A descriptor of our own for flock: the lock belongs to this open file description.
-        self._lock_fd = open_fd(self.name, os.O_RDWR)
+        self._lock_fd = -1
+        self._open()
         try:
-            self._check_header()
+            with self.locked():
+                pass  # checks (or initialises) the header
         except BaseException:
             self.close()
             raise
 
+    @classmethod
+    def find(cls, namespace: str | None = None) -> Registry | None:
+        """The namespace's registry if it exists, else None; unlike ``Registry()``, a look
+        (``list``, ``cleanup``) never leaves a new registry behind."""
+        try:
+            os.close(open_fd(registry_name(namespace_from_env(namespace)), os.O_RDWR))
+        except FileNotFoundError:
+            return None
+        return cls(namespace)
+
+    def _open(self) -> None:
+        self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
+        self.buf = self.segment.buf
+        # A descriptor of our own for flock: the lock belongs to this open file description.
+        self._lock_fd = open_fd(self.name, os.O_RDWR)
+        self._header_checked = False
+
+    def _reopen(self) -> None:
+        """Our registry was removed (a cleanup found it empty): open the one now under its
+        name. The old mapping is left to the garbage collector, as views of it may exist."""
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+        self._open()
+
     def _check_header(self) -> None:
-        """Initialise a new registry, or refuse one that is not ours (naming the fault)."""
-        with self.locked():
-            header = REGISTRY_HEADER.unpack_from(self.buf)
-            if header["magic"] == 0:
-                REGISTRY_HEADER.pack_into(
-                    self.buf, 0, magic=REGISTRY_MAGIC, version_major=PROTOCOL_MAJOR,
-                    version_minor=PROTOCOL_MINOR, header_size=REGISTRY_HEADER.size,
-                    slot_size=REGISTRY_SLOT.size, slot_count=REGISTRY_SLOTS)
-            elif header["magic"] != REGISTRY_MAGIC:
-                raise SegmentError(f"registry {self.name} has bad magic 0x{header['magic']:08x}")
-            elif header["version_major"] != PROTOCOL_MAJOR:
-                raise SegmentError(
-                    f"registry {self.name} has protocol version {header['version_major']}."
-                    f"{header['version_minor']}; this program speaks {PROTOCOL_MAJOR}."
-                    f"{PROTOCOL_MINOR}")
-            elif (header["slot_count"], header["slot_size"]) != (REGISTRY_SLOTS,
-                                                                 REGISTRY_SLOT.size):
-                raise SegmentError(f"registry {self.name} has {header['slot_count']} slots of "
-                                   f"{header['slot_size']} bytes; expected {REGISTRY_SLOTS} of "
-                                   f"{REGISTRY_SLOT.size}")
+        """Initialise a new registry, or refuse one that is not ours (naming the fault).
+        Caller holds the lock."""
+        header = REGISTRY_HEADER.unpack_from(self.buf)
+        if header["magic"] == 0:
+            REGISTRY_HEADER.pack_into(
+                self.buf, 0, magic=REGISTRY_MAGIC, version_major=PROTOCOL_MAJOR,
+                version_minor=PROTOCOL_MINOR, header_size=REGISTRY_HEADER.size,
+                slot_size=REGISTRY_SLOT.size, slot_count=REGISTRY_SLOTS)
+        elif header["magic"] != REGISTRY_MAGIC:
+            raise SegmentError(f"registry {self.name} has bad magic 0x{header['magic']:08x}")
+        elif header["version_major"] != PROTOCOL_MAJOR:
+            raise SegmentError(
+                f"registry {self.name} has protocol version {header['version_major']}."
+                f"{header['version_minor']}; this program speaks {PROTOCOL_MAJOR}."
+                f"{PROTOCOL_MINOR}")
+        elif (header["slot_count"], header["slot_size"]) != (REGISTRY_SLOTS,
+                                                             REGISTRY_SLOT.size):
+            raise SegmentError(f"registry {self.name} has {header['slot_count']} slots of "
+                               f"{header['slot_size']} bytes; expected {REGISTRY_SLOTS} of "
+                               f"{REGISTRY_SLOT.size}")
 
     def close(self) -> None:
         if self._lock_fd >= 0:
@@ -182,10 +206,20 @@ class Registry:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive registry lock: a process-wide flock plus a thread lock."""
+        """Exclusive registry lock: a process-wide flock plus a thread lock. A registry that
+        was removed while we held it open (st_nlink 0) is replaced by the one under its name
+        first, so nobody registers where no host will ever look."""
         with self._thread_lock:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            while True:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                if os.fstat(self._lock_fd).st_nlink:
+                    break
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                self._reopen()
             try:
+                if not self._header_checked:
+                    self._check_header()
+                    self._header_checked = True
                 yield
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -348,9 +382,47 @@ class Registry:
                 generation=s["generation"], namespace=self.namespace, xruns=s["xruns"]))
         return sorted(out, key=lambda d: (d.name, int(d.id.rsplit(":", 1)[1])))
 
+    def sweep(self, *, dry_run: bool = False) -> Sweep:
+        """Free the slots of dead devices and remove every segment of the namespace that no
+        live device owns (a killed device's, say); when no device is left, the registry goes
+        too. ``dry_run`` only reports. The registry lock makes it safe beside running devices:
+        one that opened this registry before it was removed follows to the new one."""
+        with self.locked():
+            now = time.monotonic_ns()
+            freed, live, owned = [], [], {self.name}
+            for i in range(REGISTRY_SLOTS):
+                slot = self._slot(i)
+                if self._is_dead(slot, now):
+                    freed.append(_cstr(slot["device_id"]))
+                    if not dry_run:
+                        self._clear(i)
+                elif slot["state"] == SlotState.ACTIVE:
+                    live.append(_cstr(slot["device_id"]))
+                    owned.add(transport_name(self.namespace, i, slot["device_pid"]))
+            if not live:
+                owned.discard(self.name)
+            removed = [n for n in namespace_names(self.namespace) if n not in owned]
+            if not dry_run:
+                for name in removed:
+                    unlink(name)
+        return Sweep(self.namespace, sorted(live), freed, removed)
+
     def destroy(self) -> None:
-        """Unlink the registry segment (tests and `discolink-bridge` cleanup only)."""
+        """Unlink the registry segment (tests only; see :meth:`sweep`)."""
         unlink(self.name)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What :meth:`Registry.sweep` found: live device ids, dead ones freed, names removed."""
+
+    namespace: str
+    live: list[str]
+    freed: list[str]
+    removed: list[str]
+
+    def to_json(self) -> dict:
+        return asdict(self)
 
 
 def _cstr(raw: bytes) -> str:

@@ -53,8 +53,23 @@ def transport_name(namespace: str, slot: int, device_pid: int) -> str:
 
 
 def namespace_prefix(namespace: str) -> str:
-    """Common prefix of every segment name in a namespace (for cleanup tools and tests)."""
+    """Common prefix of every segment name in a namespace (for scratch names in tests). It
+    also prefixes other namespaces' names (``a-`` starts ``a-b``'s): to find a namespace's
+    segments, use :func:`namespace_names`."""
     return f"/discolink-{os.getuid()}-{namespace}-"
+
+
+def namespace_names(namespace: str) -> list[str]:
+    """The segments of exactly this namespace: its registry and its devices' segments."""
+    own = re.compile(rf"^{re.escape(namespace_prefix(namespace))}(registry|dev\d+-\d+)$")
+    return [n for n in list_names(namespace_prefix(namespace)) if own.match(n)]
+
+
+def namespaces() -> list[str]:
+    """The namespaces of the current user that have a registry segment."""
+    head, tail = f"/discolink-{os.getuid()}-", "-registry"
+    return [n[len(head):-len(tail)] for n in list_names(head) if n.endswith(tail)
+            and _NAMESPACE_RE.match(n[len(head):-len(tail)])]
 
 
 class Segment:
