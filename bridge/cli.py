@@ -492,22 +492,37 @@ def _install_stop(runner) -> None:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
+    return _run_device(args, display=False)
+
+
+def cmd_master(args: argparse.Namespace) -> int:
+    return _run_device(args, display=True)
+
+
+def _run_device(args: argparse.Namespace, display: bool) -> int:
+    """``device`` and ``master``: one life cycle (ready line, run, stopped line, state saved
+    on stop), with ``master``'s live display in the main thread while the loop runs in
+    another."""
     if args.plugin:
         _protect_stdout()
     device, runner = _device_setup(args)
     _install_stop(runner)
     try:
-        rt = f", {runner.enter_realtime()}" if args.rt_priority else ""
         what = ""
         if runner.chain is not None:
             chain = runner.chain
             what = (f", plugins {' -> '.join(st.name for st in chain.stages)}, tap "
                     f"{chain.tap.name}{', state restored' if runner.restored else ''}")
-        print(f"device {device.id} ready: {device.channels} ch, {device.sample_rate} Hz, "
-              f"{device.block_size} frames, {device.mode.label}, {args.clock} clock"
-              f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}{rt}, namespace "
-              f"{device.namespace!r}, pid {os.getpid()}{what}", flush=True)
-        runner.run()
+        fmt = (f"{device.channels} ch, {device.sample_rate} Hz, {device.block_size} frames, "
+               f"{device.mode.label}, {args.clock} clock"
+               f"{f' (fill {args.fill})' if args.clock == 'demand' else ''}")
+        if display:
+            _live_display(args, device, runner, fmt, what.removeprefix(", plugins "))
+        else:
+            rt = f", {runner.enter_realtime()}" if args.rt_priority else ""
+            print(f"device {device.id} ready: {fmt}{rt}, namespace {device.namespace!r}, pid "
+                  f"{os.getpid()}{what}", flush=True)
+            runner.run()
         if not device.registered:
             raise RuntimeError(device.last_error.removeprefix("registry: "))
         s = device.stats
@@ -537,12 +552,12 @@ def _save_state(args: argparse.Namespace, device, runner) -> None:
               file=sys.stderr)
 
 
-def cmd_master(args: argparse.Namespace) -> int:
+def _live_display(args: argparse.Namespace, device, runner, fmt: str, plugins: str) -> None:
+    """``master``: the device loop in a thread of its own, a status table on the terminal."""
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
-    device, runner = _device_setup(args)
     levels = np.zeros(max(device.channels, 1), np.float32)
     scratch = np.zeros((max(device.channels, 1), 8192), np.float32)
 
@@ -553,7 +568,6 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     runner.on_block = on_block
     thread = threading.Thread(target=runner.run, name="discolink-device", daemon=True)
-    _install_stop(runner)
 
     def table() -> Table:
         s = device.stats
@@ -563,8 +577,10 @@ def cmd_master(args: argparse.Namespace) -> int:
         t.add_row("claim", f"host pid {host}" + ("" if device.host_alive() else " (stale)")
                   if host else "unclaimed")
         t.add_row("link tag", device.link_tag or "-")
-        t.add_row("format", f"{device.channels} ch, {device.sample_rate} Hz, "
-                  f"{device.block_size} frames, {device.mode.label}, {args.clock} clock")
+        t.add_row("format", fmt)
+        if plugins:
+            t.add_row("plugins", plugins)
+        t.add_row("scheduling", runner.rt_status if args.rt_priority else "normal")
         t.add_row("ring fill", f"{device.fill()} frames")
         t.add_row("blocks", str(s.blocks_written))
         t.add_row("underruns / overruns", f"{s.underruns} / {s.overruns}")
@@ -576,8 +592,8 @@ def cmd_master(args: argparse.Namespace) -> int:
             t.add_row(f"level ch {c + 1}", f"{db:6.1f} dBFS {bar}")
         return t
 
+    thread.start()
     try:
-        thread.start()
         with Live(table(), console=Console(), refresh_per_second=10) as live:
             while thread.is_alive() and not runner.stop_event.is_set():
                 time.sleep(0.1)
@@ -585,9 +601,6 @@ def cmd_master(args: argparse.Namespace) -> int:
     finally:
         runner.stop_event.set()
         thread.join(timeout=2)
-        runner.wiring.close()
-        device.close()
-    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -456,3 +456,52 @@ def test_state_is_saved_when_it_changes_so_a_crash_loses_nothing(spawn, tmp_path
         host.connect(again.id)
         assert cmd.decode(host.request(cmd.get_parameter("gain")))["value"] == \
             pytest.approx(0.35, abs=1e-3)
+
+
+def test_master_runs_a_plugin_with_its_display_and_saves_state_on_stop(spawn, namespace,
+                                                                     tmp_path):
+    """`master --plugin`: the live display names the plugin, a host plays it, SIGTERM prints
+    the stopped line and writes --state, and a second master restores it."""
+    import os
+    import pty
+    import signal
+
+    state = tmp_path / "master.json"
+
+    def run_master() -> tuple[str, int, float]:
+        controller, terminal = pty.openpty()
+        proc = spawn.popen("master", "--id", "Desk", "--plugin", DLSINE, "--state", str(state),
+                           "--blocksize", str(BLOCK), "--fixed-format", stdin=terminal,
+                           stdout=terminal, stderr=terminal)
+        os.close(terminal)
+        chunks, reader = helpers_ipc.drain_pty(controller)
+        try:
+            helpers_ipc.wait_until(lambda: b"DLSine, tap out" in b"".join(chunks), 60,
+                                   "the display's plugins row")
+            with Host() as host:
+                host.connect("Desk:0")
+                before = cmd.decode(host.request(cmd.get_parameter("gain")))["value"]
+                host.request(cmd.set_parameter("gain", 0.6))
+                assert np.abs(play_phrase(host)).max() == pytest.approx(0.6 * 100 / 127,
+                                                                         abs=1e-3)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
+            os.close(controller)
+        out = b"".join(chunks).decode(errors="replace")
+        assert "Traceback" not in out, out
+        assert "device Desk:0 stopped:" in out, out
+        return out, code, before
+
+    out, code, before = run_master()
+    assert code == 0 and "state restored" not in out
+    assert before != pytest.approx(0.6)
+    saved = json.loads(state.read_text())
+    assert saved["device_id"] == "Desk:0"
+    out, code, before = run_master()  # the second one starts from the saved state
+    assert code == 0 and "state restored" in out
+    assert before == pytest.approx(0.6, abs=1e-3)
