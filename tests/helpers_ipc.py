@@ -8,11 +8,13 @@ real kernel objects (processes, POSIX shared-memory names).
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -111,6 +113,25 @@ def drain_pty(fd: int) -> tuple[list[bytes], threading.Thread]:
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     return chunks, reader
+
+
+@contextmanager
+def on_a_terminal(spawn, *args: str) -> Iterator[tuple[subprocess.Popen, list[bytes]]]:
+    """Run ``python -m bridge ARGS...`` with a pty as its terminal (stdin, stdout and
+    stderr); yields the process and what it has written so far (growing). A process still
+    running at the end is killed."""
+    controller, terminal = pty.openpty()
+    proc = spawn.popen(*args, stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks, reader = drain_pty(controller)  # whatever it writes, the pty never fills up
+    try:
+        yield proc, chunks
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=5)
+        os.close(controller)
 
 
 def read_blocks(host: Host, blocks: int, block: int = BLOCK, channels: int = 1, *,

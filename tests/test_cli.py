@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import mido
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers_ipc import drain_pty
+from helpers_ipc import on_a_terminal
 from proto_helpers import (
     NOTE_AMPLITUDE_V100,
     REPO,
@@ -287,12 +286,7 @@ def test_demo_runs_the_demo_rack_records_a_phrase_and_leaves_nothing(spawn, name
 
 def test_master_registers_shows_its_status_on_a_terminal_and_stops_cleanly_on_sigterm(
         spawn, namespace):
-    controller, terminal = pty.openpty()
-    proc = spawn.popen("master", "--id", "Master", stdin=terminal, stdout=terminal,
-                       stderr=terminal)
-    os.close(terminal)
-    chunks, reader = drain_pty(controller)  # whatever the display writes, never fills up
-    try:
+    with on_a_terminal(spawn, "master", "--id", "Master") as (proc, chunks):
         # The display appears once the device is fully started (waiting for it, rather than
         # for the registry entry, keeps this test clear of the race covered by
         # test_segments.py::test_a_device_visible_in_the_registry_always_has_a_valid_segment).
@@ -303,12 +297,6 @@ def test_master_registers_shows_its_status_on_a_terminal_and_stops_cleanly_on_si
             assert host.ping(timeout=TIMEOUT) > 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        reader.join(timeout=5)
-        os.close(controller)
     assert "Master:0" not in registered(namespace)
     out = b"".join(chunks).decode(errors="replace")
     assert "Traceback" not in out, out

@@ -462,20 +462,14 @@ def test_master_runs_a_plugin_with_its_display_and_saves_state_on_stop(spawn, na
                                                                      tmp_path):
     """`master --plugin`: the live display names the plugin, a host plays it, SIGTERM prints
     the stopped line and writes --state, and a second master restores it."""
-    import os
-    import pty
     import signal
 
     state = tmp_path / "master.json"
 
     def run_master() -> tuple[str, int, float]:
-        controller, terminal = pty.openpty()
-        proc = spawn.popen("master", "--id", "Desk", "--plugin", DLSINE, "--state", str(state),
-                           "--blocksize", str(BLOCK), "--fixed-format", stdin=terminal,
-                           stdout=terminal, stderr=terminal)
-        os.close(terminal)
-        chunks, reader = helpers_ipc.drain_pty(controller)
-        try:
+        with helpers_ipc.on_a_terminal(spawn, "master", "--id", "Desk", "--plugin", DLSINE,
+                                       "--state", str(state), "--blocksize", str(BLOCK),
+                                       "--fixed-format") as (proc, chunks):
             helpers_ipc.wait_until(lambda: b"DLSine, tap out" in b"".join(chunks), 60,
                                    "the display's plugins row")
             with Host() as host:
@@ -486,12 +480,6 @@ def test_master_runs_a_plugin_with_its_display_and_saves_state_on_stop(spawn, na
                                                                          abs=1e-3)
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            reader.join(timeout=5)
-            os.close(controller)
         out = b"".join(chunks).decode(errors="replace")
         assert "Traceback" not in out, out
         assert "device Desk:0 stopped:" in out, out
