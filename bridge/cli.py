@@ -974,7 +974,8 @@ def cmd_jack_host(args: argparse.Namespace) -> int:
         _run_bridge(bridge, "jack-host")
         s = bridge.host.stats
         print(f"jack-host {c.device} stopped: {bridge.blocks} periods, {bridge.xruns} xruns, "
-              f"{s.underruns} underruns, {bridge.midi_forwarded} MIDI events forwarded, "
+              f"{s.underruns} underruns, {bridge.midi_forwarded} MIDI events forwarded "
+              f"({bridge.midi_dropped} dropped), "
               f"{bridge.peer_losses} peer losses, {bridge.frames_dropped} backlog frames "
               "dropped", flush=True)
     finally:

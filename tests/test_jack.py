@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -41,7 +42,13 @@ class Proc:
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
-        self.popen.wait(timeout=10)
+        try:
+            self.popen.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
+            raise AssertionError(f"{self.popen.args[3]} did not stop within 10 s of SIGTERM "
+                                 f"(stdout {self.out[-3:]}, stderr {self.err[-5:]})") from None
         time.sleep(0.05)
 
 
@@ -165,7 +172,9 @@ def test_xruns_are_counted_and_listed(spawn, jack):
 
 class MidiSource:
     """A JACK MIDI output port in this process that plays queued events at their offsets
-    (mocks nothing: a real JACK client, just ours)."""
+    (mocks nothing: a real JACK client, just ours). Offsets count from the start of the next
+    period and may reach into later ones (offset 300 at a 256-frame period: frame 44 of the
+    second)."""
 
     def __init__(self, jack: JackServer, name: str = "testmidi") -> None:
         import jack as jackmod
@@ -177,14 +186,23 @@ class MidiSource:
         @self.client.set_process_callback
         def process(frames: int) -> None:
             self.port.clear_buffer()
-            while self.queue:
-                offset, data = self.queue.pop(0)
-                self.port.write_midi_event(offset, data)
+            queue = self.queue
+            n = len(queue)  # what play() adds meanwhile waits for the next period
+            due = 0
+            while due < n and queue[due][0] < frames:
+                self.port.write_midi_event(*queue[due])
+                due += 1
+            for i in range(due, n):
+                queue[i] = (queue[i][0] - frames, queue[i][1])
+            del queue[:due]
 
         self.client.activate()
 
     def play(self, offset: int, data: bytes) -> None:
         self.queue.append((offset, data))
+
+    def play_all(self, events: list[tuple[int, bytes]]) -> None:
+        self.queue.extend(events)  # one call: the callback sees all of them or none
 
     def close(self) -> None:
         self.client.deactivate()
@@ -252,6 +270,72 @@ def test_jack_midi_dump_sees_the_midi_that_jack_host_forwards(spawn, jack):
         dump.terminate()
     text = " ".join(lines).lower()
     assert "90 3c 64" in text and "b0 07 5a" in text, lines
+
+
+def test_jack_host_forwards_chords_at_their_offset_and_a_long_sysex_whole(spawn, jack):
+    """Three notes at one offset go as one packed MidiRaw, a 1,000-byte SysEx (more than a
+    message holds) as a fragmented SysEx; jack-device plays all of them back into JACK at
+    the same offsets, where jack_midi_dump sees them."""
+    dump = tool(jack, "jack_midi_dump", "dump", stdout=subprocess.PIPE)
+    wait_port(jack, "dump:input")
+    dev = bridge(spawn, "jack-device", "--id", "Chord", "--connect", "system:capture_1",
+                 "--midi-out", "dump:input")
+    dev.wait_for("ready")
+    src = MidiSource(jack)
+    jh = bridge(spawn, "jack-host", "--id", "Chord:0", "--midi-in", "testmidi:out")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(dump.stdout.readline, "")),
+                     daemon=True).start()
+    sysex = bytes([0xF0, 0x7D]) + bytes(i % 128 for i in range(997)) + b"\xf7"
+    try:
+        jh.wait_for("ready")
+        wait_until(lambda: "testmidi:out" in "".join(jack.ports("-c") or []), 5, "midi link")
+        src.play_all([(10, b"\x90\x3c\x64"), (10, b"\x90\x40\x64"), (10, b"\x90\x43\x64"),
+                      (30, sysex)])
+        wait_until(lambda: len(lines) >= 4, 10, f"jack_midi_dump output (got {lines})")
+    finally:
+        src.close()
+        jh.stop()
+        dev.stop()
+        dump.terminate()
+    text = " ".join(lines).lower()
+    for note in ("90 3c 64", "90 40 64", "90 43 64"):
+        assert note in text, lines
+    # jack_midi_dump prints the SysEx's bytes in hex; check its length and both ends
+    [long] = [ln for ln in lines if ln.lower().count(" ") > 500]
+    hexes = [w for w in long.lower().split() if len(w) == 2]
+    assert hexes[:2] == ["f0", "7d"] and hexes[-1] == "f7" and len(hexes) == len(sysex), long
+    assert "4 MIDI events forwarded (0 dropped)" in jh.out[-1]
+
+
+def test_jack_host_counts_and_reports_midi_it_could_not_forward(spawn, jack):
+    """The device is stopped (SIGSTOP) while 1,280 events at distinct offsets arrive over
+    five periods: its 1,024-slot command ring takes 1,024 of them and jack-host counts the
+    rest as dropped and says so; its audio goes on, and the device plays on when resumed."""
+    dev = spawn.device(device_id="Busy")
+    src = MidiSource(jack)
+    jh = bridge(spawn, "jack-host", "--id", dev.id, "--midi-in", "testmidi:out")
+    try:
+        jh.wait_for("ready")
+        wait_until(lambda: "testmidi:out" in "".join(jack.ports("-c") or []), 5, "midi link")
+        dev.proc.send_signal(signal.SIGSTOP)
+        try:
+            time.sleep(0.05)
+            src.play_all([(k, b"\xb0\x01" + bytes([k % 128])) for k in range(5 * PERIOD)])
+            wait_until(lambda: not src.queue, 5, "the source to play everything")
+            jh.wait_for("midi dropped", stream="err", timeout=5)
+        finally:
+            dev.proc.send_signal(signal.SIGCONT)
+        time.sleep(0.3)
+        assert jh.popen.poll() is None and "peer lost" not in "".join(jh.err)
+    finally:
+        src.close()
+        jh.stop()
+    # said as they happen (at most once a second, so perhaps in parts), counted exactly
+    said = re.findall(r"midi dropped: (\d+) JACK MIDI event\(s\) not forwarded to Busy:0: "
+                      r"its command ring was full", "".join(jh.err))
+    assert said and sum(map(int, said)) <= 256, jh.err
+    assert "1024 MIDI events forwarded (256 dropped)" in jh.out[-1], jh.out
 
 
 def test_jack_host_ports_stay_and_play_silence_while_the_device_is_away(spawn, jack):

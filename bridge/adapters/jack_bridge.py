@@ -32,9 +32,10 @@ import numpy as np
 from ..midi.stream import SMALL_TYPES, MidiStream
 from ..transport import Device, Host, HostError
 from ..transport import commands as cmd
-from ..transport.layout import Mode
+from ..transport.layout import MESSAGE_HEADER_SIZE, MESSAGE_PAYLOAD_SIZE, Mode
 
 RECONNECT_INTERVAL_S = 0.5
+_PAYLOAD = MESSAGE_HEADER_SIZE  # where a message's payload starts in its buffer
 Reporter = Callable[[str, str], None]  # (event, detail)
 
 
@@ -398,6 +399,10 @@ class JackHostBridge(_JackSide):
         self._block = np.zeros((1, 1), np.float32)
         self.linked = False  # the callback may use the host
         self.midi_forwarded = 0
+        self.midi_dropped = 0  # JACK MIDI events not forwarded (ring full, or malformed)
+        self._midi_dropped_said = 0
+        self._next_drop_report = 0.0
+        self._midi_msg = cmd.midi_raw(b"\xf8")  # rewritten in place for each packet
         self.blocks = 0
         self.peer_losses = 0
         self._rate = 0  # the sample rate of the device we last linked to
@@ -466,10 +471,7 @@ class JackHostBridge(_JackSide):
                     port.get_array().fill(0.0)
                 return
             host = self.host
-            send = host.send_command
-            for offset, data in self._midi_in.incoming_midi_events():
-                if send(cmd.midi_raw(bytes(data), offset)):  # the device parses it (§7.4)
-                    self.midi_forwarded += 1
+            self._forward_midi(host)
             block = self._block
             if self._drain:
                 # A device on a clock of its own (jack-device, the realtime clock) leaves
@@ -497,6 +499,67 @@ class JackHostBridge(_JackSide):
         finally:
             self._left += 1
 
+    def _forward_midi(self, host: Host) -> None:
+        """This period's JACK MIDI to the device, at the same offsets: events that share an
+        offset (a chord) are packed into one MidiRaw, which the device parses (§7.4), in a
+        message preallocated for the purpose; a SysEx too long for one message goes as a
+        fragmented SysEx if the ring has room for all of it. What can't be sent is counted
+        (``midi_dropped``), never raised: the audio of the period is not at stake here."""
+        buf = self._midi_msg.buf
+        packed = events = 0
+        at = -1
+        try:
+            for offset, data in self._midi_in.incoming_midi_events():
+                size = len(data)
+                if packed and (offset != at or packed + size > MESSAGE_PAYLOAD_SIZE):
+                    self._send_midi(host, at, packed, events)
+                    packed = events = 0
+                if size > MESSAGE_PAYLOAD_SIZE:
+                    self._send_long_sysex(host, offset, bytes(data))
+                    continue
+                buf[_PAYLOAD + packed:_PAYLOAD + packed + size] = data
+                packed += size
+                events += 1
+                at = offset
+            if packed:
+                self._send_midi(host, at, packed, events)
+        except Exception:
+            self.midi_dropped += events + 1  # what was packed, and the event that failed
+
+    def _send_midi(self, host: Host, offset: int, size: int, events: int) -> None:
+        msg = self._midi_msg
+        msg.seq = cmd.next_seq()
+        msg.sample_offset = offset
+        msg.payload_len = size
+        if host.send_command(msg):
+            self.midi_forwarded += events
+        else:
+            self.midi_dropped += events
+
+    def _send_long_sysex(self, host: Host, offset: int, data: bytes) -> None:
+        try:
+            messages = cmd.sysex(data, offset)  # a rare event: allocating here is acceptable
+        except ValueError:
+            self.midi_dropped += 1  # not a complete F0 .. F7 message: nothing to fragment
+            return
+        if host.free_command_slots() < len(messages):
+            self.midi_dropped += 1  # never half a transfer
+            return
+        for m in messages:
+            host.send_command(m)
+        self.midi_forwarded += 1
+
+    def _report_midi_drops(self) -> None:
+        """From the main thread: MIDI the callback could not forward, said once a second."""
+        dropped = self.midi_dropped
+        now = time.monotonic()
+        if dropped != self._midi_dropped_said and now >= self._next_drop_report:
+            self.report("midi dropped", f"{dropped - self._midi_dropped_said} JACK MIDI "
+                        f"event(s) not forwarded to {self.device_id}: its command ring was "
+                        f"full, or an event was not a complete MIDI message ({dropped} so far)")
+            self._midi_dropped_said = dropped
+            self._next_drop_report = now + 1.0
+
     def run(self) -> None:
         """Supervise until stop(): patterns, the discoLink peer, and jackd."""
         next_link = next_jack = 0.0  # two clocks: a try at one must not postpone the other
@@ -505,6 +568,7 @@ class JackHostBridge(_JackSide):
             if self.jack_alive and self._dirty.is_set():
                 self._dirty.clear()
                 _try(self.apply_patterns)
+            self._report_midi_drops()
             if self.linked and not self.host.connected:
                 self.pause_callback()
                 self.linked = False
