@@ -940,7 +940,7 @@ def cmd_jack_device(args: argparse.Namespace) -> int:
             raise RuntimeError(bridge.device.last_error.removeprefix("registry: ")
                                or f"{device_id} lost its registry slot")
         print(f"jack-device {device_id} stopped: {bridge.blocks} periods, {bridge.xruns} "
-              "xruns", flush=True)
+              f"xruns, {bridge.midi_dropped} MIDI events dropped", flush=True)
     finally:
         bridge.close()
     return 0

@@ -338,6 +338,40 @@ def test_jack_host_counts_and_reports_midi_it_could_not_forward(spawn, jack):
     assert "1024 MIDI events forwarded (256 dropped)" in jh.out[-1], jh.out
 
 
+def test_jack_device_counts_midi_its_port_cannot_take_and_plays_on(spawn, jack):
+    """3,000 notes in one UMP transfer (it completes in one period) are more than a JACK MIDI
+    port buffer holds for a period (about 2,700 three-byte events at jackd2's default): the
+    rest is counted and said, never an error of the period; a note after it still plays."""
+    dump = tool(jack, "jack_midi_dump", "dump", stdout=subprocess.PIPE)
+    wait_port(jack, "dump:input")
+    dev = bridge(spawn, "jack-device", "--id", "Flood", "--connect", "system:capture_1",
+                 "--midi-out", "dump:input")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(dump.stdout.readline, "")),
+                     daemon=True).start()
+    try:
+        dev.wait_for("ready")
+        with Host() as host:
+            host.connect("Flood:0")
+            words = [0x20904000 | (n % 128) << 8 | 0x40 for n in range(3000)]  # note ons
+            for m in cmd.ump(words):
+                assert host.send_command(m)
+            dev.wait_for("midi dropped", stream="err", timeout=10)
+            assert host.send_command(cmd.midi_note_on(0, 0x3C, 0x77))
+            wait_until(lambda: any("90 3c 77" in ln.lower() for ln in lines), 10,
+                       "the note after the flood")
+            read_available(host, PERIOD * 4)
+    finally:
+        dev.stop()
+        dump.terminate()
+    err = "".join(dev.err)
+    said = [int(n) for n in re.findall(r"midi dropped: (\d+) MIDI event\(s\) from the host "
+                                       r"not played into JACK", err)]
+    dropped = int(re.search(r"stopped: .* (\d+) MIDI events dropped", dev.out[-1]).group(1))
+    assert 0 < sum(said) <= dropped < 3000, (said, dev.out[-1])
+    assert "jack process" not in err, err
+
+
 def test_jack_host_ports_stay_and_play_silence_while_the_device_is_away(spawn, jack):
     dev = spawn.device(device_id="Away")
     jh = bridge(spawn, "jack-host", "--id", "Away:0")

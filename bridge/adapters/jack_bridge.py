@@ -148,6 +148,20 @@ class _JackSide:
         self._stop = threading.Event()
         self._lost_reason = ""
         self._refused: tuple[int, int] | None = None  # the JACK settings refused last
+        self.midi_dropped = 0  # MIDI events the callback could not pass on (see subclasses)
+        self._midi_dropped_said = 0
+        self._next_drop_report = 0.0
+        self._dropped_what = "MIDI event(s) dropped"  # what a drop means, for the report
+
+    def _report_midi_drops(self) -> None:
+        """From the main thread: MIDI the callback could not pass on, said once a second."""
+        dropped = self.midi_dropped
+        now = time.monotonic()
+        if dropped != self._midi_dropped_said and now >= self._next_drop_report:
+            self.report("midi dropped", f"{dropped - self._midi_dropped_said} {self._dropped_what} "
+                        f"({dropped} so far)")
+            self._midi_dropped_said = dropped
+            self._next_drop_report = now + 1.0
 
     # the callback-side counters: only the process callback writes them
     _entered = 0
@@ -265,6 +279,8 @@ class JackDeviceBridge(_JackSide):
         self._midi_out = None
         self._block = np.zeros((self.channels, 1), np.float32)
         self.blocks = 0
+        self._dropped_what = ("MIDI event(s) from the host not played into JACK: the MIDI output "
+                         "port's buffer for the period was full")
 
     def start(self) -> str:
         """Open JACK, register the device at JACK's rate and period, activate, connect."""
@@ -310,9 +326,15 @@ class JackDeviceBridge(_JackSide):
             device.process_commands()
             midi = self._midi_out
             midi.clear_buffer()
-            for event in self.stream.take(frames):
-                if event.data:
-                    midi.write_midi_event(event.offset, event.data)
+            events = self.stream.take(frames)
+            written = 0
+            try:
+                for event in events:
+                    if event.data:
+                        midi.write_midi_event(event.offset, event.data)
+                    written += 1
+            except Exception:  # the port's buffer is full: the rest of the period is lost
+                self.midi_dropped += len(events) - written
             block = self._block
             if block.shape[1] != frames:  # a new period; JACK calls the blocksize callback
                 return
@@ -340,6 +362,7 @@ class JackDeviceBridge(_JackSide):
                 if self._dirty.is_set():
                     self._dirty.clear()
                     _try(self.apply_patterns)
+                self._report_midi_drops()
                 self.device.registry.set_xruns(self.device.slot, self.xruns)
                 self._stop.wait(0.05)
                 next_block = time.monotonic()
@@ -399,9 +422,8 @@ class JackHostBridge(_JackSide):
         self._block = np.zeros((1, 1), np.float32)
         self.linked = False  # the callback may use the host
         self.midi_forwarded = 0
-        self.midi_dropped = 0  # JACK MIDI events not forwarded (ring full, or malformed)
-        self._midi_dropped_said = 0
-        self._next_drop_report = 0.0
+        self._dropped_what = (f"JACK MIDI event(s) not forwarded to {device_id}: its command ring "
+                         "was full, or an event was not a complete MIDI message")
         self._midi_msg = cmd.midi_raw(b"\xf8")  # rewritten in place for each packet
         self.blocks = 0
         self.peer_losses = 0
@@ -548,17 +570,6 @@ class JackHostBridge(_JackSide):
         for m in messages:
             host.send_command(m)
         self.midi_forwarded += 1
-
-    def _report_midi_drops(self) -> None:
-        """From the main thread: MIDI the callback could not forward, said once a second."""
-        dropped = self.midi_dropped
-        now = time.monotonic()
-        if dropped != self._midi_dropped_said and now >= self._next_drop_report:
-            self.report("midi dropped", f"{dropped - self._midi_dropped_said} JACK MIDI "
-                        f"event(s) not forwarded to {self.device_id}: its command ring was "
-                        f"full, or an event was not a complete MIDI message ({dropped} so far)")
-            self._midi_dropped_said = dropped
-            self._next_drop_report = now + 1.0
 
     def run(self) -> None:
         """Supervise until stop(): patterns, the discoLink peer, and jackd."""
