@@ -16,6 +16,10 @@ Usage: python tests/proto_child.py COMMAND ARGS...
   churn COUNT HOLD_MS
       Starts and stops an in-process device "Churn" COUNT times, keeping it registered for
       HOLD_MS each time. Prints "done" and exits 0.
+  flaky-render DEVICE_ID
+      A device on the demand clock whose render callback fills block k with k + 1 and
+      raises on every third block (k = 2, 5, 8, ...). Prints "ready", runs until stdin
+      closes, then prints "errors N render_failures M last_error TEXT" and exits 0.
   c-call FUNCTION CHANNELS FLOATS
       Calls _shm.FUNCTION (audio_write or audio_read) on a 1 MiB mapping with CHANNELS
       channels and a FLOATS-long float32 array; prints the result or the exception type.
@@ -136,6 +140,34 @@ def churn(count: int, hold_ms: float) -> int:
     return 0
 
 
+def flaky_render(device_id: str) -> int:
+    import threading
+
+    from bridge.transport import Device, DeviceRunner
+
+    count = [0]
+
+    def render(block: np.ndarray) -> None:
+        k = count[0]
+        count[0] += 1
+        if k % 3 == 2:
+            raise RuntimeError(f"render of block {k} failed")
+        block.fill(k + 1)
+
+    with Device() as dev:
+        dev.start(device_id, 1, 48000, 256)
+        runner = DeviceRunner(dev, render, fill=1)
+        loop = threading.Thread(target=runner.run)
+        loop.start()
+        print("ready", flush=True)
+        sys.stdin.read()  # until the test closes our stdin
+        runner.stop_event.set()
+        loop.join(timeout=5)
+        print(f"errors {dev.errors} render_failures {runner.render_failures} last_error "
+              f"{dev.last_error}", flush=True)
+    return 0
+
+
 def c_call(function: str, channels: int, floats: int) -> int:
     from bridge.transport import _shm
 
@@ -159,6 +191,8 @@ def main(argv: list[str]) -> int:
         return sysex_sender(args[0], int(args[1]))
     if command == "churn":
         return churn(int(args[0]), float(args[1]))
+    if command == "flaky-render":
+        return flaky_render(args[0])
     if command == "c-call":
         return c_call(args[0], int(args[1]), int(args[2]))
     print(f"unknown command {command!r}", file=sys.stderr)

@@ -7,11 +7,13 @@ just before a read sounds exactly ``fill x block`` frames later, however slow th
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import numpy as np
 import pytest
 from helpers_ipc import read_realtime, wait_until
+from proto_helpers import start_child
 
 from bridge.adapters.session import detect_onset
 from bridge.transport import Host, cmd
@@ -82,3 +84,32 @@ def test_an_unclaimed_realtime_device_counts_no_overruns(spawn):
         counters = host.counters()
         assert counters["blocks_written"] >= 16
         assert counters["overruns"] == 0
+
+
+def test_a_render_callback_that_raises_costs_one_silent_block_not_the_device(namespace):
+    """A device process whose renderer raises on every third block: the host in this process
+    gets those blocks as silence and every other block as rendered, the device keeps
+    running, and each failure is counted and reported as the device's error."""
+    child = start_child("flaky-render", "Flaky", stdin=subprocess.PIPE)
+    try:
+        assert child.stdout.readline().strip() == "ready", child.stderr.read()
+        with Host() as host:
+            host.set_local_buffer_info(48000, 256)
+            host.connect("Flaky:0")
+            out = np.zeros((1, 256), np.float32)
+            firsts = []
+            for _ in range(9):
+                read_block_when_ready(host, out)
+                assert (out == out[0, 0]).all()  # one value per block
+                firsts.append(float(out[0, 0]))
+        out_text, err = child.communicate("", timeout=20)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert firsts == [1, 2, 0, 4, 5, 0, 7, 8, 0], firsts
+    fields = out_text.split()
+    failures = int(fields[fields.index("render_failures") + 1])
+    assert failures >= 3 and int(fields[fields.index("errors") + 1]) >= failures, out_text
+    assert "last_error render: RuntimeError: render of block" in out_text, out_text

@@ -97,6 +97,7 @@ class DeviceRunner:
         self.rt_status = "off"  # after run(): "SCHED_FIFO N", "off", or why it was refused
         self.stop_event = threading.Event()
         self.blocks_rendered = 0
+        self.render_failures = 0  # blocks whose render callback raised (sent as silence)
         self._block = np.zeros((max(device.channels, 1), device.block_size), np.float32)
         self._midi_block = np.zeros((0, BLOCK_SIZE_RANGE[1]), np.float32)
 
@@ -121,9 +122,20 @@ class DeviceRunner:
             self._block = np.zeros((max(d.channels, 1), d.block_size), np.float32)
         return self._block
 
+    def _call_render(self, block: np.ndarray) -> None:
+        """The render callback, which must never take the loop down: a failure gives a
+        silent block, counted and reported as the device's error (``errors``, last_error,
+        the debug monitor)."""
+        try:
+            self.render(block)
+        except Exception as exc:
+            block.fill(0.0)
+            self.render_failures += 1
+            self.device.report_error("render", f"{type(exc).__name__}: {exc}")
+
     def _render_one(self) -> bool:
         block = self._buffer()
-        self.render(block)
+        self._call_render(block)
         self.blocks_rendered += 1
         ok = self.device.send_audio(block)
         if self.on_block is not None:
@@ -183,7 +195,7 @@ class DeviceRunner:
                 if d.mode != Mode.MIDI:
                     self._render_one()
                 else:  # no audio, but a MIDI-only renderer still sees every block's events
-                    self.render(self._midi_block[:, : d.block_size])
+                    self._call_render(self._midi_block[:, : d.block_size])
                 next_block += d.block_size / d.sample_rate
                 if now - next_block > 0.25:  # fell far behind (suspended?): resynchronise
                     next_block = now
