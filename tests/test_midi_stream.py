@@ -153,6 +153,16 @@ def test_too_many_events_in_one_block_are_dropped_not_grown_without_bound():
     assert stream.take(64) == []  # the next block starts empty
 
 
+def test_packed_midi_raw_over_the_block_limit_counts_every_event_it_drops():
+    stream = MidiStream(RATE)
+    packed = cmd.midi_raw(b"\xb0\x07\x40" * 74)  # 74 messages in one command
+    for _ in range(56):  # 4,144 events
+        stream.handle(packed)
+    events = stream.take(64)
+    assert len(events) == MAX_EVENTS_PER_BLOCK and events[-1] == MidiEvent(0, b"\xb0\x07\x40")
+    assert stream.stats.dropped == 56 * 74 - MAX_EVENTS_PER_BLOCK
+
+
 # -- UMP over IPC -----------------------------------------------------------------------
 
 def test_ump_midi2_note_on_arrives_as_midi1_with_scaled_velocity():

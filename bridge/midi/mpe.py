@@ -77,6 +77,10 @@ _CC_RPN_LSB = 100
 _CC_RPN_MSB = 101
 _CC_RESET_ALL = 121
 _CC_ALL_NOTES_OFF = 123
+# The only controllers that can change what MpeZoneTracker knows: a stream may skip feeding it
+# every other message (a dense stream's control changes are mostly not these).
+TRACKED_CONTROLLERS = frozenset({_CC_RPN_MSB, _CC_RPN_LSB, _CC_NRPN_MSB, _CC_NRPN_LSB,
+                                 _CC_RESET_ALL, _CC_DATA_MSB, _CC_DATA_LSB})
 _RPN_BEND_RANGE = (0, 0)
 _RPN_MCM = (0, 6)
 _NULL = 127

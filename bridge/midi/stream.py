@@ -34,6 +34,7 @@ from ..transport import commands as cmd
 from ..transport.message import Message
 from . import translate, ump
 from .event import SYSEX_END, SYSEX_START, MidiEvent
+from .mpe import TRACKED_CONTROLLERS as _TRACKED
 from .mpe import MpeZoneTracker
 from .parser import DEFAULT_SYSEX_LIMIT, MidiParser
 
@@ -152,7 +153,7 @@ class MidiStream:
         if len(events) >= MAX_EVENTS_PER_BLOCK:
             self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
             return True
-        if status == 0xB0:  # only control changes (RPN, MCM) can change MPE state
+        if status == 0xB0 and b1 in _TRACKED:  # only these can change the MPE state
             self.mpe.feed(data)
         events.append(_new_event(MidiEvent, (offset, data, ())))  # ipc_events: in take
         return True
@@ -171,8 +172,7 @@ class MidiStream:
             out = self._scratch
             out.clear()
             self.parser.feed(p, out)
-            for data in out:
-                self._add(offset, data)
+            self._add_all(offset, out)
         elif t == _SYSEX:
             data = bytes(p)
             if len(data) > self.sysex_limit:
@@ -194,8 +194,7 @@ class MidiStream:
         damage = _ump_damage(self.ump_stats)
         dropped = tr.stats.total_dropped
         words = ump.words_from_bytes(raw, self.ump_stats)
-        for _group, data in tr.translate(words):
-            self._add(offset, data)
+        self._add_all(offset, [data for _group, data in tr.translate(words)])
         if _ump_damage(self.ump_stats) != damage:
             after = self.ump_stats.as_dict()
             what = ", ".join(f"{k} {v}" for k, v in after.items() if k != "packets" and v)
@@ -205,14 +204,29 @@ class MidiStream:
             kinds = ", ".join(sorted(tr.stats.dropped))
             self._report("UMP", f"UMP with no MIDI 1.0 form dropped (kinds so far: {kinds})")
 
+    def _add_all(self, offset: int, messages: list[bytes]) -> None:
+        """``_add`` for each message, in one pass (a packed MidiRaw's dozens of messages)."""
+        events = self._events
+        room = MAX_EVENTS_PER_BLOCK - len(events)
+        if len(messages) > room:
+            lost = len(messages) - max(room, 0)
+            del messages[max(room, 0):]
+            self.stats.dropped += lost - 1  # and one more by _bad: every event counts
+            self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
+        feed = self.mpe.feed
+        for data in messages:
+            if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in _TRACKED:
+                feed(data)  # only these controllers can change the MPE state
+        events.extend([_new_event(MidiEvent, (offset, data, ())) for data in messages])
+
     def _add(self, offset: int, data: bytes) -> None:
         events = self._events
         if len(events) >= MAX_EVENTS_PER_BLOCK:
             self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
             return
-        if data[0] & 0xF0 == 0xB0:  # only control changes (RPN, MCM) can change MPE state
-            self.mpe.feed(data)
-        events.append(MidiEvent(offset, data))
+        if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in _TRACKED:
+            self.mpe.feed(data)  # only these controllers can change the MPE state
+        events.append(_new_event(MidiEvent, (offset, data, ())))
 
     def push_live(self, data: bytes | list[int], when: float | None = None) -> None:
         """Queue bytes from a live input port. Thread-safe; ``when`` is time.monotonic()."""
