@@ -490,6 +490,7 @@ def _accept_midi(msg: Message, _device: Device) -> bool:
 def _noop_wiring(dev: Device) -> None:
     dev.on_command(_accept_midi)
     dev.on_small_command(lambda *_: True, list(SMALL_TYPES))
+    dev.on_raw_command(lambda *_: True, [cmd.T.MidiRaw])
 
 
 class _DenseRig:

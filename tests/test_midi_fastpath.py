@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from proto_helpers import device_rings, drain
@@ -17,7 +18,7 @@ from test_midi_parser import channel_message, message
 
 from bridge.midi import ipc
 from bridge.midi.event import MidiEvent
-from bridge.midi.stream import SMALL_TYPES, MidiStream
+from bridge.midi.stream import MidiStream
 from bridge.transport import Device, cmd
 from bridge.transport.device import BATCH_MESSAGES
 from bridge.transport.monitor import DebugMonitor
@@ -27,8 +28,7 @@ def twin(name: str, fast: bool) -> tuple[Device, MidiStream]:
     dev = Device(monitor=None if fast else DebugMonitor())
     dev.start(name, 1, 48000, 256)
     stream = MidiStream(48000)
-    dev.on_command(stream.handle)
-    dev.on_small_command(stream.handle_small, list(SMALL_TYPES))
+    stream.attach(dev)  # both fast paths (small commands and MidiRaw), and the normal one
     return dev, stream
 
 
@@ -95,7 +95,8 @@ def test_fast_path_equals_normal_path_for_any_midi(namespace, items):
     assert fast == slow
 
 
-def test_a_small_handler_that_raises_loses_nothing(namespace):
+@pytest.mark.parametrize("kind", ["small", "raw"])
+def test_a_fast_path_handler_that_raises_loses_nothing(namespace, kind):
     dev = Device()
     dev.start("Raiser", 1, 48000, 256)
     seen = []
@@ -103,21 +104,31 @@ def test_a_small_handler_that_raises_loses_nothing(namespace):
         def explode(*args):
             raise RuntimeError("bug")
 
-        dev.on_small_command(explode, [cmd.T.NoteOn])
+        if kind == "small":
+            dev.on_small_command(explode, [cmd.T.NoteOn])
+            message = cmd.midi_note_on(0, 60, 100)
+        else:
+            dev.on_raw_command(explode, [cmd.T.MidiRaw])
+            message = cmd.midi_raw(b"\x90\x3c\x64")
         dev.on_command(lambda m, d: seen.append(m.type) or True)
         commands, _ = device_rings(dev)
         for _ in range(5):
-            commands.push(cmd.midi_note_on(0, 60, 100).buf)
+            commands.push(message.buf)
         assert dev.process_commands() == 5
-        assert seen == [cmd.T.NoteOn] * 5  # each went down the normal path instead
+        assert seen == [message.type] * 5  # each went down the normal path instead
         assert "RuntimeError: bug" in dev.last_error
     finally:
         dev.close()
 
 
-def test_only_small_fixed_layout_commands_can_take_the_fast_path(namespace):
-    import pytest
+def test_only_one_raw_bytes_field_commands_can_take_the_raw_fast_path(namespace):
+    with Device() as dev:
+        for t in (cmd.T.NoteOn, cmd.T.FileTransfer, cmd.T.SetParameter):
+            with pytest.raises(ValueError, match="does not carry one raw bytes field"):
+                dev.on_raw_command(lambda *a: True, [t])
 
+
+def test_only_small_fixed_layout_commands_can_take_the_fast_path(namespace):
     with Device() as dev:
         for t in (cmd.T.SysEx, cmd.T.MidiRaw, cmd.T.SetParameter):
             with pytest.raises(ValueError, match="not a small"):

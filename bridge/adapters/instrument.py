@@ -17,7 +17,7 @@ import numpy as np
 
 from ..midi.event import MidiEvent
 from ..midi.parser import DEFAULT_SYSEX_LIMIT
-from ..midi.stream import SMALL_TYPES, MidiStream
+from ..midi.stream import MidiStream
 from ..transport.device import Device
 
 
@@ -50,9 +50,7 @@ class InstrumentDevice:
                                  report=device.report_error)
         self.on_events = on_events
         self.blocks = 0
-        device.on_command(self.stream.handle)
-        device.on_small_command(self.stream.handle_small, list(SMALL_TYPES))
-        device.on_claim(self._on_claim)
+        self.stream.attach(device, on_claim=self._on_claim)
         self._return = np.zeros((device.return_channels, device.block_size), np.float32)
         self.live = None
         if midi_in:
@@ -61,7 +59,6 @@ class InstrumentDevice:
             self.live = LiveMidiInputs(midi_in, self.stream, report=on_port_event).start()
 
     def _on_claim(self, _device: Device) -> None:
-        self.stream.clear()
         if self.instrument is not None:
             self.instrument.all_notes_off()  # a new host starts in silence
 

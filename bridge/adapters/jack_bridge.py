@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..midi.stream import SMALL_TYPES, MidiStream
+from ..midi.stream import MidiStream
 from ..transport import Device, Host, HostError
 from ..transport import commands as cmd
 from ..transport.layout import MESSAGE_HEADER_SIZE, MESSAGE_PAYLOAD_SIZE, Mode
@@ -288,9 +288,7 @@ class JackDeviceBridge(_JackSide):
         self.device.start(self.device_id, self.channels, self.sample_rate, self.period,
                           Mode.AUDIO_MIDI, capabilities=0)
         self.stream = MidiStream(self.sample_rate, report=self.device.report_error)
-        self.device.on_command(self.stream.handle)
-        self.device.on_small_command(self.stream.handle_small, list(SMALL_TYPES))
-        self.device.on_claim(lambda _d: self.stream.clear())
+        self.stream.attach(self.device)
         self._activate()
         return self.device.id
 

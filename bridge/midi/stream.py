@@ -158,6 +158,29 @@ class MidiStream:
         events.append(_new_event(MidiEvent, (offset, data, ())))  # ipc_events: in take
         return True
 
+    def handle_raw(self, t: int, offset: int, payload: memoryview | bytes) -> bool:
+        """The Device's fast path for MidiRaw (``Device.on_raw_command``): parse the payload
+        as a MIDI 1.0 cable (damage is counted, never raised) into this block's events."""
+        out = self._scratch
+        out.clear()
+        self.parser.feed(payload, out)
+        self._add_all(offset, out)
+        return True
+
+    def attach(self, device: object, on_claim: Callable[[object], None] | None = None) -> None:
+        """Make this stream ``device``'s MIDI intake: the command handler, both fast paths,
+        and a fresh start on every new claim (``on_claim`` runs after that, if given)."""
+        device.on_command(self.handle)
+        device.on_small_command(self.handle_small, list(SMALL_TYPES))
+        device.on_raw_command(self.handle_raw, [_RAW])
+
+        def claimed(dev: object) -> None:
+            self.clear()
+            if on_claim is not None:
+                on_claim(dev)
+
+        device.on_claim(claimed)
+
     def _handle(self, t: int, msg: Message) -> None:
         offset = msg.sample_offset
         p = msg.payload
@@ -169,10 +192,7 @@ class MidiStream:
             if not self.handle_small(t, offset, b[0], b[1], b[2], b[3]):
                 self._invalid(_small_fault(t, b))
         elif t == _RAW:
-            out = self._scratch
-            out.clear()
-            self.parser.feed(p, out)
-            self._add_all(offset, out)
+            self.handle_raw(t, offset, p)
         elif t == _SYSEX:
             data = bytes(p)
             if len(data) > self.sysex_limit:

@@ -26,6 +26,7 @@ from .layout import (
     MAX_CHANNELS,
     MESSAGE_HEADER,
     MESSAGE_HEADER_SIZE,
+    MESSAGE_PAYLOAD_SIZE,
     MESSAGE_RING_SLOTS,
     MESSAGE_SIZE,
     PROTOCOL_MAJOR,
@@ -48,6 +49,7 @@ CommandHandler = Callable[[Message, "Device"], bool]
 ClaimHandler = Callable[["Device"], None]
 # (type, sample_offset, payload bytes 0..3) -> True when handled; see Device.on_small_command
 SmallCommandHandler = Callable[[int, int, int, int, int, int], bool]
+RawCommandHandler = Callable[[int, int, memoryview], bool]
 HOST_CHECK_INTERVAL_NS = 250_000_000  # how often a device re-checks that its host lives
 HEARTBEAT_EVERY_NS = int(HEARTBEAT_INTERVAL_S * 1e9) // 5  # stamp often, well inside the limit
 _PING, _HANDSHAKE = int(cmd.T.Ping), int(cmd.T.Handshake)
@@ -117,6 +119,8 @@ class Device:
         self._claim_handlers: list[ClaimHandler] = []
         self._small: SmallCommandHandler | None = None
         self._small_min_len: dict[int, int] = {}  # type -> fixed payload bytes
+        self._raw: RawCommandHandler | None = None
+        self._raw_types: frozenset[int] = frozenset()
         self._batch = bytearray(BATCH_MESSAGES * MESSAGE_SIZE)
         self._batch_view = memoryview(self._batch)
         self._label = "device"
@@ -268,6 +272,18 @@ class Device:
             sizes[int(t)] = size
         self._small, self._small_min_len = handler, sizes
 
+    def on_raw_command(self, handler: RawCommandHandler, types: list[int]) -> None:
+        """Install the fast path for unfragmented commands whose payload is one raw ``bytes``
+        field (MidiRaw): ``handler(type, sample_offset, payload)`` gets a memoryview of the
+        payload, valid during the call only, straight from the batch read of the ring. The
+        rules are those of :meth:`on_small_command` (False falls back to the normal path;
+        not used with a debug monitor, nor in audio-only mode)."""
+        for t in types:
+            layout = cmd.BY_CODE[t].request
+            if layout.fields != (layout.tail,) or layout.tail[1] != "bytes":
+                raise ValueError(f"{cmd.name_of(t)} does not carry one raw bytes field")
+        self._raw, self._raw_types = handler, frozenset(int(t) for t in types)
+
     def on_claim(self, handler: ClaimHandler) -> ClaimHandler:
         """Add a callback for a new host claim (e.g. to silence notes a dead host left on).
 
@@ -403,8 +419,10 @@ class Device:
         """Dispatch ``count`` popped messages in order: small ones by the fast path when one
         is installed, the rest as Messages."""
         view, rx = self._batch_view, self._rx
-        small = self._small if self.monitor is None and self.mode != Mode.AUDIO else None
-        if small is None:
+        fast = self.monitor is None and self.mode != Mode.AUDIO
+        small = self._small if fast else None
+        raw = self._raw if fast else None
+        if small is None and raw is None:
             for i in range(count):
                 rx.buf[:] = view[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
                 # The host bumps claim_generation before pushing its Handshake, and our
@@ -413,19 +431,29 @@ class Device:
                 self._check_claim()
                 self._dispatch(rx)
             return
-        min_len = self._small_min_len
+        min_len = self._small_min_len if small is not None else {}
+        raw_types = self._raw_types if raw is not None else ()
         i = -1
         # Unpacked in cmd.HEADER_FIELDS order (checked against the layout), then payload 0..3
         for (t, flags, _seq, offset, payload_len, _fi, frag_count, _tid, _rseq,
              b0, b1, b2, b3) in _SLOT.iter_unpack(view[:count * MESSAGE_SIZE]):
             i += 1
-            need = min_len.get(t)
-            if need is not None and payload_len >= need and not flags and frag_count <= 1:
-                try:
-                    if small(t, offset, b0, b1, b2, b3):
-                        continue
-                except Exception as exc:  # then the normal path handles (and reports) it
-                    self._error("small command handler", f"{type(exc).__name__}: {exc}")
+            if not flags and frag_count <= 1:
+                need = min_len.get(t)
+                if need is not None:
+                    if payload_len >= need:
+                        try:
+                            if small(t, offset, b0, b1, b2, b3):
+                                continue
+                        except Exception as exc:  # the normal path handles (and reports) it
+                            self._error("small command handler", f"{type(exc).__name__}: {exc}")
+                elif t in raw_types and 0 < payload_len <= MESSAGE_PAYLOAD_SIZE:
+                    start = i * MESSAGE_SIZE + MESSAGE_HEADER_SIZE
+                    try:
+                        if raw(t, offset, view[start:start + payload_len]):
+                            continue
+                    except Exception as exc:  # as above
+                        self._error("raw command handler", f"{type(exc).__name__}: {exc}")
             rx.buf[:] = view[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
             self._check_claim()  # as above; a new host's first command is never small
             self._dispatch(rx)
