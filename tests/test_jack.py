@@ -272,6 +272,7 @@ def test_jack_midi_dump_sees_the_midi_that_jack_host_forwards(spawn, jack):
         jh.stop()
         dev.stop()
         dump.terminate()
+        dump.wait(timeout=10)
     text = " ".join(lines).lower()
     for message in ("90 3c 64", "b0 07 5a", "90 3c 65", "90 40 65", "90 43 65"):
         assert message in text, lines
@@ -338,6 +339,7 @@ def test_jack_device_counts_midi_its_port_cannot_take_and_plays_on(spawn, jack):
     finally:
         dev.stop()
         dump.terminate()
+        dump.wait(timeout=10)
     err = "".join(dev.err)
     said = [int(n) for n in re.findall(r"midi dropped: (\d+) MIDI event\(s\) from the host "
                                        r"not played into JACK", err)]
