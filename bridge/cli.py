@@ -696,7 +696,7 @@ def cmd_host(args: argparse.Namespace) -> int:
         refused = set_realtime_priority(args.rt_priority)
         if refused:
             log(f"normal scheduling: {refused}")
-    stats = run_session(plan, log=log)
+    stats = run_session(plan, log=log, namespace=args.namespace)
     _print_stats(stats, args.json)
     return 1 if stats["disconnected"] else 0
 

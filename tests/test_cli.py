@@ -105,6 +105,31 @@ def test_list_json_of_an_empty_namespace_is_an_empty_list(spawn):
     assert r.returncode == 0 and json.loads(r.stdout) == []
 
 
+def test_the_namespace_option_reaches_every_command_over_the_environment(spawn, namespace):
+    """$DISCOLINK_NAMESPACE names one namespace, --namespace another: each command works in
+    the one --namespace names (`host` used to look in the environment's)."""
+    other = f"{namespace}o"
+    proc = spawn.popen("--namespace", other, "device", "--id", "Far",
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().startswith("device Far:0 ready"), proc.stderr
+        r = spawn.run("--namespace", other, "list", "--json")
+        assert [d["id"] for d in json.loads(r.stdout)] == ["Far:0"], r.stderr
+        r = spawn.run("--namespace", other, "host", "--id", "Far:0", "--seconds", "0.2",
+                      "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["device"] == "Far:0", r.stderr
+        r = spawn.run("--namespace", other, "send", "--id", "Far:0", "note_on note=60")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(spawn.run("list", "--json").stdout) == []  # the environment's
+        r = spawn.run("--namespace", other, "cleanup", "--json")
+        assert json.loads(r.stdout)[0]["live"] == ["Far:0"], r.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        for name in shm.namespace_names(other):
+            shm.unlink(name)
+
+
 # ---- host --------------------------------------------------------------------------------
 
 

@@ -87,10 +87,12 @@ def read_wav(path: Path, sample_rate: int, channels: int) -> np.ndarray:
 
 
 def run_session(plan: SessionPlan, host: Host | None = None,
-                log: Callable[[str], None] = lambda s: None) -> dict:
-    """Connect, play, record; returns the stats (see ``discolink-bridge host --json``)."""
+                log: Callable[[str], None] = lambda s: None,
+                namespace: str | None = None) -> dict:
+    """Connect, play, record; returns the stats (see ``discolink-bridge host --json``).
+    Without ``host``, a Host of our own in ``namespace`` (default: $DISCOLINK_NAMESPACE)."""
     own = host is None
-    host = host or Host()
+    host = host or Host(namespace)
     try:
         host.set_local_buffer_info(plan.sample_rate, plan.block_size)
         conn = host.connect(plan.device, plan.link_tag, force=plan.force)
