@@ -795,7 +795,9 @@ def cmd_rack(args: argparse.Namespace) -> int:
             raise UsageError(f"unexpected {args.file}: give one rack FILE (or check FILE)")
         path = Path(args.target)
     if not path.is_file():
-        raise UsageError(f"no such rack file: {path}")
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() \
+            else "does not exist"
+        raise UsageError(f"rack file {path} {what}; give a YAML file such as configs/demo.yaml")
     env = dict(os.environ)
     if args.namespace:
         env["DISCOLINK_NAMESPACE"] = args.namespace

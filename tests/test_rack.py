@@ -208,6 +208,12 @@ def test_invalid_rack_file_starts_nothing_and_exits_2(spawn, tmp_path):
     assert r.returncode == 2
     r = spawn.run("rack", "check", str(write(tmp_path / "ok.yaml", BASIC)))
     assert r.returncode == 0 and "ok, rack 'basic' with 2 device(s)" in r.stdout
+    for target, what in ((tmp_path, "is a folder"), (tmp_path / "none.yaml", "does not exist")):
+        for args in (("rack", str(target)), ("rack", "check", str(target))):
+            r = spawn.run(*args)
+            assert r.returncode == 2 and r.stderr == (
+                f"discolink-bridge rack: error: rack file {target} {what}; give a YAML file "
+                "such as configs/demo.yaml\n"), r.stderr
 
 
 def test_schema_is_json_schema_for_editors(spawn):
