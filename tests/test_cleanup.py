@@ -83,9 +83,20 @@ def test_a_device_that_opened_a_registry_before_cleanup_removed_it_registers_in_
         assert [d["id"] for d in json.loads(r.stdout)] == ["Late:0"]
 
 
-def test_list_and_cleanup_of_an_unused_namespace_leave_nothing_behind(spawn, namespace):
+def test_looking_into_an_unused_namespace_leaves_nothing_behind(spawn, namespace):
+    """list, cleanup, and a host or send aimed at a device that isn't there: no registry is
+    made just to look (a typo in a namespace used to leave one in /dev/shm for good)."""
     r = spawn.run("list")
     assert r.stdout == f"no devices in namespace {namespace!r}\n"
     assert spawn.run("list", "--json").stdout == "[]\n"
     assert cleanup(spawn) == []
+    for args in (("host", "--id", "Nobody:0", "--seconds", "0.1"),
+                 ("send", "--id", "Nobody:0", "note_on note=60")):
+        r = spawn.run(*args)
+        assert r.returncode == 1 and "no device 'Nobody:0'" in r.stderr, r.stderr
+    with Host() as host:
+        assert host.available_devices() == []
     assert namespace_names(namespace) == []
+    with Device() as dev, Host() as host:  # a host made before the first device finds it
+        dev.start("First", 0, 48000, 256, Mode.MIDI)
+        assert [d.id for d in host.available_devices()] == ["First:0"]

@@ -37,7 +37,7 @@ from .message import Message
 from .monitor import DebugMonitor
 from .registry import DeviceInfo, Registry, validate_link_tag
 from .ring import CORRUPT, AudioRing, MessageRing
-from .shm import Segment, SegmentError, pid_alive, pid_exists
+from .shm import Segment, SegmentError, namespace_from_env, pid_alive, pid_exists
 
 ResponseHandler = Callable[[Message, "Host"], None]
 _O = TRANSPORT_HEADER.offsets
@@ -137,8 +137,10 @@ class Host:
 
     def __init__(self, namespace: str | None = None, *,
                  monitor: DebugMonitor | None = None) -> None:
-        self.registry = Registry(namespace)
-        self.namespace = self.registry.namespace
+        self.namespace = namespace_from_env(namespace)
+        # A host only looks: it opens the namespace's registry once one exists, and never
+        # leaves a new one behind in a namespace where no device ever ran.
+        self._registry: Registry | None = Registry.find(self.namespace)
         self.monitor = monitor
         self.pid = os.getpid()
         self.sample_rate = 0
@@ -163,9 +165,17 @@ class Host:
         """The format this host would like; sent in the Handshake (0 = no preference)."""
         self.sample_rate, self.block_size, self.channels = sample_rate, block_size, channels
 
+    @property
+    def registry(self) -> Registry | None:
+        """The namespace's registry, or None while no device has ever made one."""
+        if self._registry is None:
+            self._registry = Registry.find(self.namespace)
+        return self._registry
+
     def available_devices(self) -> list[DeviceInfo]:
         """Live devices in the namespace (a scan also reclaims dead slots)."""
-        return self.registry.scan()
+        registry = self.registry
+        return registry.scan() if registry is not None else []
 
     def find(self, device_id: str) -> DeviceInfo:
         """Look up ``Name:N`` (or a bare ``Name``: its lowest instance)."""
@@ -318,7 +328,8 @@ class Host:
 
     def close(self) -> None:
         self.disconnect()
-        self.registry.close()
+        if self._registry is not None:
+            self._registry.close()
 
     def __enter__(self) -> Host:
         return self
