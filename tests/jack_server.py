@@ -134,15 +134,20 @@ def stale_server_names() -> list[str]:
     return names
 
 
+def reclaim_server(name: str) -> None:
+    """Clear a killed server's entry the way jackd itself does: start a server under its
+    name (it takes the entry back) and stop it cleanly (it unregisters)."""
+    server = JackServer(name=name)
+    try:
+        server._start(10.0)
+    except RuntimeError:
+        return
+    server.stop()
+
+
 def reclaim_stale_servers() -> bool:
-    """Clear stale entries the way jackd itself does: start a server under each stale name
-    (it reclaims the entry) and stop it cleanly (it unregisters). True if any was cleared."""
+    """Clear every stale entry of JACK's server table. True if any was cleared."""
     names = stale_server_names()
     for name in names:
-        server = JackServer(name=name)
-        try:
-            server._start(10.0)
-        except RuntimeError:
-            continue
-        server.stop()
+        reclaim_server(name)
     return bool(names)

@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 import soundfile
 from helpers_ipc import wait_until
-from jack_server import remove_semaphores
+from jack_server import reclaim_server, reclaim_stale_servers, remove_semaphores
 
 RATE, PERIOD = 48000, 256
 NET_LATENCY = 5  # jackd -d net -l: netjack2's default, in periods
@@ -102,21 +102,9 @@ class Machine:
         except subprocess.TimeoutExpired:
             self.jackd.kill()
             self.jackd.wait(timeout=5)
-            self.reclaim()
+            reclaim_server(self.server)  # a killed jackd keeps its entry in JACK's table
         remove_semaphores(self.server)
 
-    def reclaim(self) -> None:
-        """A killed jackd leaves its entry in JACK's server table (8 entries), and only a server
-        of the same name takes it back: start one, and stop it properly."""
-        p = subprocess.Popen(["jackd", "-n", self.server, "--no-realtime", "-d", "dummy"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and p.poll() is None:
-            if run("jack_lsp", env=self.env(), timeout=10).returncode == 0:
-                break
-            time.sleep(0.1)
-        p.terminate()
-        p.wait(timeout=20)
 
 
 class NetjackPair:
@@ -157,6 +145,9 @@ class NetjackPair:
 
     def start(self) -> NetjackPair:
         self.create_namespaces()
+        # JACK's server table has 8 entries, and servers killed elsewhere (a crashed test
+        # run) keep theirs: we need two free ones.
+        reclaim_stale_servers()
         # A: the master. netmanager listens on netjack2's multicast address and UDP port 19000;
         # joining the multicast group fails without a multicast route ("Can't join multicast
         # group"), which does not matter: the slave names the master's address.
