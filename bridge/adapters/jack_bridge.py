@@ -158,8 +158,8 @@ class _JackSide:
         dropped = self.midi_dropped
         now = time.monotonic()
         if dropped != self._midi_dropped_said and now >= self._next_drop_report:
-            self.report("midi dropped", f"{dropped - self._midi_dropped_said} {self._dropped_what} "
-                        f"({dropped} so far)")
+            self.report("midi dropped", f"{dropped - self._midi_dropped_said} "
+                        f"{self._dropped_what} ({dropped} so far)")
             self._midi_dropped_said = dropped
             self._next_drop_report = now + 1.0
 
@@ -279,8 +279,8 @@ class JackDeviceBridge(_JackSide):
         self._midi_out = None
         self._block = np.zeros((self.channels, 1), np.float32)
         self.blocks = 0
-        self._dropped_what = ("MIDI event(s) from the host not played into JACK: the MIDI output "
-                         "port's buffer for the period was full")
+        self._dropped_what = ("MIDI event(s) from the host not played into JACK: the MIDI "
+                              "output port's buffer for the period was full")
 
     def start(self) -> str:
         """Open JACK, register the device at JACK's rate and period, activate, connect."""
@@ -420,8 +420,8 @@ class JackHostBridge(_JackSide):
         self._block = np.zeros((1, 1), np.float32)
         self.linked = False  # the callback may use the host
         self.midi_forwarded = 0
-        self._dropped_what = (f"JACK MIDI event(s) not forwarded to {device_id}: its command ring "
-                         "was full, or an event was not a complete MIDI message")
+        self._dropped_what = (f"JACK MIDI event(s) not forwarded to {device_id}: its command "
+                              "ring was full, or an event was not a complete MIDI message")
         self._midi_msg = cmd.midi_raw(b"\xf8")  # rewritten in place for each packet
         self.blocks = 0
         self.peer_losses = 0

@@ -155,7 +155,7 @@ class Registry:
     @classmethod
     def find(cls, namespace: str | None = None) -> Registry | None:
         """The namespace's registry if it exists, else None; unlike ``Registry()``, a look
-        (``list``, ``cleanup``) never leaves a new registry behind."""
+        (a Host, ``list``, ``cleanup``) never leaves a new registry behind."""
         try:
             os.close(open_fd(registry_name(namespace_from_env(namespace)), os.O_RDWR))
         except FileNotFoundError:
