@@ -2,9 +2,8 @@
 
 The scripts are run as ``.venv/bin/python bench/X.py``, so Python puts bench/ first on
 sys.path and ``from _common import ...`` finds this file. Everything here behaves exactly as
-the copies it replaces did; what only looks alike between the scripts (their CLI device
-wrappers, per-process CPU windows, note-to-sound loops, ``machine()`` of bench/rack.py)
-stays in the scripts.
+the copies it replaces did; what only looks alike between the scripts (their note-to-sound
+loops, ``machine()`` of bench/rack.py) stays in the scripts.
 """
 
 from __future__ import annotations
@@ -17,8 +16,12 @@ import json
 import os
 import platform
 import pstats
+import select
+import shlex
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +31,8 @@ from typing import Any
 import numpy as np
 
 from bridge.transport import Host, shm
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def log(text: str) -> None:
@@ -280,3 +285,94 @@ def run_in_namespace(run: Callable[[str], dict], table: Callable[[dict], str],
     else:
         print(text)
     return 0
+
+
+class CliDevice:
+    """``python -m bridge device`` in its own process; a context manager that always stops it.
+    With ``capture_stderr`` its stderr (plugin chatter included) goes to a temporary file,
+    kept in ``stderr_lines`` and quoted when the device fails to start; otherwise it is ours."""
+
+    def __init__(self, namespace: str, name: str, *args: str,
+                 capture_stderr: bool = False) -> None:
+        self.command = [sys.executable, "-m", "bridge", "--namespace", namespace, "device",
+                        "--id", name, *args]
+        self.proc: subprocess.Popen[str] | None = None
+        self.id = ""
+        self.ready_line = ""
+        self.stopped_line = ""
+        self.stderr_lines: list[str] = []
+        self._err = tempfile.TemporaryFile() if capture_stderr else None
+        self._stopped = False
+
+    @property
+    def shown(self) -> str:
+        """The command as a user would type it (namespace from the environment)."""
+        return ".venv/bin/python -m bridge " + shlex.join(self.command[5:])  # no --namespace
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> CliDevice:
+        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._err,
+                                     text=True, cwd=REPO)
+        try:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
+            line = self.proc.stdout.readline() if ready else ""
+            if not line.startswith("device "):
+                self.stop()
+                tail = f"; stderr: {' | '.join(self.stderr_lines[-3:])}" if self._err else ""
+                raise RuntimeError(f"CLI device did not start ({shlex.join(self.command[1:])}):"
+                                   f" {line!r}, exit code {self.proc.returncode}{tail}")
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_line = line.strip()
+        self.id = self.ready_line.split()[1]
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None or self._stopped:
+            return
+        self._stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        self.stopped_line = (out or "").strip()
+        if self._err is not None:
+            self._err.seek(0)
+            self.stderr_lines = self._err.read().decode(errors="replace").splitlines()
+            self._err.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CpuWindow:
+    """A process's CPU use between construction and ``finish()``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.t0 = time.monotonic()
+        self.ticks0 = proc_cpu_seconds(pid)
+        self.runtime0 = proc_runtime_seconds(pid)
+        self.switches0 = proc_status(pid, "voluntary_ctxt_switches")
+
+    def finish(self) -> dict:
+        wall = time.monotonic() - self.t0
+        ticks = proc_cpu_seconds(self.pid) - self.ticks0
+        runtime1 = proc_runtime_seconds(self.pid)
+        out = {"seconds": round(wall, 2),
+               "cpu_percent": round(ticks / wall * 100.0, 2),
+               "cpu_resolution_percent": round(100.0 / os.sysconf("SC_CLK_TCK") / wall, 2),
+               "wakeups_per_s": round((proc_status(self.pid, "voluntary_ctxt_switches")
+                                       - self.switches0) / wall),
+               "threads": proc_status(self.pid, "Threads")}
+        if runtime1 is not None and self.runtime0 is not None:
+            out["cpu_percent_precise"] = round((runtime1 - self.runtime0) / wall * 100, 3)
+        return out

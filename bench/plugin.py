@@ -48,20 +48,19 @@ import dataclasses
 import gc
 import importlib.metadata
 import os
-import select
 import shlex
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import (
+    REPO,
+    CliDevice,
     CpuMeter,
+    CpuWindow,
     arg_parser,
     connect_in_process,
     fmt,
@@ -71,9 +70,6 @@ from _common import (
     machine,
     median_p95,
     parse_args,
-    proc_cpu_seconds,
-    proc_runtime_seconds,
-    proc_status,
     profile_top,
     ratio,
     run_in_namespace,
@@ -87,7 +83,6 @@ from bridge.adapters.session import detect_onset
 from bridge.transport import Device, DeviceRunner, Host, cmd
 from bridge.transport.clock import DEFAULT_RT_PRIORITY, realtime
 
-REPO = Path(__file__).resolve().parent.parent
 SR = 48000
 DLSINE = "build/plugins/DLSine.vst3"
 DLSINE12 = "build/plugins/DLSine12.vst3"
@@ -440,94 +435,6 @@ def bench_overhead(plan: Plan, namespace: str, profile: bool) -> dict:
 # ---- CLI devices: (b) and (c) ------------------------------------------------------------------
 
 
-class CliDevice:
-    """``python -m bridge device`` in its own process; a context manager that always stops it.
-    Its stderr (plugin chatter included) goes to a temporary file, quoted when it fails."""
-
-    def __init__(self, namespace: str, name: str, *args: str) -> None:
-        self.command = [sys.executable, "-m", "bridge", "--namespace", namespace, "device",
-                        "--id", name, *args]
-        self.proc: subprocess.Popen[str] | None = None
-        self.id = ""
-        self.ready_line = ""
-        self.stopped_line = ""
-        self.stderr_lines: list[str] = []
-        self._err = tempfile.TemporaryFile()
-        self._stopped = False
-
-    @property
-    def shown(self) -> str:
-        """The command as a user would type it (namespace from the environment)."""
-        return ".venv/bin/python -m bridge " + shlex.join(self.command[5:])  # no --namespace
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def __enter__(self) -> CliDevice:
-        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, stderr=self._err,
-                                     text=True, cwd=REPO)
-        try:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
-            line = self.proc.stdout.readline() if ready else ""
-            if not line.startswith("device "):
-                self.stop()
-                tail = " | ".join(self.stderr_lines[-3:])
-                raise RuntimeError(f"CLI device did not start ({shlex.join(self.command[1:])}):"
-                                   f" {line!r}, exit code {self.proc.returncode}; stderr: {tail}")
-        except BaseException:
-            self.stop()
-            raise
-        self.ready_line = line.strip()
-        self.id = self.ready_line.split()[1]
-        return self
-
-    def stop(self) -> None:
-        if self.proc is None or self._stopped:
-            return
-        self._stopped = True
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.stopped_line = (out or "").strip()
-        self._err.seek(0)
-        self.stderr_lines = self._err.read().decode(errors="replace").splitlines()
-        self._err.close()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class CpuWindow:
-    """A process's CPU use between construction and ``finish()``."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.t0 = time.monotonic()
-        self.ticks0 = proc_cpu_seconds(pid)
-        self.runtime0 = proc_runtime_seconds(pid)
-        self.switches0 = proc_status(pid, "voluntary_ctxt_switches")
-
-    def finish(self) -> dict:
-        wall = time.monotonic() - self.t0
-        ticks = proc_cpu_seconds(self.pid) - self.ticks0
-        runtime1 = proc_runtime_seconds(self.pid)
-        out = {"seconds": round(wall, 2),
-               "cpu_percent": round(ticks / wall * 100.0, 2),
-               "cpu_resolution_percent": round(100.0 / os.sysconf("SC_CLK_TCK") / wall, 2),
-               "wakeups_per_s": round((proc_status(self.pid, "voluntary_ctxt_switches")
-                                       - self.switches0) / wall),
-               "threads": proc_status(self.pid, "Threads")}
-        if runtime1 is not None and self.runtime0 is not None:
-            out["cpu_percent_precise"] = round((runtime1 - self.runtime0) / wall * 100, 3)
-        return out
-
-
 DEVICES = {"sine": (), "plugin": ("--plugin", DLSINE)}
 
 
@@ -547,7 +454,7 @@ def note_to_sound(plan: Plan, namespace: str, kind: str, block: int, fill: int) 
     buf = np.zeros((2, block), np.float32)
     period = block / SR
     dev = CliDevice(namespace, f"N{kind}{block}f{fill}", *DEVICES[kind], "--blocksize",
-                    str(block), "--fill", str(fill))
+                    str(block), "--fill", str(fill), capture_stderr=True)
     with dev, Host(namespace) as host:
         host.set_local_buffer_info(SR, block)
         host.connect(dev.id, timeout=5.0)
@@ -606,7 +513,8 @@ def bench_note_to_sound(plan: Plan, namespace: str) -> dict:
 def bench_idle(plan: Plan, namespace: str) -> dict:
     """The plugin device and the sine device, both unclaimed, measured in the same window."""
     log(f"(c) idle CPU: plugin device and sine device side by side for {plan.idle_s:.0f} s")
-    devs = {kind: CliDevice(namespace, f"Idle{kind}", *args) for kind, args in DEVICES.items()}
+    devs = {kind: CliDevice(namespace, f"Idle{kind}", *args, capture_stderr=True)
+            for kind, args in DEVICES.items()}
     with devs["sine"], devs["plugin"]:
         time.sleep(0.5)  # past start-up
         windows = {kind: CpuWindow(d.pid) for kind, d in devs.items()}

@@ -87,6 +87,7 @@ from typing import Any
 
 import numpy as np
 from _common import (
+    REPO,
     CpuMeter,
     arg_parser,
     connect_in_process,
@@ -113,7 +114,6 @@ from bridge.transport.clock import (
     set_realtime_priority,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 SR = 48000
 BLOCK = 256
 FILL = 2  # the rack defaults' demand-clock fill

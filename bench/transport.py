@@ -42,21 +42,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing as mp
-import os
-import select
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import (
+    CliDevice,
     CpuMeter,
+    CpuWindow,
     arg_parser,
     connect_in_process,
     fmt,
@@ -65,9 +63,6 @@ from _common import (
     log,
     machine,
     parse_args,
-    proc_cpu_seconds,
-    proc_runtime_seconds,
-    proc_status,
     ratio,
     run_in_namespace,
     utc_date,
@@ -80,7 +75,6 @@ from bridge.transport.layout import AUDIO_RING_FRAMES, MESSAGE_HEADER_SIZE
 
 RT_PRIORITY = DEFAULT_RT_PRIORITY  # the host loops of (c) and (d), like the CLI host
 
-REPO = Path(__file__).resolve().parent.parent
 SR = 48000
 THR_CHANNELS, THR_FRAMES = 2, 512
 THR_BYTES = THR_CHANNELS * THR_FRAMES * 4
@@ -136,75 +130,11 @@ def child(target: Callable[..., None], *args: Any) -> Iterator[mp.process.BasePr
             proc.join(timeout=5)
 
 
-class CliDevice:
-    """``python -m bridge device`` in its own process; a context manager that always stops it."""
-
-    def __init__(self, namespace: str, name: str, *args: str) -> None:
-        self.command = [sys.executable, "-m", "bridge", "--namespace", namespace, "device",
-                        "--id", name, *args]
-        self.proc: subprocess.Popen[str] | None = None
-        self.id = ""
-        self.ready_line = ""
-        self.stopped_line = ""
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def __enter__(self) -> CliDevice:
-        self.proc = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        try:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 20.0)
-            line = self.proc.stdout.readline() if ready else ""
-            if not line.startswith("device "):
-                raise RuntimeError(f"CLI device did not start ({' '.join(self.command[1:])}): "
-                                   f"{line!r}, exit code {self.proc.poll()}")
-        except BaseException:
-            self.stop()
-            raise
-        self.ready_line = line.strip()
-        self.id = self.ready_line.split()[1]
-        return self
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            out, _ = self.proc.communicate(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        self.stopped_line = (out or "").strip()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-class CpuWindow:
-    """A process's CPU use between construction and ``finish()``."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.t0 = time.monotonic()
-        self.ticks0 = proc_cpu_seconds(pid)
-        self.runtime0 = proc_runtime_seconds(pid)
-        self.switches0 = proc_status(pid, "voluntary_ctxt_switches")
-
-    def finish(self) -> dict:
-        wall = time.monotonic() - self.t0
-        ticks = proc_cpu_seconds(self.pid) - self.ticks0
-        runtime1 = proc_runtime_seconds(self.pid)
-        out = {"seconds": round(wall, 2),
-               "device_cpu_percent": round(ticks / wall * 100.0, 2),
-               "cpu_resolution_percent": round(100.0 / os.sysconf("SC_CLK_TCK") / wall, 2),
-               "device_wakeups_per_s": round((proc_status(self.pid, "voluntary_ctxt_switches")
-                                              - self.switches0) / wall)}
-        if runtime1 is not None and self.runtime0 is not None:
-            out["device_cpu_percent_precise"] = round((runtime1 - self.runtime0) / wall * 100, 3)
-        return out
+def device_cpu(window: CpuWindow) -> dict:
+    """``window.finish()`` under this script's names: device_ before the CPU and wakeup keys."""
+    renamed = {"cpu_percent": "device_cpu_percent", "wakeups_per_s": "device_wakeups_per_s",
+               "cpu_percent_precise": "device_cpu_percent_precise"}
+    return {renamed.get(k, k): v for k, v in window.finish().items() if k != "threads"}
 
 
 def connect(host: Host, device_id: str, sample_rate: int, block: int) -> None:
@@ -788,7 +718,7 @@ def bench_stream(plan: Plan, namespace: str) -> dict:
                 wait = start + (k + 1) * period - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-        result = cpu.finish()
+        result = device_cpu(cpu)
         host_cpu = time.process_time() - host_cpu0
         host.send_command(cmd.midi_cc(0, 123, 0))
         underruns, overruns = host.stats.underruns, host.counters()["overruns"]
@@ -827,7 +757,7 @@ def bench_idle(plan: Plan, namespace: str) -> dict:
             time.sleep(0.2)  # past start-up
             cpu, base = CpuWindow(dev.pid), CpuWindow(baseline.pid)
             time.sleep(plan.idle_s)
-            result, base_result = cpu.finish(), base.finish()
+            result, base_result = device_cpu(cpu), device_cpu(base)
     finally:
         baseline.kill()
         baseline.wait()
