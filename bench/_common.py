@@ -2,8 +2,8 @@
 
 The scripts are run as ``.venv/bin/python bench/X.py``, so Python puts bench/ first on
 sys.path and ``from _common import ...`` finds this file. Everything here behaves exactly as
-the copies it replaces did; what only looks alike between the scripts (their note-to-sound
-loops, ``machine()`` of bench/rack.py) stays in the scripts.
+the copies it replaces did; what only looks alike between the scripts (``machine()`` of
+bench/rack.py, the scripts' result formats) stays in the scripts.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.transport import Host, shm
+from bridge.adapters.session import detect_onset
+from bridge.transport import Host, cmd, shm
+from bridge.transport.clock import realtime
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -376,3 +378,56 @@ class CpuWindow:
         if runtime1 is not None and self.runtime0 is not None:
             out["cpu_percent_precise"] = round((runtime1 - self.runtime0) / wall * 100, 3)
         return out
+
+
+def note_onsets(namespace: str, device_id: str, block: int, notes: int, *, sample_rate: int,
+                rt_priority: int, threshold: float) -> dict:
+    """Note-to-sound through a device, from a real-time host loop (paced by sleep, at
+    ``rt_priority`` when granted, as a DAW's audio callback would run): NoteOn at offset 0 at
+    known block boundaries ~100 ms apart, note-off half-way to the next, All Sound Off a
+    quarter later; the recording is scanned for each note's first sample above
+    ``threshold``. Returns ``frames`` (onset minus send position, one per measured note),
+    ``missed``, ``not_silent_before`` (the previous note had not died away: not measured),
+    ``underruns`` and ``host_rt`` (why SCHED_FIFO was refused, "" when granted)."""
+    spacing = max(8, round(0.1 * sample_rate / block))  # blocks between notes
+    lead = round(0.15 * sample_rate / block)  # blocks before the first note
+    note_blocks = [lead + i * spacing for i in range(notes)]
+    total = note_blocks[-1] + spacing
+    events: dict[int, list] = {}
+    for k in note_blocks:
+        events.setdefault(k, []).append(cmd.midi_note_on(0, 69, 100, 0))
+        events.setdefault(k + spacing // 2, []).append(cmd.midi_note_off(0, 69))
+        events.setdefault(k + 3 * spacing // 4, []).append(cmd.midi_cc(0, 123, 0))
+    rec = np.zeros(total * block, np.float32)
+    buf = np.zeros((2, block), np.float32)
+    period = block / sample_rate
+    with Host(namespace) as host:
+        host.set_local_buffer_info(sample_rate, block)
+        host.connect(device_id, timeout=5.0)
+        send, receive, poll = host.send_command, host.receive_audio, host.process_responses
+        with realtime(rt_priority) as refused:
+            start = time.monotonic()
+            for k in range(total):
+                for msg in events.get(k, ()):
+                    if not send(msg):
+                        raise RuntimeError(f"send_command failed: {host.stats.last_error}")
+                receive(buf)
+                rec[k * block : (k + 1) * block] = buf[0]
+                poll()
+                wait = start + (k + 1) * period - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+        underruns = host.stats.underruns
+    frames, missed, noisy = [], 0, 0
+    for k in note_blocks:
+        pos = k * block
+        if np.abs(rec[max(0, pos - block) : pos]).max() > threshold:
+            noisy += 1
+            continue
+        onset = detect_onset(rec[: pos + spacing * block // 2], pos, threshold)
+        if onset is None:
+            missed += 1
+            continue
+        frames.append(onset - pos)
+    return {"frames": frames, "missed": missed, "not_silent_before": noisy,
+            "underruns": underruns, "host_rt": refused}

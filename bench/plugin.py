@@ -69,6 +69,7 @@ from _common import (
     log,
     machine,
     median_p95,
+    note_onsets,
     parse_args,
     profile_top,
     ratio,
@@ -79,9 +80,8 @@ from _common import (
 from bridge.adapters.instrument import InstrumentDevice
 from bridge.adapters.plugin import Stage, load_stage
 from bridge.adapters.plugin_device import PluginChain
-from bridge.adapters.session import detect_onset
 from bridge.transport import Device, DeviceRunner, Host, cmd
-from bridge.transport.clock import DEFAULT_RT_PRIORITY, realtime
+from bridge.transport.clock import DEFAULT_RT_PRIORITY
 
 SR = 48000
 DLSINE = "build/plugins/DLSine.vst3"
@@ -439,50 +439,14 @@ DEVICES = {"sine": (), "plugin": ("--plugin", DLSINE)}
 
 
 def note_to_sound(plan: Plan, namespace: str, kind: str, block: int, fill: int) -> dict:
-    """Real-time host loop; NoteOn (offset 0) at known block boundaries ~100 ms apart, off
-    half-way to the next one (DLSine stops dead at its note-off)."""
-    spacing = max(8, round(0.1 * SR / block))
-    lead = round(0.15 * SR / block)
-    note_blocks = [lead + i * spacing for i in range(plan.notes)]
-    total = note_blocks[-1] + spacing
-    events: dict[int, list] = {}
-    for k in note_blocks:
-        events.setdefault(k, []).append(cmd.midi_note_on(0, 69, 100, 0))
-        events.setdefault(k + spacing // 2, []).append(cmd.midi_note_off(0, 69))
-        events.setdefault(k + 3 * spacing // 4, []).append(cmd.midi_cc(0, 123, 0))
-    rec = np.zeros(total * block, np.float32)
-    buf = np.zeros((2, block), np.float32)
-    period = block / SR
+    """``note_onsets`` through a CLI device of ``kind`` (DLSine stops dead at its note-off)."""
     dev = CliDevice(namespace, f"N{kind}{block}f{fill}", *DEVICES[kind], "--blocksize",
                     str(block), "--fill", str(fill), capture_stderr=True)
-    with dev, Host(namespace) as host:
-        host.set_local_buffer_info(SR, block)
-        host.connect(dev.id, timeout=5.0)
-        send, receive, poll = host.send_command, host.receive_audio, host.process_responses
-        with realtime(RT_PRIORITY) as refused:
-            start = time.monotonic()
-            for k in range(total):
-                for msg in events.get(k, ()):
-                    if not send(msg):
-                        raise RuntimeError(f"send_command failed: {host.stats.last_error}")
-                receive(buf)
-                rec[k * block : (k + 1) * block] = buf[0]
-                poll()
-                wait = start + (k + 1) * period - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-        underruns = host.stats.underruns
-    frames, missed, noisy = [], 0, 0
-    for k in note_blocks:
-        pos = k * block
-        if np.abs(rec[max(0, pos - block) : pos]).max() > ONSET_THRESHOLD:
-            noisy += 1
-            continue
-        onset = detect_onset(rec[: pos + spacing * block // 2], pos, ONSET_THRESHOLD)
-        if onset is None:
-            missed += 1
-            continue
-        frames.append(onset - pos)
+    with dev:
+        run = note_onsets(namespace, dev.id, block, plan.notes, sample_rate=SR,
+                          rt_priority=RT_PRIORITY, threshold=ONSET_THRESHOLD)
+    frames, refused = run["frames"], run["host_rt"]
+    missed, noisy, underruns = run["missed"], run["not_silent_before"], run["underruns"]
     goal = fill * block / SR * 1000.0 + 1.0
     f = np.asarray(frames)
     ms = f / SR * 1000.0

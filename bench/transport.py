@@ -62,13 +62,13 @@ from _common import (
     load_lines,
     log,
     machine,
+    note_onsets,
     parse_args,
     ratio,
     run_in_namespace,
     utc_date,
 )
 
-from bridge.adapters.session import detect_onset
 from bridge.transport import Device, Host, cmd
 from bridge.transport.clock import DEFAULT_RT_PRIORITY, IDLE_INTERVAL_S, realtime
 from bridge.transport.layout import AUDIO_RING_FRAMES, MESSAGE_HEADER_SIZE
@@ -622,48 +622,13 @@ def bench_latency(plan: Plan, namespace: str) -> dict:
 
 
 def note_to_sound(plan: Plan, namespace: str, block: int, fill: int) -> dict:
-    """Real-time host loop; NoteOn (offset 0) at known block boundaries ~100 ms apart."""
-    spacing = max(8, round(0.1 * SR / block))  # blocks between notes
-    lead = round(0.15 * SR / block)  # blocks before the first note
-    note_blocks = [lead + i * spacing for i in range(plan.notes)]
-    total = note_blocks[-1] + spacing
-    events: dict[int, list] = {}
-    for k in note_blocks:
-        events.setdefault(k, []).append(cmd.midi_note_on(0, 69, 100, 0))
-        events.setdefault(k + spacing // 2, []).append(cmd.midi_note_off(0, 69))
-        events.setdefault(k + 3 * spacing // 4, []).append(cmd.midi_cc(0, 123, 0))
-    rec = np.zeros(total * block, np.float32)
-    buf = np.zeros((2, block), np.float32)
-    period = block / SR
-    name = f"Note{block}f{fill}"
-    with CliDevice(namespace, name, "--blocksize", str(block), "--fill", str(fill)) as dev, \
-            Host(namespace) as host:
-        connect(host, dev.id, SR, block)
-        send, receive, poll = host.send_command, host.receive_audio, host.process_responses
-        with realtime(RT_PRIORITY):  # the host loop runs as a DAW's audio callback would
-            start = time.monotonic()
-            for k in range(total):
-                for msg in events.get(k, ()):
-                    if not send(msg):
-                        raise RuntimeError(f"send_command failed: {host.stats.last_error}")
-                receive(buf)
-                rec[k * block : (k + 1) * block] = buf[0]
-                poll()
-                wait = start + (k + 1) * period - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-        underruns = host.stats.underruns
-    latencies, missed, noisy = [], 0, 0
-    for k in note_blocks:
-        pos = k * block
-        if np.abs(rec[max(0, pos - block) : pos]).max() > ONSET_THRESHOLD:
-            noisy += 1  # the previous note had not died away: the measurement would be wrong
-            continue
-        onset = detect_onset(rec[: pos + spacing * block // 2], pos, ONSET_THRESHOLD)
-        if onset is None:
-            missed += 1
-            continue
-        latencies.append((onset - pos) / SR * 1000.0)
+    """``note_onsets`` through the CLI sine device, in ms."""
+    with CliDevice(namespace, f"Note{block}f{fill}", "--blocksize", str(block), "--fill",
+                   str(fill)) as dev:
+        run = note_onsets(namespace, dev.id, block, plan.notes, sample_rate=SR,
+                          rt_priority=RT_PRIORITY, threshold=ONSET_THRESHOLD)
+    latencies = [f / SR * 1000.0 for f in run["frames"]]
+    missed, noisy, underruns = run["missed"], run["not_silent_before"], run["underruns"]
     goal = fill * block / SR * 1000.0 + 1.0
     lat = np.asarray(latencies)
     result = {"fill": fill, "block": block, "notes": plan.notes, "measured": int(lat.size),
