@@ -156,6 +156,17 @@ class CpuMeter:
                 "steal_cores": round((steal1 - steal0) / wall, 2)}
 
 
+def run_sections(results: dict, only: str,
+                 sections: dict[str, tuple[str, Callable[[], dict]]]) -> None:
+    """Run each section whose letter is in ``only``, in order, into ``results[key]``, with
+    the CPU other processes used meanwhile in ``results["section_load"][key]``."""
+    for letter, (key, section) in sections.items():
+        if letter in only:
+            meter = CpuMeter()
+            results[key] = section()
+            results["section_load"][key] = meter.report()
+
+
 def debian_version() -> str:
     """/etc/debian_version, or "n/a"."""
     try:

@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -87,13 +88,13 @@ from typing import Any
 
 import numpy as np
 from _common import (
-    CpuMeter,
     arg_parser,
     goal_lines,
     load_lines,
     log,
     machine,
     run_in_namespace,
+    run_sections,
     utc_date,
 )
 
@@ -972,12 +973,10 @@ def run(plan: Plan, namespace: str, only: str, command: str, tmp: Path) -> dict:
         "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
-    for letter, key in SECTIONS.items():
-        if letter not in only:
-            continue
-        meter = CpuMeter()
-        results[key] = (bench_latency if key == "latency" else bench_load)(plan, namespace, tmp)
-        results["section_load"][key] = meter.report()
+    sections = {"latency": bench_latency, "load": bench_load}
+    run_sections(results, only, {letter: (key, functools.partial(sections[key], plan,
+                                                                 namespace, tmp))
+                                 for letter, key in SECTIONS.items()})
     results["goals"] = goals(results)
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     return {**headline(results), **results}

@@ -59,7 +59,6 @@ import numpy as np
 from _common import (
     REPO,
     CliDevice,
-    CpuMeter,
     CpuWindow,
     arg_parser,
     connect_in_process,
@@ -74,6 +73,7 @@ from _common import (
     profile_top,
     ratio,
     run_in_namespace,
+    run_sections,
     utc_date,
 )
 
@@ -643,17 +643,11 @@ def run(plan: Plan, namespace: str, only: str, profile: bool, command: str) -> d
         "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
-    for letter, key in SECTIONS.items():
-        if letter not in only:
-            continue
-        meter = CpuMeter()
-        if key == "overhead":
-            results[key] = bench_overhead(plan, namespace, profile)
-        elif key == "note_to_sound":
-            results[key] = bench_note_to_sound(plan, namespace)
-        else:
-            results[key] = bench_idle(plan, namespace)
-        results["section_load"][key] = meter.report()
+    sections = {"overhead": lambda: bench_overhead(plan, namespace, profile),
+                "note_to_sound": lambda: bench_note_to_sound(plan, namespace),
+                "idle": lambda: bench_idle(plan, namespace)}
+    run_sections(results, only, {letter: (key, sections[key])
+                                 for letter, key in SECTIONS.items()})
     results["goals"] = goals(results)
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     return {**headline(results), **results}

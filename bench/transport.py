@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import multiprocessing as mp
 import socket
 import struct
@@ -53,7 +54,6 @@ from typing import Any
 import numpy as np
 from _common import (
     CliDevice,
-    CpuMeter,
     CpuWindow,
     arg_parser,
     connect_in_process,
@@ -66,6 +66,7 @@ from _common import (
     parse_args,
     ratio,
     run_in_namespace,
+    run_sections,
     utc_date,
 )
 
@@ -924,11 +925,10 @@ def run(plan: Plan, namespace: str, only: str = "abcdef") -> dict:
         "date": utc_date(),
         "section_load": {}}
     t0 = time.monotonic()
-    for letter, (key, fn) in SECTIONS.items():
-        if letter in only and not (key == "scheduler_probe" and not plan.probe_s):
-            meter = CpuMeter()
-            results[key] = fn(plan, namespace)
-            results["section_load"][key] = meter.report()
+    run_sections(results, only, {
+        letter: (key, functools.partial(section, plan, namespace))
+        for letter, (key, section) in SECTIONS.items()
+        if not (key == "scheduler_probe" and not plan.probe_s)})
     results["goals"] = goals(results)
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     return {**headline(results), **results}
