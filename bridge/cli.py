@@ -157,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
                              f"for normal scheduling (default {DEFAULT_RT_PRIORITY}; falls "
                              "back to normal when the OS refuses)")
 
+    def jack_client_args(sp: argparse.ArgumentParser, default_name: str) -> None:
+        sp.add_argument("--jack-server", metavar="NAME",
+                        help="JACK server name (default: $JACK_DEFAULT_SERVER or 'default')")
+        sp.add_argument("--client-name", metavar="NAME",
+                        help=f"JACK client name (default {default_name})")
+
     sp = sub.add_parser("device", help="run the sine-synth device until Ctrl-C / SIGTERM",
                         description="Run a polyphonic sine-synth device that plays the MIDI it "
                                     "receives over discoLink. Stops cleanly on SIGINT/SIGTERM.")
@@ -279,10 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="input ports, 1..12 (default: one per --connect)")
     sp.add_argument("--midi-out", action="append", default=[], metavar="PORT",
                     help="JACK MIDI input port(s) to connect the MIDI output to (glob)")
-    sp.add_argument("--jack-server", metavar="NAME",
-                    help="JACK server name (default: $JACK_DEFAULT_SERVER or 'default')")
-    sp.add_argument("--client-name", metavar="NAME", help="JACK client name "
-                    "(default discolink-ID)")
+    jack_client_args(sp, "discolink-ID")
 
     sp = sub.add_parser(
         "jack-host", help="a discoLink device's audio as JACK output ports",
@@ -301,10 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--midi-in", action="append", default=[], metavar="PORT",
                     help="JACK MIDI output port(s) to connect to our MIDI input (glob)")
     sp.add_argument("--link-tag", default="", metavar="TAG", help="link tag for the claim")
-    sp.add_argument("--jack-server", metavar="NAME",
-                    help="JACK server name (default: $JACK_DEFAULT_SERVER or 'default')")
-    sp.add_argument("--client-name", metavar="NAME", help="JACK client name "
-                    "(default discolink-host-NAME)")
+    jack_client_args(sp, "discolink-host-NAME")
     sp.add_argument("--seconds", type=_seconds, metavar="S", help="stop after S seconds "
                     "(default: run until Ctrl-C / SIGTERM)")
 
