@@ -632,19 +632,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from .transport import Registry
+    from .transport.registry import sweep_namespace
     from .transport.shm import namespace_from_env, namespace_prefix, namespaces
 
     names = namespaces() if args.all else [namespace_from_env(args.namespace)]
-    sweeps = []
-    for ns in names:
-        registry = Registry.find(ns)
-        if registry is None:
-            continue
-        try:
-            sweeps.append(registry.sweep(dry_run=args.dry_run))
-        finally:
-            registry.close()
+    sweeps = [s for ns in names if (s := sweep_namespace(ns, dry_run=args.dry_run))]
     if args.json:
         print(json.dumps([s.to_json() for s in sweeps]))
         return 0

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ..transport import Registry, _shm, shm
 from ..transport.layout import TRANSPORT_HEADER
+from ..transport.registry import sweep_namespace
 from .config import (
     ConfigError,
     DeviceConfig,
@@ -261,7 +262,7 @@ class Rack:
             self._terminate(child)
         self._wait_exit(children)
         self._close_socket()
-        self._remove_registry_if_empty()
+        sweep_namespace(self.namespace)  # the registry goes too when no device is left
 
     def _terminate(self, child: Child) -> None:
         child.stopping = True
@@ -281,13 +282,6 @@ class Rack:
                 proc.wait(timeout=5)
             child.proc = None
             child.state = "stopped"
-
-    def _remove_registry_if_empty(self) -> None:
-        registry = Registry(self.namespace)
-        try:
-            registry.sweep()  # the registry goes too when no device is left
-        finally:
-            registry.close()
 
     # -- reload ---------------------------------------------------------------------------
     def reload(self) -> str:

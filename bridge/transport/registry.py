@@ -412,6 +412,17 @@ class Registry:
         unlink(self.name)
 
 
+def sweep_namespace(namespace: str | None = None, *, dry_run: bool = False) -> Sweep | None:
+    """:meth:`Registry.sweep` of the namespace's registry, or None when it has none."""
+    registry = Registry.find(namespace)
+    if registry is None:
+        return None
+    try:
+        return registry.sweep(dry_run=dry_run)
+    finally:
+        registry.close()
+
+
 @dataclass(frozen=True)
 class Sweep:
     """What :meth:`Registry.sweep` found: live device ids, dead ones freed, names removed."""
