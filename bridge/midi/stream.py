@@ -204,7 +204,7 @@ class MidiStream:
                     or any(b >= 0x80 for b in data[1:-1])):
                 return self._invalid("SysEx must be F0, data bytes below 0x80, F7; got "
                                      f"{len(data)} bytes starting {data[:4].hex(' ')}")
-            self._add(offset, data)
+            self._add_all(offset, [data])
         elif t == _UMP:
             self._ump(bytes(p), offset)
 
@@ -225,7 +225,8 @@ class MidiStream:
             self._report("UMP", f"UMP with no MIDI 1.0 form dropped (kinds so far: {kinds})")
 
     def _add_all(self, offset: int, messages: list[bytes]) -> None:
-        """``_add`` for each message, in one pass (a packed MidiRaw's dozens of messages)."""
+        """Each message as this block's event at ``offset``, in one pass (a packed MidiRaw
+        holds dozens): the block's limit, then the MPE tracker, then the events."""
         events = self._events
         room = MAX_EVENTS_PER_BLOCK - len(events)
         if len(messages) > room:
@@ -238,15 +239,6 @@ class MidiStream:
             if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in _TRACKED:
                 feed(data)  # only these controllers can change the MPE state
         events.extend([_new_event(MidiEvent, (offset, data, ())) for data in messages])
-
-    def _add(self, offset: int, data: bytes) -> None:
-        events = self._events
-        if len(events) >= MAX_EVENTS_PER_BLOCK:
-            self._bad("dropped", f"more than {MAX_EVENTS_PER_BLOCK} MIDI events in one block")
-            return
-        if data[0] & 0xF0 == 0xB0 and len(data) == 3 and data[1] in _TRACKED:
-            self.mpe.feed(data)  # only these controllers can change the MPE state
-        events.append(_new_event(MidiEvent, (offset, data, ())))
 
     def push_live(self, data: bytes | list[int], when: float | None = None) -> None:
         """Queue bytes from a live input port. Thread-safe; ``when`` is time.monotonic()."""
@@ -308,14 +300,9 @@ class MidiStream:
             offset = 0 if offset < 0 else frames - 1 if offset >= frames else offset
             out.clear()
             parser.feed(data, out)
-            for message in out:
-                if len(events) >= MAX_EVENTS_PER_BLOCK:
-                    self.stats.dropped += 1
-                    continue
-                self.stats.live_events += 1
-                if message[0] & 0xF0 == 0xB0:
-                    self.mpe.feed(message)
-                events.append(MidiEvent(offset, message))
+            before = len(events)
+            self._add_all(offset, out)  # events is self._events: the same limit, the same MPE
+            self.stats.live_events += len(events) - before
 
     def clear(self) -> None:
         """Forget queued events and partial state (a new host claimed the device)."""
