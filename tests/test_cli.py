@@ -81,6 +81,21 @@ def test_the_installed_command_is_the_same_tool_as_python_m_bridge():
     assert r.stdout == (HELP_DIR / "discolink-bridge.txt").read_text()
 
 
+def test_help_loads_no_adapter_rack_or_plugin_library():
+    """--help stays quick: each verb imports its adapters, the rack, pedalboard, JACK, rich,
+    yaml and soundfile inside its handler, never when the parsers are built."""
+    probe = ("import sys\nfrom bridge.cli import main\ntry:\n    main(['--help'])\n"
+             "except SystemExit:\n    pass\nprint(' '.join(sorted(sys.modules)))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       env=help_env(), cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = r.stdout.strip().splitlines()[-1].split()
+    heavy = [m for m in loaded if m.startswith(("bridge.adapters", "bridge.rack")) or
+             m.split(".")[0] in {"pedalboard", "jack", "rich", "yaml", "soundfile", "pydantic",
+                                 "rtmidi"}]
+    assert heavy == []
+
+
 # ---- list --------------------------------------------------------------------------------
 
 
