@@ -220,7 +220,7 @@ class Rig:
         dev.start(name, self.channels, SR, self.frames)
         chain.report = dev.report_error
         self.wiring = InstrumentDevice(dev, chain)
-        dev.on_command(chain.handle)  # as bridge/cli.py wires a plugin device
+        dev.on_command(chain.handle)  # as bridge/cli/device.py wires a plugin device
         self.runner = DeviceRunner(dev, self.wiring, fill=1)
         connect_in_process(self.host, dev.id, SR, self.frames, dev.process_commands,
                            prime_timeout=0.0)

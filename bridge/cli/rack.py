@@ -1,0 +1,113 @@
+"""``rack`` and ``status``: run a rack of devices from a YAML file, and ask it how they are."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .common import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add rack and status to the top-level subparsers, each with its handler."""
+    sp = sub.add_parser(
+        "rack", help="run a rack of devices from a YAML file (or check it, or reload it)",
+        description="A headless rack: every device of FILE.yaml in its own supervised "
+                    "process, restarted by its policy, with ids and plugin states kept across "
+                    "restarts. Runs until Ctrl-C / SIGTERM (every device then stops and "
+                    "deregisters); SIGHUP re-reads the file. docs/configuration.md has the "
+                    "format.",
+        epilog="examples:\n"
+               "  discolink-bridge rack configs/demo.yaml     # run it (status table, then logs)\n"
+               "  discolink-bridge rack check configs/vst3.yaml   # validate only (exit 2 if bad)\n"
+               "  discolink-bridge rack schema > rack.schema.json # JSON Schema for editors\n"
+               "  discolink-bridge rack reload                # re-read the running rack's file\n"
+               "  discolink-bridge status                     # what the running rack is doing",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("target", metavar="FILE|check|schema|reload",
+                    help="a rack file to run, or one of the actions")
+    sp.add_argument("file", nargs="?", type=Path, metavar="FILE", help="for check: the file")
+    sp.add_argument("--state-dir", type=Path, metavar="DIR",
+                    help="keep ids and plugin states here instead of the rack's state folder")
+    sp.set_defaults(handler=cmd_rack)
+
+    sp = sub.add_parser("status", help="ask the running rack how its devices are",
+                        description="Ask the rack running in the namespace (through its "
+                                    "control socket) for each device's pid, state, claim, "
+                                    "link tag, ring fill, underruns, restarts and CPU %.")
+    sp.add_argument("--json", action="store_true", help="print the answer as JSON")
+    sp.set_defaults(handler=cmd_status)
+
+
+def _rack_namespace(args: argparse.Namespace) -> str:
+    from ..transport.shm import namespace_from_env
+
+    return namespace_from_env(args.namespace)
+
+
+def cmd_rack(args: argparse.Namespace) -> int:
+    from ..rack import config as rack_config
+    from ..rack.supervisor import Rack, ask, format_status
+
+    if args.target == "schema":
+        print(json.dumps(rack_config.json_schema(), indent=1))
+        return 0
+    if args.target == "reload":
+        reply = ask(_rack_namespace(args), "reload", timeout=120)
+        print(reply.get("message") or reply.get("error"))
+        return 0 if reply.get("ok") else 1
+    if args.target == "check":
+        if args.file is None:
+            raise UsageError("rack check needs a FILE")
+        path = args.file
+    else:
+        if args.file is not None:
+            raise UsageError(f"unexpected {args.file}: give one rack FILE (or check FILE)")
+        path = Path(args.target)
+    if not path.is_file():
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() \
+            else "does not exist"
+        raise UsageError(f"rack file {path} {what}; give a YAML file such as configs/demo.yaml")
+    env = dict(os.environ)
+    if args.namespace:
+        env["DISCOLINK_NAMESPACE"] = args.namespace
+    try:
+        config = rack_config.load_rack(path, environ=env)
+    except rack_config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"discolink-bridge rack: {path}: {len(exc.issues)} error(s); nothing started",
+              file=sys.stderr)
+        return 2
+    if args.target == "check":
+        print(f"{path}: ok, rack {config.name!r} with {len(config.devices)} device(s)")
+        return 0
+    rack = Rack(path, config, state_dir=args.state_dir.resolve() if args.state_dir else None)
+    signal.signal(signal.SIGINT, lambda *_: rack.stop())
+    signal.signal(signal.SIGTERM, lambda *_: rack.stop())
+    signal.signal(signal.SIGHUP, lambda *_: rack.request_reload())
+    try:
+        rack.start()
+        print(format_status(rack.status()), flush=True)
+        print(f"rack {config.name} ready: {len(rack.children)} device(s), namespace "
+              f"{rack.namespace!r}, pid {os.getpid()}; Ctrl-C stops it, SIGHUP or "
+              "'discolink-bridge rack reload' re-reads the file", flush=True)
+        rack.run()
+    finally:
+        rack.shutdown()
+    print(f"rack {config.name} stopped", flush=True)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..rack.supervisor import ask, format_status
+
+    reply = ask(_rack_namespace(args), "status")
+    if not reply.get("ok"):
+        raise RuntimeError(reply.get("error", "the rack did not answer"))
+    reply.pop("ok")
+    print(json.dumps(reply, indent=1) if args.json else format_status(reply))
+    return 0
