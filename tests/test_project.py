@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,3 +85,39 @@ def test_transport_never_imports_an_adapter_or_higher_layer():
                     top = alias.name.split(".")[0]
                     assert top not in {"mido", "soundfile", "rich", "jack", "pedalboard",
                                        "rtmidi", "yaml"}, f"{path.name} imports {top}"
+
+
+def test_transport_modules_import_each_other_in_one_direction():
+    """No import cycle inside bridge/transport, counting imports inside functions too (a local
+    import that dodges a cycle is still one): each module builds only on those below it."""
+    package = ROOT / "bridge" / "transport"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        graph[name] = set()
+        for node in ast.walk(ast.parse((package / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                targets = [node.module] if node.module else [a.name for a in node.names]
+                graph[name] |= {t.split(".")[0] for t in targets} & modules
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join([*path, name])}"
+        if name not in done:
+            for dependency in sorted(graph[name]):
+                visit(dependency, [*path, name])
+            done.add(name)
+
+    for name in sorted(modules):
+        visit(name, [])
+
+
+def test_a_message_names_its_type_from_the_command_table_when_only_message_py_is_imported():
+    """message.py doesn't import the table; repr() still names the type (commands.py installs
+    its name_of as the package loads), in a process that asked for message.py alone."""
+    probe = ("from bridge.transport.message import Message\nm = Message()\nm.type = 0x0101\n"
+             "print(repr(m))\nm.type = 0x7777\nm.flags = 1\nprint(repr(m))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60)
+    assert r.stdout.splitlines() == ["<Message NoteOn seq=0 offset=0 len=0>",
+                                     "<Message Unknown(0x7777) response seq=0 offset=0 len=0>"]

@@ -248,6 +248,9 @@ def name_of(code: int) -> str:
     return c.name if c else f"Unknown(0x{code:04x})"
 
 
+Message.name_of = staticmethod(name_of)  # repr() names a message's type from this table
+
+
 # ---- encoding and decoding --------------------------------------------------------------
 
 _seq = itertools.count(1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from .layout import MESSAGE_HEADER, MESSAGE_HEADER_SIZE, MESSAGE_PAYLOAD_SIZE, MESSAGE_SIZE
 from .layout import MessageFlag as Flag
@@ -16,6 +17,10 @@ _U32 = struct.Struct("<I")
 _HEADER = struct.Struct("<" + "".join(f.fmt for f in MESSAGE_HEADER.fields))
 
 
+def _type_code(code: int) -> str:
+    return f"0x{code:04x}"
+
+
 class Message:
     """One fixed-size message, backed by a reusable 256-byte buffer.
 
@@ -24,6 +29,10 @@ class Message:
     """
 
     __slots__ = ("_blob", "buf")
+
+    # How repr() names a type code. The command table builds on this module, so commands.py
+    # installs its name_of here when it loads (bridge.transport loads it with this module).
+    name_of: Callable[[int], str] = staticmethod(_type_code)
 
     def __init__(self, data: bytes | bytearray | memoryview | None = None) -> None:
         self.buf = bytearray(MESSAGE_SIZE)
@@ -103,9 +112,7 @@ class Message:
         return bytes(self.buf)
 
     def __repr__(self) -> str:
-        from .commands import name_of  # local: commands imports this module
-
         h = self.header()
         extra = " response" if self.is_response else ""
-        return (f"<Message {name_of(h['type'])}{extra} seq={h['seq']} "
+        return (f"<Message {self.name_of(h['type'])}{extra} seq={h['seq']} "
                 f"offset={h['sample_offset']} len={h['payload_len']}>")
