@@ -78,8 +78,8 @@ from _common import (
 )
 
 from bridge.adapters.instrument import InstrumentDevice
-from bridge.adapters.plugin import Stage, load_stage
 from bridge.adapters.plugin_device import PluginChain
+from bridge.adapters.stage import Stage, load_stage
 from bridge.transport import Device, DeviceRunner, Host, cmd
 from bridge.transport.clock import DEFAULT_RT_PRIORITY
 

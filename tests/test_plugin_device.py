@@ -408,7 +408,7 @@ def test_a_mono_device_adapts_a_stereo_only_effect(spawn):
 
 
 def test_channel_mapping_rules():
-    from bridge.adapters.plugin import map_channels
+    from bridge.adapters.stage import map_channels
 
     x = np.arange(8, dtype=np.float32).reshape(4, 2)  # channel k holds 2k, 2k+1
     np.testing.assert_array_equal(map_channels(x, 4), x)

@@ -48,8 +48,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..adapters.plugin import BUILTIN_PREFIX, PLUGIN_SUFFIXES, builtin_names
+from ..adapters.plugin import PLUGIN_SUFFIXES, builtin_names
 from ..adapters.plugin_device import parse_channels
+from ..adapters.stage import BUILTIN_PREFIX
 from ..transport.registry import validate_device_id
 from ..transport.shm import NAMESPACE_ENV, namespace_from_env
 
