@@ -8,7 +8,9 @@
  *   - the URID map and unmap features (a mutex-protected hash table: plugins map at
  *     instantiation and in non-real-time threads, as the URID spec allows);
  *   - the log feature (printf-style, which ctypes cannot implement), written to stderr;
- *   - the worker: schedule_work() from run() puts the request into a lock-free ring and
+ *   - the worker: schedule_work() from run() (or from a state restore or preset load, which
+ *     the host calls between blocks on the same thread as run(), so the ring keeps one
+ *     producer) puts the request into a lock-free ring and
  *     posts a semaphore; a worker thread of our own calls the plugin's work(), whose
  *     respond() puts the answer into a second lock-free ring; after run() the audio thread
  *     hands every queued response to work_response(), then calls end_run();
@@ -338,8 +340,7 @@ typedef struct {
     const LV2_Descriptor *desc;
     LV2_Handle handle;
     const LV2_Worker_Interface *iface; /* NULL: the plugin has no worker interface */
-    LV2_Worker_Schedule schedule;      /* the worker:schedule feature for instantiate */
-    LV2_Worker_Schedule sync_schedule; /* the one for state restore: work done at once */
+    LV2_Worker_Schedule schedule;      /* the worker:schedule feature */
     Ring requests;                     /* audio thread -> worker thread */
     Ring responses;                    /* worker thread -> audio thread */
     uint8_t *request_buffer;           /* the worker thread's copy of one request */
@@ -376,17 +377,6 @@ static LV2_Worker_Status respond(void *handle, uint32_t size, const void *data)
         return LV2_WORKER_ERR_NO_SPACE;
     }
     return LV2_WORKER_SUCCESS;
-}
-
-/* The restore-time schedule: the caller is not the audio thread, so the work is done right
-   here (as jalv does); the response still reaches the plugin on the audio thread. */
-static LV2_Worker_Status schedule_now(void *handle, uint32_t size, const void *data)
-{
-    Runner *r = handle;
-    if (!r->iface || !r->iface->work || !r->handle)
-        return LV2_WORKER_ERR_UNKNOWN;
-    __atomic_add_fetch(&r->work_calls, 1, __ATOMIC_RELAXED);
-    return r->iface->work(r->handle, respond, r, size, data);
 }
 
 static void *worker_main(void *arg)
@@ -431,13 +421,10 @@ Runner *dl_runner_new(uint32_t ring_capacity)
     pthread_mutex_init(&r->work_lock, NULL);
     r->schedule.handle = r;
     r->schedule.schedule_work = schedule_work;
-    r->sync_schedule.handle = r;
-    r->sync_schedule.schedule_work = schedule_now;
     return r;
 }
 
 LV2_Worker_Schedule *dl_runner_schedule_feature(Runner *r) { return &r->schedule; }
-LV2_Worker_Schedule *dl_runner_sync_schedule_feature(Runner *r) { return &r->sync_schedule; }
 
 /* After instantiate: the instance, and its worker interface (or NULL). Starts the worker
    thread when there is one. Returns 0, or an errno from pthread_create. */

@@ -211,7 +211,6 @@ def lilv() -> ctypes.CDLL:
                     ("dl_urid_unmap", _s, [_p, _u32]), ("dl_log_new", _p, [_p, _s]),
                     ("dl_log_feature", _p, [_p]), ("dl_log_free", None, [_p]),
                     ("dl_runner_new", _p, [_u32]), ("dl_runner_schedule_feature", _p, [_p]),
-                    ("dl_runner_sync_schedule_feature", _p, [_p]),
                     ("dl_runner_bind", ctypes.c_int, [_p, _p, _p, _p]),
                     ("dl_runner_add_atom_output", ctypes.c_int, [_p, _p, _u32]),
                     ("dl_runner_lock_work", None, [_p]), ("dl_runner_unlock_work", None, [_p]),
@@ -316,6 +315,32 @@ class World:
         path = ctypes.string_at(raw).decode("utf-8", "replace")
         self.lib.lilv_free(raw)
         return path.rstrip("/")
+
+    def presets(self, plugin: int) -> list[tuple[str, str]]:
+        """(URI, label) of a plugin's presets, from lilv (its bundles and ~/.lv2), by label."""
+        lib = self.lib
+        out = []
+        for uri in self.nodes(lib.lilv_plugin_get_related(plugin, self.uri(PRESET))):
+            node = self.uri(uri)
+            lib.lilv_world_load_resource(self.ptr, node)
+            label = self.take_string(lib.lilv_world_get(self.ptr, node, self.uri(RDFS_LABEL),
+                                                        None))
+            out.append((uri, label or uri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]))
+        return sorted(out, key=lambda t: t[1].casefold())
+
+    def find_preset(self, plugin: int, preset: str) -> str:
+        """The URI of a plugin's preset by label (ignoring case) or URI; ValueError lists
+        the presets there are, nearest first."""
+        presets = self.presets(plugin)
+        for uri, label in presets:
+            if preset == uri or label.casefold() == preset.casefold():
+                return uri
+        labels = [label for _, label in presets]
+        close = difflib.get_close_matches(preset, labels, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        shown = ", ".join(repr(label) for label in labels[:30]) or "none"
+        raise ValueError(f"{self.plugin_name(plugin)} has no preset {preset!r}{hint}; its "
+                         f"presets: {shown}")
 
     def catalogue(self) -> list[tuple[str, str, int]]:
         """(uri, name, plugin pointer) of every plugin, sorted by name."""
@@ -582,7 +607,7 @@ class Lv2Stage(Stage):
     __eq__ = object.__eq__
 
     def __init__(self, spec: str, w: World, plugin: int, info: PluginInfo, sample_rate: int,
-                 block_size: int) -> None:
+                 block_size: int, warm_up: bool = False) -> None:
         super().__init__(spec, info.name, info.kind, info.audio_inputs, info.audio_outputs,
                          vendor=info.vendor, format="LV2",
                          parameters=[p.parameter for p in info.ports if p.parameter],
@@ -606,7 +631,15 @@ class Lv2Stage(Stage):
         self._build_buffers()
         self._instantiate()
         _live.add(self)
-        self.run_block(min(block_size, 64))  # learn the latency; crash here, not later
+        if warm_up:
+            self.warm_up()
+
+    def warm_up(self) -> None:
+        """One short block of silence: the latency port gets its value, and a plugin that
+        crashes in run() does so now (the scan's probe does this). A device doesn't: the
+        plugin's first block is then the first real one, with the parameters already set,
+        as in an offline render (smoothing plugins would otherwise glide from defaults)."""
+        self.run_block(min(self.block_size, 64))
         self.latency = self._read_latency()
 
     # -- set-up (jalv's order: features, instantiate, connect every port, activate) ------
@@ -660,13 +693,15 @@ class Lv2Stage(Stage):
         nominal = ctypes.c_int32(min(self.max_block, max(1, self.block_size)))
         maximum = ctypes.c_int32(self.max_block)
         minimum = ctypes.c_int32(1)
-        keep += [rate, nominal, maximum, minimum]
-        options = (_Option * 5)()
+        sequence = ctypes.c_int32(ATOM_BUFFER)  # every atom buffer is at least this big
+        keep += [rate, nominal, maximum, minimum, sequence]
+        options = (_Option * 6)()
         for o, (key, typ, value) in zip(options, (
                 (_EXT + "parameters#sampleRate", ATOM_FLOAT, rate),
                 (_EXT + "buf-size#nominalBlockLength", ATOM_INT, nominal),
                 (_EXT + "buf-size#maxBlockLength", ATOM_INT, maximum),
-                (_EXT + "buf-size#minBlockLength", ATOM_INT, minimum)), strict=False):
+                (_EXT + "buf-size#minBlockLength", ATOM_INT, minimum),
+                (_EXT + "buf-size#sequenceSize", ATOM_INT, sequence)), strict=False):
             o.context, o.subject, o.key = 0, 0, w.map(key)  # LV2_OPTIONS_INSTANCE
             o.size, o.type, o.value = 4, w.map(typ), ctypes.addressof(value)
         keep.append(options)
@@ -817,6 +852,11 @@ class Lv2Stage(Stage):
         if desc.activate:
             _HANDLE_FN(desc.activate)(self._handle)
 
+    def current_latency(self) -> int:
+        """The latency port's value after the last block (0 without one)."""
+        self.latency = self._read_latency()
+        return self.latency
+
     def _read_latency(self) -> int:
         if self._latency_port is None:
             return 0
@@ -879,12 +919,14 @@ class Lv2Stage(Stage):
             self._controls[index] = ctypes.c_double.from_address(value).value
 
     def _state_features(self) -> Any:
-        """Features for save and restore: the worker's restore-time schedule (work done at
-        once, the response delivered on the audio thread), makePath and the map."""
+        """Features for save and restore: the map, makePath and the worker's schedule. The
+        host restores between blocks on the thread that calls run(), so a file the plugin
+        loads for its new state (an impulse response) is loaded by the worker thread, and
+        the audio thread never waits for it."""
         w, host = self.world, host_lib()
         data = [(_EXT + "urid#map", w.map_feature), (_EXT + "urid#unmap", w.unmap_feature),
                 (_EXT + "state#makePath", ctypes.addressof(self._make_path.struct)),
-                (_EXT + "worker#schedule", host.dl_runner_sync_schedule_feature(self._runner))]
+                (_EXT + "worker#schedule", host.dl_runner_schedule_feature(self._runner))]
         feats = (_Feature * len(data))()
         array = (ctypes.POINTER(_Feature) * (len(data) + 1))()
         for i, (f, (uri, ptr)) in enumerate(zip(feats, data, strict=True)):
@@ -919,15 +961,8 @@ class Lv2Stage(Stage):
         self.latency = self._read_latency()
 
     def presets(self) -> list[tuple[str, str]]:
-        """(URI, label) of the plugin's presets, from lilv (its bundles and ~/.lv2)."""
-        w, lib = self.world, self.world.lib
-        out = []
-        for uri in w.nodes(lib.lilv_plugin_get_related(self.plugin, w.uri(PRESET))):
-            node = w.uri(uri)
-            lib.lilv_world_load_resource(w.ptr, node)
-            label = w.take_string(lib.lilv_world_get(w.ptr, node, w.uri(RDFS_LABEL), None))
-            out.append((uri, label or uri.rsplit("#", 1)[-1].rsplit("/", 1)[-1]))
-        return sorted(out, key=lambda t: t[1].casefold())
+        """(URI, label) of the plugin's presets."""
+        return self.world.presets(self.plugin)
 
     def load_preset(self, preset: str) -> bool:
         """A preset by label (case-insensitive) or URI, or a preset .ttl file."""
@@ -939,13 +974,8 @@ class Lv2Stage(Stage):
             if not state:
                 raise ValueError(f"{self.name} could not read the preset file {preset}")
         else:
-            presets = self.presets()
-            match = [uri for uri, label in presets
-                     if preset in (uri,) or label.casefold() == preset.casefold()]
-            if not match:
-                names = ", ".join(repr(label) for _, label in presets[:30]) or "none"
-                raise ValueError(f"{self.name} has no preset {preset!r}; its presets: {names}")
-            state = lib.lilv_state_new_from_world(w.ptr, w.map_feature, w.uri(match[0]))
+            uri = w.find_preset(self.plugin, preset)
+            state = lib.lilv_state_new_from_world(w.ptr, w.map_feature, w.uri(uri))
             if not state:
                 raise ValueError(f"{self.name}: lilv could not load the preset {preset!r}")
         try:
@@ -1013,10 +1043,12 @@ class _MakePath:
         return self._strdup(full.encode())
 
 
-def load_lv2_stage(spec: str, *, sample_rate: int = 48000, block_size: int = 256) -> Lv2Stage:
-    """Instantiate the plugin ``spec`` names; UnknownPluginError when none does, PluginError
-    when it can't run here (a missing feature, a failed instantiation)."""
+def load_lv2_stage(spec: str, *, sample_rate: int = 48000, block_size: int = 256,
+                   warm_up: bool = False) -> Lv2Stage:
+    """Instantiate the plugin ``spec`` names (and with ``warm_up`` run one block); Unknown-
+    PluginError when none does, PluginError when it can't run here (a missing feature, a
+    failed instantiation)."""
     w = world()
     plugin = w.find(spec)
     return Lv2Stage(spec, w, plugin, describe_plugin(w, plugin, sample_rate), sample_rate,
-                    block_size)
+                    block_size, warm_up)

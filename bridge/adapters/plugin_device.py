@@ -253,6 +253,17 @@ class PluginChain:
             self.report("plugin", f"NaN or Inf in the plugin output: block replaced by "
                         f"silence ({self.nonfinite_blocks} block(s) so far)")
 
+    def latency(self) -> int:
+        """Frames the tap's signal lags its input by: the latencies the stages up to the
+        tap report (an LV2 plugin's latency port, a VST3's reported latency)."""
+        last = self.tap.stage if self.tap.stage >= 0 else len(self.stages) - 1
+        return sum(st.current_latency() for st in self.stages[:last + 1])
+
+    def close(self) -> None:
+        """Free the stages (an LV2 instance and its worker thread)."""
+        for st in self.stages:
+            st.close()
+
     # -- parameters ---------------------------------------------------------------------
     def parameter_name(self, i: int) -> str:
         stage, p = self.parameters[i]
@@ -287,8 +298,7 @@ class PluginChain:
 
     def parameter_list(self) -> list[dict]:
         return [{"index": i, "name": self.parameter_name(i), "display_name": p.name,
-                 "stage": self.stages[s].name, "min": p.min, "max": p.max,
-                 "default": p.default, "value": self.value(i), "unit": p.unit}
+                 "stage": self.stages[s].name, **p.describe(), "value": self.value(i)}
                 for i, (s, p) in enumerate(self.parameters)]
 
     # -- state --------------------------------------------------------------------------
@@ -360,7 +370,7 @@ class PluginChain:
                 if tap:
                     self.tap = self.resolve_tap(tap)
                 device.respond(cmd.build("Route", response_to=msg, routing=json.dumps(
-                    {"tap": self.tap.name, "taps": self.taps()})))
+                    {"tap": self.tap.name, "taps": self.taps(), "latency": self.latency()})))
             else:
                 return False
         except (KeyError, ValueError, FileNotFoundError) as exc:

@@ -171,7 +171,7 @@ def describe(stage: Stage, path: str) -> dict[str, Any]:
         "outputs": stage.outputs,
         "midi_inputs": info.midi_inputs if info is not None else int(stage.midi_in),
         "midi_outputs": info.midi_outputs if info is not None else int(stage.midi_out),
-        "latency": stage.latency,
+        "latency": stage.current_latency(),
         "presets": [label for _, label in stage.presets()] if hasattr(stage, "presets")
         else [],
         "parameters": [{"key": p.key, "name": p.name, **p.describe()}
@@ -301,8 +301,11 @@ def _probe_lv2(bundle: str, uris: Sequence[str | None], list_names: bool,
         send({"names": uris, "labels": {u: i.name for u, i in infos.items()}})
     for uri in uris:
         spec = f"lv2:{uri}"
-        try:
-            stage = lv2.load_lv2_stage(spec)
+        try:  # each step announced first: if the plugin kills us, the parent knows where
+            send({"plugin_name": uri, "step": "instantiate()"})
+            stage = lv2.load_lv2_stage(spec, warm_up=False)
+            send({"plugin_name": uri, "step": "run()"})
+            stage.warm_up()
             send({"plugin_name": uri, "result": describe(stage, bundle)})
             stage.close()
         except PluginError as exc:
@@ -482,6 +485,7 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
     stem = Path(path).name.rsplit(".", 1)[0]
     names: list[str] | None = None
     labels: dict[str, str] = {}  # an LV2 plugin's name, by URI (its "plugin name" here)
+    steps: dict[str, str] = {}  # where an LV2 probe was with each plugin
     lv2 = _format_of(path) == "LV2"
     done: dict[str, dict[str, Any]] = {}
 
@@ -503,7 +507,9 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
                     labels = {str(k): str(v) for k, v in m["labels"].items()}
             elif "plugin_name" in m and isinstance(m["plugin_name"], str):
                 name = m["plugin_name"]
-                if isinstance(m.get("result"), dict):
+                if isinstance(m.get("step"), str):
+                    steps[name] = m["step"]
+                elif isinstance(m.get("result"), dict):
                     done[name] = _scan_entry(m["result"], path)
                 else:
                     done[name] = failed(name, _strip_path(str(m.get("error")), path))
@@ -519,8 +525,9 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
                 done[name] = failed(name, "the probe gave no result")
             break
         # The child died on the first plugin it hadn't finished.
-        done[todo[0]] = failed(todo[0], f"{failure} while loading {todo[0]!r}"
-                               if len(names) > 1 else failure)
+        where = f" in {steps[todo[0]]}" if todo[0] in steps else ""
+        done[todo[0]] = failed(todo[0], f"{failure}{where} while loading {todo[0]!r}"
+                               if len(names) > 1 else failure + where)
     if not names:
         return [_error_entry(stem, path, "the bundle holds no plugin")]
     return [done[n] for n in names]
@@ -731,12 +738,14 @@ def info(path_or_builtin: str, *, plugin_name: str | None = None,
         plugin = w.find(path_or_builtin)  # UnknownPluginError names the nearest
         uri, bundle = w.plugin_uri(plugin), w.bundle_path(plugin)
         messages, failure = run_probe(bundle, [uri], timeout=timeout)
+        step = ""
         for m in messages:
             if isinstance(m.get("result"), dict):
                 return m["result"]
             if "error" in m:
                 raise PluginError(f"lv2:{uri}: {m['error']}")
-        raise PluginError(f"lv2:{uri}: {failure or 'the probe gave no result'}")
+            step = f" in {m['step']}" if isinstance(m.get("step"), str) else step
+        raise PluginError(f"lv2:{uri}: {failure or 'the probe gave no result'}{step}")
     path = Path(path_or_builtin).expanduser()
     if not path.exists():
         raise PluginError(f"{path_or_builtin}: no such file or directory")

@@ -148,6 +148,10 @@ class Stage:
     def close(self) -> None:
         """Free what the stage holds outside Python (a no-op for most formats)."""
 
+    def current_latency(self) -> int:
+        """The stage's latency in frames now (an LV2 plugin reports it after each block)."""
+        return self.latency
+
     def track_notes(self, events: Sequence[MidiEvent]) -> None:
         """Remember which notes sound, for :meth:`release_events`."""
         sounding = self._sounding
