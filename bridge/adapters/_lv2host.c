@@ -99,8 +99,8 @@ typedef struct {
 } LV2_Worker_Schedule;
 
 typedef struct {
-    uint32_t type;  /* LV2_Atom header: the body's size, then its type */
-    uint32_t size;
+    uint32_t size; /* LV2_Atom: the body's size in bytes, then its type */
+    uint32_t type;
 } LV2_Atom_Header;
 
 /* ---- URID map ------------------------------------------------------------------------ */
