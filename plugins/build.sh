@@ -4,8 +4,8 @@
 #   build/plugins/lv2/DLSine.lv2, build/plugins/lv2/DLSine12.lv2   the same, as LV2 (DPF)
 #   build/plugins/lv2/dltest.lv2    small LV2 test plugins (plugins/lv2test/dltest.c)
 #                                   (build/plugins/lv2 is a folder of LV2_PATH: plugins/README.md)
-#   build/plugins/lv2-bad/*.lv2     deliberately broken LV2 bundles (plugins/lv2test/bad.c),
-#                                   kept off LV2_PATH: the tests name this folder when they want it
+#   build/lv2-bad/*.lv2             deliberately broken LV2 bundles (plugins/lv2test/bad.c), kept
+#                                   out of build/plugins and off LV2_PATH: tests name the folder
 #   build/plugins/Dragonfly{Room,Hall,Plate,EarlyReflections}Reverb.vst3
 #                                   symlinks into Debian 13's dragonfly-reverb-vst3, unpacked
 #                                   under build/plugins/dragonfly/ (fetched with a private apt set-up)
@@ -197,8 +197,9 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 1b. LV2 test plugins (plugins/lv2test): dltest.lv2 (a gain whose optional descriptor
-#     functions are NULL, a worker probe) on the LV2 path, and broken bundles in lv2-bad/.
+#     functions are NULL, a worker probe) on the LV2 path, and broken bundles in build/lv2-bad/.
 LV2SRC=$ROOT/plugins/lv2test
+BADOUT=$ROOT/build/lv2-bad  # not under build/plugins, which a scan of it would then report
 CFLAGS_LV2=(-std=gnu11 -O2 -fPIC -Wall -Wextra -shared -Wl,--no-undefined)
 lv2_sources=("$LV2SRC"/* "$ROOT/plugins/build.sh")
 lv2_up_to_date() { # SO
@@ -209,7 +210,7 @@ lv2_up_to_date() { # SO
 
 # bad_bundle NAME URI DEFINE TTL_EXTRA BROKEN : a stereo pass-through bundle built from bad.c
 bad_bundle() {
-    local name=$1 uri=$2 define=$3 extra=$4 broken=$5 dir=$OUT/lv2-bad/$1.lv2
+    local name=$1 uri=$2 define=$3 extra=$4 broken=$5 dir=$BADOUT/$1.lv2
     rm -rf "$dir"
     mkdir -p "$dir"
     gcc "${CFLAGS_LV2[@]}" ${define:+-D$define} -DDL_URI="\"$uri\"" "$LV2SRC/bad.c" -o "$dir/$name.so" \
@@ -228,12 +229,12 @@ bad_bundle() {
         >"$dir/$name.ttl"
 }
 
-if lv2_up_to_date "$LV2OUT/dltest.lv2/dltest.so" && lv2_up_to_date "$OUT/lv2-bad/DLBrokenTurtle.lv2/DLBrokenTurtle.so"; then
-    log "dltest.lv2 and lv2-bad/ are up to date"
+if lv2_up_to_date "$LV2OUT/dltest.lv2/dltest.so" && lv2_up_to_date "$BADOUT/DLBrokenTurtle.lv2/DLBrokenTurtle.so"; then
+    log "dltest.lv2 and build/lv2-bad/ are up to date"
 else
-    log "building dltest.lv2 and the broken bundles in lv2-bad/"
-    rm -rf "$LV2OUT/dltest.lv2" "$OUT/lv2-bad"
-    mkdir -p "$LV2OUT/dltest.lv2" "$OUT/lv2-bad"
+    log "building dltest.lv2 and the broken bundles in build/lv2-bad/"
+    rm -rf "$LV2OUT/dltest.lv2" "$BADOUT"
+    mkdir -p "$LV2OUT/dltest.lv2" "$BADOUT"
     gcc "${CFLAGS_LV2[@]}" "$LV2SRC/dltest.c" -o "$LV2OUT/dltest.lv2/dltest.so" \
         || fail "building dltest.lv2 failed"
     cp "$LV2SRC/manifest.ttl" "$LV2SRC/dltest.ttl" "$LV2OUT/dltest.lv2/"
@@ -321,4 +322,4 @@ EOF
     [ -z "$missing_libs" ] || fail "dragonfly plugins need libraries that are missing: $missing_libs"
 fi
 
-log "done: $(cd "$OUT" && ls -d *.vst3 lv2/*.lv2 lv2-bad/*.lv2 | tr '\n' ' ')"
+log "done: $(cd "$OUT" && ls -d *.vst3 lv2/*.lv2 ../lv2-bad/*.lv2 | tr '\n' ' ')"

@@ -1,7 +1,7 @@
 """LV2 plugins as devices (``device --plugin lv2:...``), through lilv, with real plugins in
 their own processes: Debian's x42-plugins, lsp-plugins-lv2 and swh-lv2, the LV2 builds of our
 DPF instruments (DLSine, DLSine12) and the test bundles of plugins/lv2test (dltest.lv2 on the
-LV2 path; the broken bundles in build/plugins/lv2-bad). Debian's own LV2 tools are the
+LV2 path; the broken bundles in build/lv2-bad). Debian's own LV2 tools are the
 reference: lv2file renders offline, lv2ls lists. conftest.py puts build/plugins/lv2 on
 LV2_PATH for every process.
 """
@@ -28,7 +28,7 @@ from bridge.transport import Host, cmd
 from bridge.transport.host import CommandError
 
 PLUGINS = REPO / "build" / "plugins"
-BAD = PLUGINS / "lv2-bad"
+BAD = REPO / "build" / "lv2-bad"
 RATE, BLOCK = 48000, 256
 DLSINE = "lv2:DLSine"
 PROBE = "lv2:urn:discolink-bridge:lv2test:worker-probe"
@@ -466,8 +466,13 @@ def test_scan_of_every_installed_lv2_plugin_matches_lv2ls_and_is_cached(tmp_path
     assert r.returncode == 0, r.stderr[-2000:]
     entries = [e for e in json.loads(r.stdout) if e["format"] == "LV2"]
     assert sorted(e["uri"] for e in entries) == sorted(listed)
-    failed = [(e["uri"], e["error"]) for e in entries if e["error"]]
-    assert not failed, failed  # every plugin of x42, LSP and swh runs here
+    # Every plugin of x42, LSP and swh loads and runs, but two: Debian 12's swh-lv2 builds
+    # mbeq and pitchScaleHQ without linking libfftw3f, so their library can't be opened (lilv
+    # says "undefined symbol: fftwf_execute"); the scan reports lilv's reason.
+    failed = {e["uri"]: e["error"] for e in entries if e["error"]}
+    assert set(failed) <= {"http://plugin.org.uk/swh-plugins/mbeq",
+                           "http://plugin.org.uk/swh-plugins/pitchScaleHQ"}, failed
+    assert all("undefined symbol: fftwf_" in error for error in failed.values()), failed
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
                            cwd=REPO)
     cached = json.loads(again.stdout)

@@ -449,7 +449,7 @@ INVALID = {
             plugin: builtin:Reverb
             preset: configs/demo.yaml
         """, "rack.yaml:6:13: devices[0].preset: not a preset: 'configs/demo.yaml' (expected a "
-             ".vstpreset file)"),
+             ".vstpreset file, an LV2 preset .ttl file, or an LV2 plugin's preset name)"),
     "a preset that does not exist": ("""\
         name: r
         devices:

@@ -303,7 +303,18 @@ def _probe_lv2(bundle: str, uris: Sequence[str | None], list_names: bool,
         spec = f"lv2:{uri}"
         try:  # each step announced first: if the plugin kills us, the parent knows where
             send({"plugin_name": uri, "step": "instantiate()"})
-            stage = lv2.load_lv2_stage(spec, warm_up=False)
+            refusal = None
+            with _stderr_lines() as said:  # lilv's reason, when instantiate fails
+                try:
+                    stage = lv2.load_lv2_stage(spec, warm_up=False)
+                except PluginError as exc:
+                    refusal = exc
+            if refusal is not None:
+                why = next((ln.split("error: ", 1)[-1] for ln in reversed(said)
+                            if "error: " in ln), "")
+                if "failed to instantiate" not in str(refusal) or not why:
+                    raise refusal
+                raise PluginError(f"{spec}: failed to instantiate: {why}")
             send({"plugin_name": uri, "step": "run()"})
             stage.warm_up()
             send({"plugin_name": uri, "result": describe(stage, bundle)})
@@ -529,6 +540,8 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
         done[todo[0]] = failed(todo[0], f"{failure}{where} while loading {todo[0]!r}"
                                if len(names) > 1 else failure + where)
     if not names:
+        if lv2:  # a specification or a bundle of presets: nothing to list (as lv2ls does)
+            return []
         return [_error_entry(stem, path, "the bundle holds no plugin")]
     return [done[n] for n in names]
 
@@ -567,7 +580,8 @@ def load_cache(path: Path | None = None) -> dict[str, dict]:
     bundles = {}
     for key, value in data["bundles"].items():
         if isinstance(value, dict) and isinstance(value.get("stamp"), list) \
-                and isinstance(value.get("plugins"), list) and value["plugins"] \
+                and isinstance(value.get("plugins"), list) \
+                and (value["plugins"] or key.endswith(LV2_SUFFIX)) \
                 and all(isinstance(e, dict) for e in value["plugins"]):
             bundles[key] = value
     return bundles
