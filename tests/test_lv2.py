@@ -573,3 +573,21 @@ def test_rack_survives_a_plugin_that_crashes_in_run(spawn, tmp_path):
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
     assert "Traceback" not in out
+
+
+def test_a_host_at_another_sample_rate_gets_the_plugin_instantiated_at_its_rate(spawn):
+    """LV2 fixes the sample rate at instantiation: after a handshake at 44.1 kHz the plugin
+    runs again at 44.1 kHz, its parameters kept, so note 69 is still 440 Hz."""
+    dev = spawn.device("--plugin", DLSINE, "--param", "gain=0.3", "--blocksize", str(BLOCK),
+                       device_id="Rate")
+    with Host() as host:
+        host.set_local_buffer_info(44100, BLOCK)
+        conn = host.connect(dev.id)
+        assert conn.sample_rate == 44100
+        send(host, cmd.midi_note_on(0, 69, 127))
+        rec = read_blocks(host, 40, 2)[0, 8 * BLOCK:]
+        assert value(host, "gain") == pytest.approx(0.3)
+    spec = np.abs(np.fft.rfft(rec * np.hanning(len(rec)), 8 * len(rec)))
+    assert float(np.fft.rfftfreq(8 * len(rec), 1 / 44100)[np.argmax(spec)]) == \
+        pytest.approx(440, abs=2)
+    assert np.abs(rec).max() == pytest.approx(0.3, abs=1e-3)

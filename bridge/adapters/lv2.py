@@ -824,6 +824,8 @@ class Lv2Stage(Stage):
 
     def render(self, events: Sequence[MidiEvent], frames: int, sample_rate: int,
                channels: int) -> np.ndarray:
+        if sample_rate != self.sample_rate:
+            self._follow_rate(sample_rate)
         if self._midi_in:
             self.track_notes(events)
             self._write_midi(events, frames)
@@ -835,6 +837,8 @@ class Lv2Stage(Stage):
     def process(self, audio: np.ndarray | None, sample_rate: int,
                 events: Sequence[MidiEvent] = ()) -> np.ndarray | None:
         frames = self.block_frames if audio is None else audio.shape[1]
+        if sample_rate != self.sample_rate:
+            self._follow_rate(sample_rate)
         if audio is not None:
             np.copyto(self._audio_in[:audio.shape[0], :frames], audio)
         if self._midi_in:
@@ -999,6 +1003,10 @@ class Lv2Stage(Stage):
         if self._closed:
             return
         self._closed = True
+        self._free_instance()
+        self._files.cleanup()
+
+    def _free_instance(self) -> None:
         host = host_lib()
         if self._runner:
             host.dl_runner_stop(self._runner)
@@ -1015,7 +1023,21 @@ class Lv2Stage(Stage):
         if self._log:
             host.dl_log_free(self._log)
             self._log = 0
-        self._files.cleanup()
+        self._active = False
+
+    def _follow_rate(self, sample_rate: int) -> None:
+        """A host's handshake changed the sample rate: LV2 fixes it at instantiation, so the
+        plugin is instantiated again at the new rate and given its state back. Once per
+        handshake, between blocks; the worker thread is restarted with it."""
+        state = self._get_format_state()
+        values = {p.key: self.get(p.key) for p in self.parameters if not p.output}
+        self._free_instance()
+        self.sample_rate = sample_rate
+        self._build_buffers()
+        self._instantiate()
+        self._set_format_state(state)
+        for key, value in values.items():
+            self.set(key, value)
 
 
 class _MakePathStruct(ctypes.Structure):
