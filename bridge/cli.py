@@ -111,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add a host-to-device return ring (the synth mixes it in; an "
                              "effect chain takes it as its input, and gets one by default)")
         plugin = sp.add_argument_group(
-            "plugins (pedalboard)", "Run VST3 plugins (AU on macOS), pedalboard's built-in "
-            "effects or the built-in synth instead of the sine synth. Several --plugin make a "
-            "chain, first to last; only the first may be an instrument.")
+            "plugins (pedalboard, lilv)", "Run VST3 plugins (AU on macOS), LV2 plugins, "
+            "pedalboard's built-in effects or the built-in synth instead of the sine synth. "
+            "Several --plugin make a chain, first to last; only the first may be an "
+            "instrument (or the first after LV2 MIDI effects).")
         plugin.add_argument("--plugin", action="append", default=[], metavar="SPEC",
-                            help="a .vst3 path, builtin:NAME (builtin:Reverb, builtin:Chorus, "
-                                 "..., builtin:Sine); repeatable")
+                            help="a .vst3 path, lv2:URI or lv2:NAME (from $LV2_PATH), "
+                                 "builtin:NAME (builtin:Reverb, builtin:Chorus, ..., "
+                                 "builtin:Sine); repeatable")
         plugin.add_argument("--plugin-name", metavar="NAME",
                             help="which plugin of a bundle that holds several")
         plugin.add_argument("--tap", metavar="TAP",
@@ -129,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="restore the device id and plugin state from FILE at start "
                                  "(if it exists), and save them there when they change and "
                                  "on stop")
-        plugin.add_argument("--preset", type=Path, metavar="FILE.vstpreset",
-                            help="load this preset at start (unless --state restores one)")
+        plugin.add_argument("--preset", type=Path, metavar="PRESET",
+                            help="load this preset at start (unless --state restores one): "
+                                 "a .vstpreset file, or an LV2 preset's name, URI or .ttl")
         plugin.add_argument("--input", type=Path, metavar="FILE",
                             help="effects: loop this audio file as the chain's input "
                                  "(instead of the host's return audio)")
@@ -310,16 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("plugin", help="find plugins and describe them",
                         description="Plugin discovery: scan folders for VST3 (and AU on "
-                                    "macOS) plugins, or describe one plugin. Each plugin is "
-                                    "probed in a subprocess with a timeout, so one that "
+                                    "macOS) and LV2 plugins, or describe one plugin. Each "
+                                    "plugin is probed in a subprocess with a timeout, so one that "
                                     "crashes or hangs is reported and the scan goes on.")
     psub = sp.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
     scan = psub.add_parser("scan", help="list the plugins in the standard folders and DIRs",
                            description="List plugins with name, vendor, path, format, "
                                        "instrument or effect, inputs, outputs and parameter "
-                                       "count. Searches the platform's standard VST3 folders "
-                                       "and any DIRs given. Results are cached and refreshed "
-                                       "when the files change.")
+                                       "count (LV2: also URI, class, MIDI ports). Searches the "
+                                       "standard VST3 folders, the LV2 path and any DIRs "
+                                       "given. Results are cached and refreshed when the "
+                                       "files change.")
     scan.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="more folders to search")
     scan.add_argument("--json", action="store_true", help="print a JSON list of objects")
     scan.add_argument("--timeout", type=_seconds, default=30.0, metavar="S",
@@ -330,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "name, vendor, path, format, is_instrument, is_effect, "
                                        "inputs, outputs and its parameters (name, min, max, "
                                        "default).")
-    info.add_argument("path", metavar="PATH", help="a .vst3 bundle, or builtin:NAME")
+    info.add_argument("path", metavar="PLUGIN",
+                      help="a .vst3 bundle, lv2:URI or lv2:NAME, or builtin:NAME")
     info.add_argument("--plugin-name", metavar="NAME",
                       help="which plugin of a bundle that holds several")
     info.add_argument("--json", action="store_true", help="print one JSON object")
