@@ -66,7 +66,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,7 @@ from bridge.adapters import _lv2host
 from bridge.adapters.instrument import InstrumentDevice
 from bridge.adapters.lv2 import Lv2Stage
 from bridge.adapters.plugin_device import PluginChain
+from bridge.adapters.plugin_scan import captured_stderr
 from bridge.adapters.stage import Stage, load_stage
 from bridge.midi.event import MidiEvent
 from bridge.transport import Device, DeviceRunner, Host, cmd
@@ -163,25 +164,6 @@ class Plan:
 def stats_us(ns: np.ndarray) -> dict[str, float]:
     """Median, p95, min and mean of nanosecond samples, in microseconds."""
     return median_p95(ns, "us", 2, ("min", "mean"))
-
-
-@contextlib.contextmanager
-def captured_stderr() -> Iterator[list[str]]:
-    """fd 2 into a temporary file while plugins load: DPF prints debug assertions there
-    (C++ writes to the fd, not to sys.stderr). Yields a list that receives the lines."""
-    lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
 def plugin_chatter(lines: list[str]) -> list[str]:

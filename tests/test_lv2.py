@@ -23,6 +23,7 @@ import pedalboard
 import pytest
 import soundfile as sf
 from conftest import LV2_TEST_PATH, REPO
+from helpers_ipc import peak_hz, send
 
 from bridge.transport import Host, cmd
 from bridge.transport.host import CommandError
@@ -54,16 +55,6 @@ def lv2_device(spawn, *args: str, device_id: str, timeout: float = 60.0):
 
 def read_blocks(host: Host, blocks: int, channels: int, feed=None) -> np.ndarray:
     return helpers_ipc.read_blocks(host, blocks, BLOCK, channels, feed=feed, slack=30)
-
-
-def send(host: Host, *messages) -> None:
-    for m in messages:
-        assert host.send_command(m)
-
-
-def peak_hz(x: np.ndarray) -> float:
-    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), 8 * len(x)))
-    return float(np.fft.rfftfreq(8 * len(x), 1 / RATE)[np.argmax(spec)])
 
 
 def value(host: Host, name: str) -> float:
@@ -587,7 +578,5 @@ def test_a_host_at_another_sample_rate_gets_the_plugin_instantiated_at_its_rate(
         send(host, cmd.midi_note_on(0, 69, 127))
         rec = read_blocks(host, 40, 2)[0, 8 * BLOCK:]
         assert value(host, "gain") == pytest.approx(0.3)
-    spec = np.abs(np.fft.rfft(rec * np.hanning(len(rec)), 8 * len(rec)))
-    assert float(np.fft.rfftfreq(8 * len(rec), 1 / 44100)[np.argmax(spec)]) == \
-        pytest.approx(440, abs=2)
+    assert peak_hz(rec, 44100) == pytest.approx(440, abs=2)
     assert np.abs(rec).max() == pytest.approx(0.3, abs=1e-3)

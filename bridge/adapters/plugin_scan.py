@@ -39,7 +39,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,9 +250,10 @@ def _probe_main(argv: Sequence[str]) -> int:
 
 
 @contextlib.contextmanager
-def _stderr_lines() -> Any:
-    """What this process writes to fd 2 meanwhile (lilv prints parse errors there), as a
-    list filled when the block ends."""
+def captured_stderr(echo: bool = False) -> Iterator[list[str]]:
+    """What this process writes to fd 2 meanwhile (C and C++ code write to the fd, not to
+    sys.stderr: lilv's parse errors, DPF's assertions), as a list filled when the block
+    ends; ``echo`` writes it to fd 2 afterwards as well."""
     lines: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
@@ -266,7 +267,8 @@ def _stderr_lines() -> Any:
             os.close(saved)
             tmp.seek(0)
             text = tmp.read().decode("utf-8", "replace")
-            os.write(2, text.encode())  # still shown, in the probe's stderr file
+            if echo:
+                os.write(2, text.encode())
             lines += text.splitlines()
 
 
@@ -277,7 +279,7 @@ def _probe_lv2(bundle: str, uris: Sequence[str | None], list_names: bool,
     from . import lv2
 
     real = os.path.realpath(bundle)
-    with _stderr_lines() as errors:
+    with captured_stderr(echo=True) as errors:  # still shown, in the probe's stderr file
         w = lv2.world()
         mine = [p for p in w.all_plugins() if os.path.realpath(w.bundle_path(p)) == real]
         if not mine:  # not on the LV2 path: load it on its own
@@ -304,7 +306,7 @@ def _probe_lv2(bundle: str, uris: Sequence[str | None], list_names: bool,
         try:  # each step announced first: if the plugin kills us, the parent knows where
             send({"plugin_name": uri, "step": "instantiate()"})
             refusal = None
-            with _stderr_lines() as said:  # lilv's reason, when instantiate fails
+            with captured_stderr(echo=True) as said:  # lilv's reason when instantiate fails
                 try:
                     stage = lv2.load_lv2_stage(spec, warm_up=False)
                 except PluginError as exc:
