@@ -580,3 +580,58 @@ def test_a_host_at_another_sample_rate_gets_the_plugin_instantiated_at_its_rate(
         assert value(host, "gain") == pytest.approx(0.3)
     assert peak_hz(rec, 44100) == pytest.approx(440, abs=2)
     assert np.abs(rec).max() == pytest.approx(0.3, abs=1e-3)
+
+
+def lv2info_controls(uri: str) -> dict[str, dict]:
+    """Control ports as Debian's lv2info prints them: symbol -> name, range, properties."""
+    text = subprocess.run(["lv2info", uri], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "LV2_PATH": LV2_TEST_PATH}).stdout
+    ports: dict[str, dict] = {}
+    for block in text.split("\n\tPort ")[1:]:
+        if "#ControlPort" not in block:
+            continue
+        fields: dict = {"properties": set()}
+        last = ""
+        for line in block.splitlines()[1:]:
+            key, _, rest = line.strip().partition(":")
+            if line.strip().startswith("http"):  # a continuation of the field above
+                if last == "Properties":
+                    fields["properties"].add(line.strip())
+                if "#OutputPort" in line:
+                    fields["output"] = True
+                continue
+            last, rest = key, rest.strip()
+            if key in ("Symbol", "Name"):
+                fields[key.lower()] = rest
+            elif key in ("Minimum", "Maximum", "Default"):
+                fields[key.lower()] = float(rest)
+            elif key == "Type":
+                fields["output"] = False
+            elif key == "Properties":
+                fields["properties"].add(rest)
+            if "#OutputPort" in line:
+                fields["output"] = True
+        ports[fields["symbol"]] = fields
+    return ports
+
+
+@pytest.mark.parametrize("uri", [FIL4, "http://lsp-plug.in/plugins/lv2/compressor_stereo",
+                                 SC4])
+def test_plugin_info_agrees_with_lv2info_on_every_control_port(tmp_path, uri):
+    r = subprocess.run([sys.executable, "-m", "bridge", "plugin", "info", "--json",
+                        f"lv2:{uri}"], env={**scan_env(tmp_path), "LV2_PATH": LV2_TEST_PATH},
+                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    ours = {p["key"]: p for p in json.loads(r.stdout)["parameters"]}
+    theirs = lv2info_controls(uri)
+    assert set(ours) == set(theirs)
+    for key, p in theirs.items():
+        mine = ours[key]
+        assert mine["name"] == p["name"] and mine["output"] == p["output"], key
+        for field in ("min", "max", "default"):
+            want = p.get({"min": "minimum", "max": "maximum"}.get(field, field))
+            assert mine[field] == pytest.approx(want, abs=1e-4), (key, field)
+        props = p["properties"]
+        assert mine["toggled"] == any(x.endswith("#toggled") for x in props), key
+        assert mine["logarithmic"] == any(x.endswith("#logarithmic") for x in props), key
+        assert bool(mine["choices"]) == any(x.endswith("#enumeration") for x in props), key
