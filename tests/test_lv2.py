@@ -635,3 +635,18 @@ def test_plugin_info_agrees_with_lv2info_on_every_control_port(tmp_path, uri):
         assert mine["toggled"] == any(x.endswith("#toggled") for x in props), key
         assert mine["logarithmic"] == any(x.endswith("#logarithmic") for x in props), key
         assert bool(mine["choices"]) == any(x.endswith("#enumeration") for x in props), key
+
+
+def test_a_mono_lv2_effect_in_a_stereo_device_follows_the_channel_mapping(spawn):
+    """swh's amp has one input and one output: a stereo device averages its two inputs into
+    the plugin and copies the plugin's output to both channels (the rules VST3 stages
+    follow)."""
+    dev = lv2_device(spawn, "--plugin", f"lv2:{AMP}", "--param", "gain=6", "--channels", "2",
+                     device_id="Mono")
+    stereo = np.stack([np.full(BLOCK, 0.2), np.full(BLOCK, 0.4)]).astype(np.float32)
+    with Host() as host:
+        conn = host.connect(dev.id)
+        assert (conn.channels, conn.return_channels) == (2, 2)
+        out = read_blocks(host, 8, 2, feed=lambda k: host.send_return_audio(stereo))
+    gain = 10 ** (6 / 20)
+    np.testing.assert_allclose(out[:, -BLOCK:], 0.3 * gain, rtol=1e-5)
