@@ -98,17 +98,24 @@ def test_bridged_effect_equals_lv2file_sample_for_sample(spawn, tmp_path, uri, c
     equals lv2file's offline render of the same input with the same values, at the same
     block size. The device renders ``fill`` blocks of silence before the host's first block
     reaches it, so the reference is rendered from that much silence before the input (the
-    plugins are deterministic: equality is exact)."""
+    plugins are deterministic: equality is exact). A recording with gaps (host underruns,
+    when other processes load the machine) says nothing about parity: the run is repeated
+    with a new device, at most three times."""
     x = input_signal(channels)
     src, rec = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, x, RATE, subtype="FLOAT")
-    dev = lv2_device(spawn, "--plugin", f"lv2:{uri}",
-                     *(a for k, v in params.items() for a in ("--param", f"{k}={v}")),
-                     device_id="Fx")
-    r = spawn.run("host", "--id", dev.id, "--send", str(src), "--record", str(rec), "--json")
-    assert r.returncode == 0, r.stderr
-    stats = json.loads(r.stdout.splitlines()[-1])
-    assert stats["underruns"] == 0, "the host missed blocks: the recording has gaps"
+    for attempt in range(3):
+        dev = lv2_device(spawn, "--plugin", f"lv2:{uri}", "--fill", "3",
+                         *(a for k, v in params.items() for a in ("--param", f"{k}={v}")),
+                         device_id=f"Fx{attempt}")
+        r = spawn.run("host", "--id", dev.id, "--send", str(src), "--record", str(rec),
+                      "--json")
+        dev.stop()
+        assert r.returncode == 0, r.stderr
+        underruns = json.loads(r.stdout.splitlines()[-1])["underruns"]
+        if underruns == 0:
+            break
+    assert underruns == 0, "the host missed blocks in every run: the recordings have gaps"
     out = sf.read(rec, dtype="float32", always_2d=True)[0]
     assert out.shape[1] == channels
     # the device's silence before our input (our first sample is a 0.5 impulse; the EQ's
