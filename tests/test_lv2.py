@@ -657,3 +657,13 @@ def test_a_mono_lv2_effect_in_a_stereo_device_follows_the_channel_mapping(spawn)
         out = read_blocks(host, 8, 2, feed=lambda k: host.send_return_audio(stereo))
     gain = 10 ** (6 / 20)
     np.testing.assert_allclose(out[:, -BLOCK:], 0.3 * gain, rtol=1e-5)
+
+
+def test_the_example_lv2_rack_config_loads():
+    from bridge.rack.config import load_rack
+
+    rack = load_rack(REPO / "configs" / "lv2.yaml", environ={})
+    by_id = {d.id: d for d in rack.devices}
+    assert by_id["Eq"].stages() == [f"lv2:{FIL4}"]
+    assert by_id["Convolver"].preset == "No-OP Stereo"
+    assert by_id["Keys"].stages()[1] == DLSINE
