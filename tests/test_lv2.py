@@ -232,6 +232,15 @@ def test_x42_convolver_loads_its_impulse_response_through_the_worker(spawn):
     file (a delta) that the plugin loads in work(). Once loaded, the output is the input,
     delayed by the latency the plugin reports (its latency port, in the Route reply)."""
     dev = lv2_device(spawn, "--plugin", ZCONV, "--preset", "No-OP Stereo", device_id="Conv")
+    assert_convolver_passes_its_input(dev)
+    tasks = [Path(f"/proc/{dev.pid}/task/{tid}/comm").read_text().strip()
+             for tid in os.listdir(f"/proc/{dev.pid}/task")]
+    assert "lv2 worker" in tasks
+
+
+def assert_convolver_passes_its_input(dev) -> None:
+    """With the delta impulse response loaded, x42's convolver gives back its input, late by
+    the 64 frames it reports (and whole blocks of the device's queue)."""
     rng = np.random.default_rng(3)
     sent: list[np.ndarray] = []
     with Host() as host:
@@ -251,9 +260,21 @@ def test_x42_convolver_loads_its_impulse_response_through_the_worker(spawn):
                if np.allclose(y[:, : 20 * BLOCK], x[:, x.shape[1] - 40 * BLOCK - d:
                                                       x.shape[1] - 20 * BLOCK - d], atol=1e-6))
     assert (lag - 64) % BLOCK == 0, lag  # the IR's delta passes the input through
-    tasks = [Path(f"/proc/{dev.pid}/task/{tid}/comm").read_text().strip()
-             for tid in os.listdir(f"/proc/{dev.pid}/task")]
-    assert "lv2 worker" in tasks
+
+
+def test_the_convolver_state_keeps_its_impulse_response_file_across_a_restart(spawn, tmp_path):
+    """The convolver stores its IR's path through the state:mapPath feature; --state brings it
+    back after a restart without the preset, and the worker loads the file again."""
+    state = tmp_path / "conv.json"
+    dev = lv2_device(spawn, "--plugin", ZCONV, "--preset", "No-OP Stereo", "--state",
+                     str(state), device_id="ConvState")
+    assert_convolver_passes_its_input(dev)
+    assert "stopped" in dev.stop()
+    saved = json.loads(state.read_text())["chain"]["state"][0]["lv2_state"]
+    assert "zeroconvolv#ir> <file:///usr/lib/lv2/zeroconvo.lv2/ir/delta-48k.wav>" in saved
+    again = lv2_device(spawn, "--plugin", ZCONV, "--state", str(state), device_id="ConvState")
+    assert "state restored" in again.ready_line
+    assert_convolver_passes_its_input(again)
 
 
 # ---- parameters, state and presets -------------------------------------------------------------
@@ -520,11 +541,13 @@ def test_rack_reports_unknown_uris_at_file_line_column_with_did_you_mean(tmp_pat
            "mean 'Half'?)" in r.stderr
 
 
-def test_rack_survives_a_plugin_that_crashes_in_run(spawn, tmp_path):
-    """A device whose LV2 plugin crashes in run() (its first block, when a host claims it)
-    dies and is reported; the rack and its other device go on."""
+def test_rack_survives_plugins_that_crash_in_instantiate_and_in_run(spawn, tmp_path):
+    """A device whose LV2 plugin crashes in instantiate() dies at start, one whose plugin
+    crashes in run() dies at its first block (when a host claims it); both are reported,
+    and the rack and its other device go on."""
     bad = tmp_path / "bad"
-    shutil.copytree(BAD / "DLCrashRun.lv2", bad / "DLCrashRun.lv2")
+    for name in ("DLCrashRun", "DLCrashInstantiate"):
+        shutil.copytree(BAD / f"{name}.lv2", bad / f"{name}.lv2")
     rack = tmp_path / "rack.yaml"
     rack.write_text(textwrap.dedent(f"""\
         name: crashy
@@ -535,6 +558,10 @@ def test_rack_survives_a_plugin_that_crashes_in_run(spawn, tmp_path):
           - id: Crashy
             kind: plugin
             plugin: lv2:DLCrashRun
+            restart: never
+          - id: Early
+            kind: plugin
+            plugin: lv2:DLCrashInstantiate
             restart: never
         """))
     env = {**spawn.env(), "LV2_PATH": f"{bad}{os.pathsep}{LV2_TEST_PATH}"}
@@ -548,10 +575,12 @@ def test_rack_survives_a_plugin_that_crashes_in_run(spawn, tmp_path):
             return json.loads(r.stdout) if r.returncode == 0 else {}
 
         def states() -> dict:
-            return {d["id"]: d["state"] for d in status().get("devices", [])}
+            return {d["name"]: d["state"] for d in status().get("devices", [])}
 
-        helpers_ipc.wait_until(lambda: set(states().values()) == {"running"}, 60,
-                               "both devices to run")
+        helpers_ipc.wait_until(lambda: states().get("Good") == "running"
+                               and states().get("Crashy") == "running"
+                               and states().get("Early") == "stopped", 60,
+                               "two devices to run and one to die at start")
         with Host() as host:  # the first block kills the device
             host.connect("Crashy:0")
             buf = np.zeros((2, BLOCK), np.float32)
@@ -559,14 +588,15 @@ def test_rack_survives_a_plugin_that_crashes_in_run(spawn, tmp_path):
             while host.connected and time.monotonic() < deadline:
                 host.receive_audio(buf)
                 time.sleep(0.005)
-        helpers_ipc.wait_until(lambda: states().get("Crashy:0") == "stopped", 30,
+        helpers_ipc.wait_until(lambda: states().get("Crashy") == "stopped", 30,
                                "the crash to be reported")
         with Host() as host:
             host.connect("Good:0")
             send(host, cmd.midi_note_on(0, 69, 100))
             assert np.abs(read_blocks(host, 20, 2)).max() > 0.3
-        crashy = {d["id"]: d for d in status()["devices"]}["Crashy:0"]
-        assert crashy["last_exit"] == "killed by signal 11", crashy
+        devices = {d["name"]: d for d in status()["devices"]}
+        assert devices["Crashy"]["last_exit"] == "killed by signal 11", devices
+        assert devices["Early"]["last_exit"] == "killed by signal 11", devices
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
