@@ -531,14 +531,21 @@ def test_rack_reports_unknown_uris_at_file_line_column_with_did_you_mean(tmp_pat
             kind: plugin
             plugin: {GAIN}
             preset: Hlaf
+          - id: Odd
+            kind: plugin
+            plugin: lv2:DLNeedsFeature
         """))
-    r = subprocess.run([sys.executable, "-m", "bridge", "rack", "check", str(rack)],
-                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    env = {**os.environ, "LV2_PATH": f"{LV2_TEST_PATH}{os.pathsep}{BAD}"}
+    r = subprocess.run([sys.executable, "-m", "bridge", "rack", "check", str(rack)], env=env,
+                       capture_output=True, text=True, errors="replace", timeout=120, cwd=REPO)
     assert r.returncode == 2
     assert f"{rack}:5:13: devices[0].plugin: no such LV2 plugin (did you mean lv2:{FIL4}?)" \
         in r.stderr
     assert f"{rack}:9:13: devices[1].preset: DL Null Gain has no preset 'Hlaf' (did you " \
            "mean 'Half'?)" in r.stderr
+    assert f"{rack}:12:13: devices[2].plugin: DLNeedsFeature needs the LV2 feature " \
+           "http://example.org/ns/imaginary#feature, which this host does not provide" \
+        in r.stderr
 
 
 def test_rack_survives_plugins_that_crash_in_instantiate_and_in_run(spawn, tmp_path):

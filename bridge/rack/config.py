@@ -196,10 +196,15 @@ def _check_spec(value: str, info: ValidationInfo) -> str:
     an installed LV2 plugin (read from the LV2 path's Turtle, nothing instantiated), or an
     existing .vst3/.component path, made absolute."""
     if value.startswith(LV2_PREFIX):
+        from ..adapters import lv2
+
         try:
-            _lv2_plugin(value)
+            info = lv2.describe_plugin(lv2.world(), _lv2_plugin(value))
         except (PluginError, ValueError) as exc:
             raise _fail(str(exc).removeprefix(f"{value}: ")) from None
+        refusal = info.refusal()  # a feature this host lacks, broken Turtle: from the Turtle
+        if refusal:
+            raise _fail(f"{info.name} {refusal}")
         return value
     if value.startswith(BUILTIN_PREFIX):
         name = value[len(BUILTIN_PREFIX):]
