@@ -588,6 +588,7 @@ def _control_parameter(w: World, plugin: int, port: int, symbol: str, name: str,
 
 
 _EVENT = struct.Struct("<qII")  # LV2_Atom_Event: time in frames, then the body's atom header
+_MESSAGE = [struct.Struct(f"{n}s") for n in range(4)]  # MIDI bodies of 0-3 bytes, no slicing
 _SEQUENCE = struct.Struct("<IIII")  # LV2_Atom_Sequence: atom header, unit, pad
 
 _live: weakref.WeakSet[Lv2Stage] = weakref.WeakSet()
@@ -658,6 +659,8 @@ class Lv2Stage(Stage):
         self._audio_out = np.zeros((max(1, len(audio_out)), self.max_block), np.float32)
         self._audio_in_ports = audio_in
         self._audio_out_ports = audio_out
+        self._in_views: dict[int, np.ndarray] = {}  # by block size (see _view)
+        self._out_views: dict[int, np.ndarray] = {}
         self._cv = np.zeros(self.max_block, np.float32)  # CV inputs: silence
         cv_out = [p for p in ports if p.kind == "cv" and p.output]
         self._cv_out = np.zeros((max(1, len(cv_out)), self.max_block), np.float32)
@@ -796,7 +799,10 @@ class Lv2Stage(Stage):
                 offset = e.offset if 0 <= e.offset < frames else (frames - 1 if e.offset >=
                                                                    frames else 0)
                 _EVENT.pack_into(view, pos, offset, n, self._urid_midi)
-                view[pos + 16:pos + 16 + n] = data
+                if n < 4:
+                    _MESSAGE[n].pack_into(view, pos + 16, data)
+                else:  # SysEx
+                    view[pos + 16:pos + 16 + n] = data
                 pos += 16 + n + (-n % 8)
             _SEQUENCE.pack_into(view, 0, pos - 8, self._urid_sequence, 0, 0)
 
@@ -832,21 +838,42 @@ class Lv2Stage(Stage):
         _lv2host.run(self._run_address, frames)
         if self._midi_out:
             self.midi_output = self._read_midi()
-        return self._audio_out[:self.outputs, :frames]
+        out = self._out_views.get(frames)
+        return out if out is not None else self._view(self._out_views, self._audio_out,
+                                                      self.outputs, frames)
+
+    @staticmethod
+    def _view(cache: dict, buffer: np.ndarray, rows: int, frames: int) -> np.ndarray:
+        """A port buffer's (rows, frames) view, made once per block size and kept: a block
+        reuses it rather than slicing anew."""
+        view = cache[frames] = buffer[:rows, :frames]
+        return view
 
     def process(self, audio: np.ndarray | None, sample_rate: int,
                 events: Sequence[MidiEvent] = ()) -> np.ndarray | None:
         frames = self.block_frames if audio is None else audio.shape[1]
         if sample_rate != self.sample_rate:
             self._follow_rate(sample_rate)
-        if audio is not None:
-            np.copyto(self._audio_in[:audio.shape[0], :frames], audio)
+        if audio is None:
+            if self._midi_in:
+                self._write_midi(events, frames)
+            _lv2host.run(self._run_address, frames)
+            if self._midi_out:
+                self.midi_output = self._read_midi()
+            return None
+        # the chain maps the audio to our input count first
+        into = self._in_views.get(frames)
+        if into is None:
+            into = self._view(self._in_views, self._audio_in, self.inputs, frames)
+        np.copyto(into, audio)
         if self._midi_in:
             self._write_midi(events, frames)
         _lv2host.run(self._run_address, frames)
         if self._midi_out:
             self.midi_output = self._read_midi()
-        return None if audio is None else self._audio_out[:self.outputs, :frames]
+        out = self._out_views.get(frames)
+        return out if out is not None else self._view(self._out_views, self._audio_out,
+                                                      self.outputs, frames)
 
     def reset(self) -> None:
         """Deactivate and activate again: the plugin's own reset (all voices silent)."""
