@@ -264,6 +264,39 @@ Log *dl_log_new(UridMap *urids, const char *label)
 LV2_Log_Log *dl_log_feature(Log *lg) { return &lg->log; }
 void dl_log_free(Log *lg) { free(lg); }
 
+/* ---- state paths at instantiation ----------------------------------------------------- */
+
+/* state:mapPath and state:freePath for plugins that want them from instantiate() on (lilv
+   gives its own mapPath to save and restore): paths stay absolute, strings are malloc'd. */
+typedef struct {
+    void *handle;
+    char *(*abstract_path)(void *handle, const char *absolute_path);
+    char *(*absolute_path)(void *handle, const char *abstract_path);
+} LV2_State_Map_Path;
+
+typedef struct {
+    void *handle;
+    void (*free_path)(void *handle, char *path);
+} LV2_State_Free_Path;
+
+static char *same_path(void *handle, const char *path)
+{
+    (void)handle;
+    return path ? strdup(path) : NULL;
+}
+
+static void free_path(void *handle, char *path)
+{
+    (void)handle;
+    free(path);
+}
+
+static LV2_State_Map_Path map_path = {NULL, same_path, same_path};
+static LV2_State_Free_Path free_path_feature = {NULL, free_path};
+
+LV2_State_Map_Path *dl_map_path_feature(void) { return &map_path; }
+LV2_State_Free_Path *dl_free_path_feature(void) { return &free_path_feature; }
+
 /* ---- lock-free single-producer single-consumer ring ----------------------------------- */
 
 typedef struct {

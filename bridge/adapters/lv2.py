@@ -66,10 +66,11 @@ PROVIDED_FEATURES = frozenset({
     _EXT + "urid#map", _EXT + "urid#unmap", _EXT + "options#options",
     _EXT + "buf-size#boundedBlockLength", _EXT + "log#log", _EXT + "worker#schedule",
     _EXT + "state#makePath", _EXT + "state#freePath", _EXT + "state#mapPath",
-    _EXT + "state#loadDefaultState", _EXT + "state#threadSafeRestore",
+    _EXT + "state#loadDefaultState",
     _LV2 + "isLive", _LV2 + "inPlaceBroken", _LV2 + "hardRTCapable",
 })
-_FLAG_FEATURES = (_EXT + "buf-size#boundedBlockLength", _LV2 + "isLive")
+_FLAG_FEATURES = (_EXT + "buf-size#boundedBlockLength", _LV2 + "isLive",
+                  _EXT + "state#loadDefaultState")
 MAX_BLOCK = 4096  # the largest block a device runs (rack: 16..4096); buffers are this big
 ATOM_BUFFER = 32768  # bytes per atom port (more if the plugin asks, rsz:minimumSize)
 WORKER_RING = 1 << 16
@@ -216,7 +217,8 @@ def lilv() -> ctypes.CDLL:
                     ("dl_runner_lock_work", None, [_p]), ("dl_runner_unlock_work", None, [_p]),
                     ("dl_runner_stop", None, [_p]), ("dl_runner_free", None, [_p]),
                     ("dl_runner_run", None, [_p, _u32]),
-                    ("dl_runner_counters", None, [_p, ctypes.POINTER(ctypes.c_uint64)])):
+                    ("dl_runner_counters", None, [_p, ctypes.POINTER(ctypes.c_uint64)]),
+                    ("dl_map_path_feature", _p, []), ("dl_free_path_feature", _p, [])):
                 fn = getattr(host, name)
                 fn.restype, fn.argtypes = res, args
             _lib, _host = lib, host
@@ -632,8 +634,20 @@ class Lv2Stage(Stage):
         self._build_buffers()
         self._instantiate()
         _live.add(self)
+        self._load_default_state()
         if warm_up:
             self.warm_up()
+
+    def _load_default_state(self) -> None:
+        """The plugin's default state (``state:state`` in its Turtle), if it has one, as
+        state:loadDefaultState promises and jalv does."""
+        w = self.world
+        state = w.lib.lilv_state_new_from_world(w.ptr, w.map_feature, w.uri(self.uri))
+        if state:
+            try:
+                self._restore(state)
+            finally:
+                w.lib.lilv_state_free(state)
 
     def warm_up(self) -> None:
         """One short block of silence: the latency port gets its value, and a plugin that
@@ -716,6 +730,8 @@ class Lv2Stage(Stage):
             (_EXT + "log#log", host.dl_log_feature(self._log)),
             (_EXT + "worker#schedule", host.dl_runner_schedule_feature(self._runner)),
             (_EXT + "state#makePath", ctypes.addressof(self._make_path.struct)),
+            (_EXT + "state#mapPath", host.dl_map_path_feature()),
+            (_EXT + "state#freePath", host.dl_free_path_feature()),
             *((uri, None) for uri in _FLAG_FEATURES)]
         feats = (_Feature * len(data))()
         for f, (uri, ptr) in zip(feats, data, strict=True):
