@@ -14,6 +14,12 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 # tests play against, and libjack, which python-rtmidi's JACK MIDI API needs where there is
 # no ALSA sequencer (as on a machine with no sound card).
 command -v jackd >/dev/null 2>&1 && command -v jack_midiseq >/dev/null 2>&1 || need_apt+=(jackd2)
+# LV2: lilv (the host library, through ctypes), Debian's LV2 tools the tests compare with
+# (lv2file renders offline, lv2ls/lv2info list, jalv hosts on JACK), the LV2 headers for the
+# test plugins, and three plugin collections whose plugins the tests run (357 plugins).
+for pkg in liblilv-0-0 lilv-utils lv2file jalv lv2-dev x42-plugins lsp-plugins-lv2 swh-lv2; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "setup.sh: missing system packages: ${need_apt[*]} (run as root, or install them)" >&2
@@ -30,7 +36,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.discolink-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
-    || [ bridge/transport/_shm.c -nt "$stamp" ] || ! .venv/bin/python -c 'import bridge.transport._shm' 2>/dev/null; then
+    || [ bridge/transport/_shm.c -nt "$stamp" ] || [ bridge/adapters/_lv2host.c -nt "$stamp" ] \
+    || ! .venv/bin/python -c "import bridge.transport._shm, bridge.adapters._lv2host" 2>/dev/null; then
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -m pip install -q -e '.[test,bench]'
     touch "$stamp"

@@ -1,4 +1,5 @@
-"""Plugin benchmark: the device loop around a pedalboard plugin against calling the plugin itself.
+"""Plugin benchmark: the device loop around a plugin (pedalboard's VST3, or LV2 through lilv)
+against calling the plugin itself; LV2's per-block binding cost and ``plugin scan`` times.
 
 Run from the repository root (the test plugins come from ``bash plugins/build.sh``):
 
@@ -27,14 +28,27 @@ Run from the repository root (the test plugins come from ``bash plugins/build.sh
     at 256. Goal: median overhead <= 10% at 256 frames with DLSine. A second, instrumented
     pass splits the device's block into process_commands, the render callback (take + chain
     + stage + plugin) and send_audio.
+    LV2 rows: the LV2 build of DLSine (``lv2:DLSine``) at 64 and 256 frames, DLSine12 at
+    256, and DLSine -> x42's parametric EQ (fil4) at 256. Their direct side calls each
+    instance's ``run()`` through lilv with no chain around it: this block's MIDI written into
+    the atom sequence, then the block call (bridge/adapters/_lv2host.c: run, worker
+    responses, end_run). Goal: at most 5 us more per 256-frame block than that.
 (b) Note-to-sound through a plugin device, ``python -m bridge device --plugin DLSine.vst3``
     in its own process, and the sine device (``python -m bridge device``) in the same run:
     this process is the host, reads in real time (paced by sleep, SCHED_FIFO when granted),
     sends NoteOn at offset 0 at known block boundaries; latency is the first sample above
     1e-4 minus the send position. 64 and 256 frames, fill 2 and 1. Goal, as in
     bench/transport.py: <= fill x block + 1 ms.
+    The LV2 DLSine device (``--plugin lv2:DLSine``) is measured the same way, same goal.
 (c) CPU of an idle plugin device (no host) from /proc/<pid>/stat utime+stime over 10 s (5 s
     with --quick), with the sine device idling beside it in the same window. Goal: <= 2%.
+(d) ``plugin scan --json`` of every LV2 plugin installed (Debian's x42, LSP and swh, and the
+    test plugins in build/plugins/lv2), cold (an empty cache: every bundle probed in a child
+    that instantiates and runs each plugin) and then cached, as separate CLI processes.
+(e) LV2 binding cost per block, in one process, on DL Null Gain (a stereo gain: its run() is
+    ~0.1 us of work at 256 frames): the block call through our C module's METH_FASTCALL
+    function (what the device uses), the same C function through ctypes, and the plugin's
+    ``run`` function pointer called straight through ctypes (the bare binding, no worker).
 
 Every section reports the CPU other processes used while it ran (``section_load``). Goals are
 PASS/FAIL lines; a missed goal never changes the exit status.
@@ -52,7 +66,7 @@ import shlex
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -77,14 +91,30 @@ from _common import (
     utc_date,
 )
 
+from bridge.adapters import _lv2host
 from bridge.adapters.instrument import InstrumentDevice
-from bridge.adapters.plugin import Stage, load_stage
+from bridge.adapters.lv2 import Lv2Stage
 from bridge.adapters.plugin_device import PluginChain
+from bridge.adapters.plugin_scan import captured_stderr
+from bridge.adapters.stage import Stage, load_stage
+from bridge.midi.event import MidiEvent
 from bridge.transport import Device, DeviceRunner, Host, cmd
 from bridge.transport.clock import DEFAULT_RT_PRIORITY
 
+# The LV2 test plugins first on the LV2 path, as tests/conftest.py does.
+LV2_PATH = os.pathsep.join([str(REPO / "build" / "plugins" / "lv2"),
+                            os.environ.get("LV2_PATH") or os.pathsep.join(
+                                [os.path.expanduser("~/.lv2"), "/usr/local/lib/lv2",
+                                 "/usr/lib/lv2"])])
+os.environ["LV2_PATH"] = LV2_PATH
+
 SR = 48000
 DLSINE = "build/plugins/DLSine.vst3"
+LV2_DLSINE = "lv2:DLSine"
+LV2_DLSINE12 = "lv2:DLSine12"
+LV2_FIL4 = "lv2:http://gareus.org/oss/lv2/fil4#stereo"
+LV2_GAIN = "lv2:urn:discolink-bridge:lv2test:gain"
+GOAL_LV2_OVERHEAD_US = 5.0  # (a): LV2 device loop at most this much over run(), 256 frames
 DLSINE12 = "build/plugins/DLSine12.vst3"
 PLATE = "build/plugins/DragonflyPlateReverb.vst3"
 GOAL_OVERHEAD = 0.10  # (a): device loop at most 10% over the bare plugin call, 256 frames
@@ -101,6 +131,10 @@ ROWS: dict[str, tuple[tuple[str, ...], int]] = {
     "dlsine_1024": ((DLSINE,), 1024),
     "dlsine12_256": ((DLSINE12,), 256),
     "dlsine_plate_256": ((DLSINE, PLATE), 256),
+    "lv2_dlsine_64": ((LV2_DLSINE,), 64),
+    "lv2_dlsine_256": ((LV2_DLSINE,), 256),
+    "lv2_dlsine12_256": ((LV2_DLSINE12,), 256),
+    "lv2_dlsine_fil4_256": ((LV2_DLSINE, LV2_FIL4), 256),
 }
 
 
@@ -130,25 +164,6 @@ class Plan:
 def stats_us(ns: np.ndarray) -> dict[str, float]:
     """Median, p95, min and mean of nanosecond samples, in microseconds."""
     return median_p95(ns, "us", 2, ("min", "mean"))
-
-
-@contextlib.contextmanager
-def captured_stderr() -> Iterator[list[str]]:
-    """fd 2 into a temporary file while plugins load: DPF prints debug assertions there
-    (C++ writes to the fd, not to sys.stderr). Yields a list that receives the lines."""
-    lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            lines.extend(tmp.read().decode(errors="replace").splitlines())
 
 
 def plugin_chatter(lines: list[str]) -> list[str]:
@@ -202,7 +217,9 @@ class Rig:
         chatter.extend(lines)
         self.chain = PluginChain(stages, SR, frames)
         self.channels = self.chain.channels
-        self.direct_plugins = [st.plugin for st in direct]
+        self.direct_stages = direct
+        self.lv2 = isinstance(direct[0], Lv2Stage)
+        self.direct_plugins = [] if self.lv2 else [st.plugin for st in direct]
         self.device = Device(namespace)
         self.host = Host(namespace)
         try:
@@ -226,11 +243,14 @@ class Rig:
                            prime_timeout=0.0)
         dev.process_commands()  # the claim: InstrumentDevice resets the chain's plugins
         for p in self.direct_plugins:
-            p.reset()  # the same state on the direct side
+            p.reset()  # the same state on the direct side (fresh LV2 instances already are)
 
     def direct_fn(self) -> Callable[[list], np.ndarray]:
-        """The bare call(s) on the second instances, for one block's (bytes, seconds) MIDI."""
+        """The bare call(s) on the second instances, for one block's (bytes, seconds) MIDI;
+        for LV2, one block's MidiEvents."""
         frames, channels, dur = self.frames, self.channels, self.frames / SR
+        if self.lv2:
+            return self._direct_lv2()
         first, *effects = self.direct_plugins
         if not effects:
             def direct(midi: list) -> np.ndarray:
@@ -245,13 +265,34 @@ class Rig:
             return fx.process(y, SR, buffer_size=frames, reset=False)
         return direct_chain
 
+    def _direct_lv2(self) -> Callable[[list], np.ndarray]:
+        """Each instance's run() through lilv, nothing around it: the block's MIDI into the
+        instrument's atom sequence, the block call, an effect's input copied in."""
+        frames = self.frames
+        first, *effects = self.direct_stages
+        run = _lv2host.run
+
+        def direct(events: list) -> np.ndarray:
+            first._write_midi(events, frames)
+            run(first._run_address, frames)
+            y = first._audio_out[:first.outputs, :frames]
+            for fx in effects:
+                np.copyto(fx._audio_in[:y.shape[0], :frames], y)
+                run(fx._run_address, frames)
+                y = fx._audio_out[:fx.outputs, :frames]
+            return y
+        return direct
+
     def schedule(self, start: int, n: int) -> tuple[list[list], list[list]]:
         """Host commands and direct-call MIDI for blocks start .. start + n - 1."""
         commands, midi = [], []
         for k in range(start, start + n):
             evs = block_midi(k, self.frames)
             commands.append([as_command(o, d) for o, d in evs])
-            midi.append([(d, (o + 0.5) / SR) for o, d in evs])  # as Stage.render passes them
+            if self.lv2:
+                midi.append([MidiEvent(o, d) for o, d in evs])
+            else:
+                midi.append([(d, (o + 0.5) / SR) for o, d in evs])  # as Stage.render does
         return commands, midi
 
     def run(self, start: int, n: int, record: bool) -> dict[str, Any]:
@@ -354,12 +395,24 @@ class Rig:
             self.host.close()
         with contextlib.suppress(Exception):
             self.device.close()
+        if self.chain is not None:
+            self.chain.close()
+        for st in self.direct_stages:
+            st.close()
         self.wiring = self.runner = self.chain = None  # type: ignore[assignment]
         self.direct_plugins = []
+        self.direct_stages = []
 
 
 def command_a(specs: tuple[str, ...], frames: int, channels: int) -> str:
     chain = ", ".join(f"load_stage({s!r})" for s in specs)
+    if specs[0].startswith("lv2:"):
+        direct = (f"write the block's MIDI into the atom sequence; _lv2host.run(instance, "
+                  f"{frames})" + (" -> copy into the effect's inputs; _lv2host.run(effect, "
+                                  f"{frames})" if len(specs) > 1 else ""))
+        return (f"in-process: DeviceRunner(Device('{channels} ch, {frames} frames'), "
+                f"InstrumentDevice(device, PluginChain([{chain}])), fill=1).step() vs "
+                f"{direct} on second instances")
     direct = (f"plugin(midi, duration={frames}/{SR}, sample_rate={SR}, "
               f"num_channels={2 if len(specs) > 1 else channels}, buffer_size={frames}, "
               "reset=False)")
@@ -382,7 +435,7 @@ def bench_overhead(plan: Plan, namespace: str, profile: bool) -> dict:
             r = rig.run(plan.warmup, plan.blocks, record=True)
             parts = rig.run_parts(plan.warmup + plan.blocks, plan.part_blocks)
             prof = None
-            if profile and frames == GOAL_FRAMES and specs == (DLSINE,):
+            if profile and frames == GOAL_FRAMES and specs in ((DLSINE,), (LV2_DLSINE,)):
                 log(f"(a) profiling DeviceRunner.step, {plan.profile_blocks} blocks")
                 prof = rig.profile(plan.warmup + plan.blocks + plan.part_blocks,
                                    plan.profile_blocks)
@@ -435,7 +488,7 @@ def bench_overhead(plan: Plan, namespace: str, profile: bool) -> dict:
 # ---- CLI devices: (b) and (c) ------------------------------------------------------------------
 
 
-DEVICES = {"sine": (), "plugin": ("--plugin", DLSINE)}
+DEVICES = {"sine": (), "plugin": ("--plugin", DLSINE), "lv2": ("--plugin", LV2_DLSINE)}
 
 
 def note_to_sound(plan: Plan, namespace: str, kind: str, block: int, fill: int) -> dict:
@@ -467,7 +520,7 @@ def bench_note_to_sound(plan: Plan, namespace: str) -> dict:
     out: dict[str, dict] = {}
     for block in (64, 256):
         for fill in (2, 1):
-            for kind in DEVICES:  # sine first, then the plugin device, back to back
+            for kind in DEVICES:  # sine first, then the plugin devices, back to back
                 log(f"(b) note-to-sound: {kind} device, {block} frames, fill {fill}")
                 out.setdefault(str(block), {}).setdefault(f"fill_{fill}", {})[kind] = \
                     note_to_sound(plan, namespace, kind, block, fill)
@@ -479,7 +532,9 @@ def bench_idle(plan: Plan, namespace: str) -> dict:
     log(f"(c) idle CPU: plugin device and sine device side by side for {plan.idle_s:.0f} s")
     devs = {kind: CliDevice(namespace, f"Idle{kind}", *args, capture_stderr=True)
             for kind, args in DEVICES.items()}
-    with devs["sine"], devs["plugin"]:
+    with contextlib.ExitStack() as running:
+        for d in devs.values():
+            running.enter_context(d)
         time.sleep(0.5)  # past start-up
         windows = {kind: CpuWindow(d.pid) for kind, d in devs.items()}
         time.sleep(plan.idle_s)
@@ -504,30 +559,113 @@ def goals(r: dict) -> list[dict]:
                         f"{row['direct']['median_us']:.1f} us = {row['overhead_ratio']:.3f}x "
                         f"(+{row['overhead_us']:.1f} us); chunks "
                         f"{min(row['chunk_ratios']):.3f}..{max(row['chunk_ratios']):.3f}x"})
+        row = r["overhead"]["rows"].get(f"lv2_dlsine_{GOAL_FRAMES}")
+        if row is not None:
+            out.append({"goal": f"LV2 device loop <= run() + {GOAL_LV2_OVERHEAD_US:g} us, "
+                        f"DLSine, {GOAL_FRAMES} frames (median)",
+                        "met": row["overhead_us"] <= GOAL_LV2_OVERHEAD_US,
+                        "detail": f"{row['device']['median_us']:.1f} vs "
+                        f"{row['direct']['median_us']:.1f} us: +{row['overhead_us']:.1f} us "
+                        f"({row['overhead_ratio']:.3f}x)"})
     if "note_to_sound" in r:
         for block, fills in r["note_to_sound"].items():
             for fill, kinds in fills.items():
-                row = kinds["plugin"]
                 sine = kinds["sine"]
-                out.append({"goal": f"plugin device note-to-sound, {block} frames "
-                            f"{fill.replace('_', ' ')} <= fill x block + 1 ms",
-                            "met": row["met"],
-                            "detail": f"max {fmt(row.get('max_ms'))} ms "
-                            f"({row.get('max_frames', 'n/a')} frames; sine device "
-                            f"{sine.get('max_frames', 'n/a')}), goal {row['goal_ms']:.3f} ms, "
-                            f"{row['measured']}/{row['notes']} notes"})
+                for kind in ("plugin", "lv2"):
+                    row = kinds[kind]
+                    out.append({"goal": f"{'LV2' if kind == 'lv2' else 'VST3'} plugin device "
+                                f"note-to-sound, {block} frames {fill.replace('_', ' ')} <= "
+                                "fill x block + 1 ms",
+                                "met": row["met"],
+                                "detail": f"max {fmt(row.get('max_ms'))} ms "
+                                f"({row.get('max_frames', 'n/a')} frames; sine device "
+                                f"{sine.get('max_frames', 'n/a')}), goal {row['goal_ms']:.3f} "
+                                f"ms, {row['measured']}/{row['notes']} notes"})
     if "idle" in r:
-        p = r["idle"]["rows"]["plugin"]
-        out.append({"goal": f"idle plugin device CPU <= {GOAL_IDLE_PERCENT:.0f}% of a core",
-                    "met": p["cpu_percent"] <= GOAL_IDLE_PERCENT,
-                    "detail": f"{p['cpu_percent']:.2f}% (sine device "
-                    f"{r['idle']['rows']['sine']['cpu_percent']:.2f}%)"})
+        for kind in ("plugin", "lv2"):
+            p = r["idle"]["rows"][kind]
+            out.append({"goal": f"idle {'LV2' if kind == 'lv2' else 'VST3'} plugin device CPU "
+                        f"<= {GOAL_IDLE_PERCENT:.0f}% of a core",
+                        "met": p["cpu_percent"] <= GOAL_IDLE_PERCENT,
+                        "detail": f"{p['cpu_percent']:.2f}% (sine device "
+                        f"{r['idle']['rows']['sine']['cpu_percent']:.2f}%)"})
+    return out
+
+
+# ---- (d) LV2 scan, (e) LV2 binding cost ----------------------------------------------------
+
+
+def bench_scan(plan: Plan, namespace: str) -> dict:
+    """``plugin scan --json`` of every installed LV2 plugin: cold (empty cache), cached."""
+    import json
+    import subprocess
+
+    out: dict[str, Any] = {"lv2_path": LV2_PATH}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "XDG_CACHE_HOME": tmp, "LV2_PATH": LV2_PATH}
+        argv = [sys.executable, "-m", "bridge", "plugin", "scan", "--json"]
+        for run_name in ("cold", "cached"):
+            log(f"(d) plugin scan, {run_name}")
+            t0 = time.monotonic()
+            r = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO,
+                               timeout=1800)
+            seconds = time.monotonic() - t0
+            entries = [e for e in json.loads(r.stdout) if e["format"] == "LV2"] \
+                if r.returncode == 0 else []
+            out[run_name] = {"seconds": round(seconds, 2), "exit": r.returncode,
+                             "lv2_plugins": len(entries),
+                             "failed": sum(1 for e in entries if e["error"]),
+                             "probed": sum(1 for e in entries if e.get("probed"))}
+    out["command"] = ("XDG_CACHE_HOME=<empty dir> LV2_PATH=build/plugins/lv2:~/.lv2:"
+                      "/usr/local/lib/lv2:/usr/lib/lv2 .venv/bin/python -m bridge plugin scan "
+                      "--json   (twice: cold, then cached)")
+    return out
+
+
+def bench_binding(plan: Plan, namespace: str) -> dict:
+    """The block call of DL Null Gain three ways, each timed alone over many calls."""
+    import ctypes
+
+    from bridge.adapters.lv2 import host_lib
+
+    stage = load(LV2_GAIN, GOAL_FRAMES)
+    n = 20000 if plan.quick else 100000
+    frames = GOAL_FRAMES
+    addr, handle = stage._run_address, stage._handle
+    ctypes_call = host_lib().dl_runner_run
+    bare = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32)(stage._desc.run)
+    fast = _lv2host.run
+    ways = {"fastcall_module": lambda: fast(addr, frames),
+            "ctypes_runner": lambda: ctypes_call(addr, frames),
+            "ctypes_bare_run": lambda: bare(handle, frames)}
+    out: dict[str, Any] = {"plugin": LV2_GAIN, "frames": frames, "calls": n}
+    ns = time.perf_counter_ns
+    try:
+        for name, fn in ways.items():
+            for _ in range(1000):
+                fn()
+            samples = np.zeros(50, np.int64)
+            per = n // 50
+            for k in range(50):  # 50 batches: the median batch, per call
+                t0 = ns()
+                for _ in range(per):
+                    fn()
+                samples[k] = (ns() - t0) // per
+            out[name] = stats_us(samples)
+            log(f"(e) {name}: {out[name]['median_us']:.3f} us per block")
+    finally:
+        stage.close()
+    out["command"] = ("in-process, DL Null Gain at 256 frames: _lv2host.run(runner, 256) | "
+                      "ctypes dl_runner_run(runner, 256) | ctypes descriptor->run(handle, 256); "
+                      "median of 50 batches, per call")
     return out
 
 
 NAMES = {"dlsine_64": "DLSine, 64 frames", "dlsine_256": "DLSine, 256 frames",
          "dlsine_1024": "DLSine, 1024 frames", "dlsine12_256": "DLSine12 (12 ch), 256",
-         "dlsine_plate_256": "DLSine -> PlateReverb, 256"}
+         "dlsine_plate_256": "DLSine -> PlateReverb, 256",
+         "lv2_dlsine_64": "LV2 DLSine, 64 frames", "lv2_dlsine_256": "LV2 DLSine, 256 frames",
+         "lv2_dlsine12_256": "LV2 DLSine12, 256", "lv2_dlsine_fil4_256": "LV2 DLSine -> fil4, 256"}
 
 
 def table(r: dict) -> str:
@@ -610,13 +748,28 @@ def table(r: dict) -> str:
                          f"{row['cpu_resolution_percent']}%, precise "
                          f"{fmt(row.get('cpu_percent_precise'))}%), {row['wakeups_per_s']} "
                          f"wakeups/s, {row['threads']} threads: {row['command']}")
+    if "scan" in r:
+        s = r["scan"]
+        lines += ["", "(d) plugin scan of every installed LV2 plugin (a CLI process each)"]
+        for run_name in ("cold", "cached"):
+            row = s[run_name]
+            lines.append(f"    {run_name:<7}{row['seconds']:>7.2f} s  {row['lv2_plugins']} LV2 "
+                         f"plugins, {row['probed']} probed, {row['failed']} failed to load")
+        lines.append(f"    command: {s['command']}")
+    if "binding" in r:
+        b = r["binding"]
+        lines += ["", f"(e) LV2 block call, DL Null Gain at {b['frames']} frames, "
+                  f"{b['calls']:,} calls each; us per block (median of 50 batches)"]
+        for name in ("fastcall_module", "ctypes_runner", "ctypes_bare_run"):
+            lines.append(f"    {name:<18}{b[name]['median_us']:>7.3f}")
+        lines.append(f"    command: {b['command']}")
     lines += load_lines(r.get("section_load", {}), m["nproc"])
     if r["goals"]:
         lines += ["", "Goals", *goal_lines(r["goals"])]
     return "\n".join(lines)
 
 
-SECTIONS = {"a": "overhead", "b": "note_to_sound", "c": "idle"}
+SECTIONS = {"a": "overhead", "b": "note_to_sound", "c": "idle", "d": "scan", "e": "binding"}
 
 
 def headline(r: dict) -> dict:
@@ -632,6 +785,11 @@ def headline(r: dict) -> dict:
             for block, fills in r["note_to_sound"].items()}
     if "idle" in r:
         out["idle_cpu_percent"] = {k: v["cpu_percent"] for k, v in r["idle"]["rows"].items()}
+    if "scan" in r:
+        out["lv2_scan_s"] = {k: r["scan"][k]["seconds"] for k in ("cold", "cached")}
+    if "binding" in r:
+        out["lv2_block_call_us"] = {k: r["binding"][k]["median_us"] for k in
+                                    ("fastcall_module", "ctypes_runner", "ctypes_bare_run")}
     return out
 
 
@@ -645,7 +803,9 @@ def run(plan: Plan, namespace: str, only: str, profile: bool, command: str) -> d
     t0 = time.monotonic()
     sections = {"overhead": lambda: bench_overhead(plan, namespace, profile),
                 "note_to_sound": lambda: bench_note_to_sound(plan, namespace),
-                "idle": lambda: bench_idle(plan, namespace)}
+                "idle": lambda: bench_idle(plan, namespace),
+                "scan": lambda: bench_scan(plan, namespace),
+                "binding": lambda: bench_binding(plan, namespace)}
     run_sections(results, only, {letter: (key, sections[key])
                                  for letter, key in SECTIONS.items()})
     results["goals"] = goals(results)

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Builds / fetches the real VST3 plugins the tests use, into build/plugins/ (git-ignored):
+# Builds / fetches the real plugins the tests use, into build/plugins/ (git-ignored):
 #   build/plugins/DLSine.vst3, build/plugins/DLSine12.vst3   our DPF test instruments (plugins/dlsine)
+#   build/plugins/lv2/DLSine.lv2, build/plugins/lv2/DLSine12.lv2   the same, as LV2 (DPF)
+#   build/plugins/lv2/dltest.lv2    small LV2 test plugins (plugins/lv2test/dltest.c)
+#                                   (build/plugins/lv2 is a folder of LV2_PATH: plugins/README.md)
+#   build/lv2-bad/*.lv2             deliberately broken LV2 bundles (plugins/lv2test/bad.c), kept
+#                                   out of build/plugins and off LV2_PATH: tests name the folder
 #   build/plugins/Dragonfly{Room,Hall,Plate,EarlyReflections}Reverb.vst3
 #                                   symlinks into Debian 13's dragonfly-reverb-vst3, unpacked
 #                                   under build/plugins/dragonfly/ (fetched with a private apt set-up)
@@ -39,6 +44,7 @@ apt_install() {
 # Tools
 need=()
 [ -f "$DPF/distrho/DistrhoPluginMain.cpp" ] || need+=(dpf-source)
+[ -f /usr/include/lv2/worker/worker.h ] || need+=(lv2-dev)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
@@ -117,37 +123,66 @@ up_to_date() { # BUNDLE_SO
     return 0
 }
 
+LDFLAGS_LV2=(-shared -Wl,-O1,--as-needed,--no-undefined
+             -Wl,--version-script="$DPF/utils/symbols/lv2.version" -ldl)
+TTL_GEN=$OUT/obj/lv2_ttl_generator
+LV2OUT=$OUT/lv2  # only LV2 bundles here: lilv complains about every other folder on its path
+mkdir -p "$LV2OUT"
+
 pids=()
 names=()
-start_variant() { # NAME NUM_OUTPUTS  -> compiles in the background
-    local name=$1 outs=$2
-    local obj=$OUT/obj/$name
+start_variant() { # NAME NUM_OUTPUTS TARGET(vst3|lv2)  -> compiles in the background
+    local name=$1 outs=$2 target=$3
+    local obj=$OUT/obj/$name-$target  # not NAME.vst3: a scan would take it for a bundle
     mkdir -p "$obj"
     (
         set -e
-        flags=("${CXXFLAGS_DPF[@]}" -DDLSINE_NUM_OUTPUTS="$outs")
+        TARGET=$(echo "$target" | tr a-z A-Z)
+        flags=("${CXXFLAGS_DPF[@]/-DDISTRHO_PLUGIN_TARGET_VST3/-DDISTRHO_PLUGIN_TARGET_$TARGET}"
+               -DDLSINE_NUM_OUTPUTS="$outs")
         g++ "${flags[@]}" -c "$SRC/DLSine.cpp" -o "$obj/DLSine.cpp.o" &
         p1=$!
-        g++ "${flags[@]}" -c "$DPF_COPY/distrho/DistrhoPluginMain.cpp" -o "$obj/DistrhoPluginMain_VST3.cpp.o" &
+        g++ "${flags[@]}" -c "$DPF_COPY/distrho/DistrhoPluginMain.cpp" -o "$obj/DistrhoPluginMain.cpp.o" &
         p2=$!
         wait $p1
         wait $p2
-        dir=$OUT/$name.vst3/Contents/$VST3_ARCH
-        mkdir -p "$dir"
-        g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain_VST3.cpp.o" "${LDFLAGS_DPF[@]}" -o "$dir/$name.so.tmp"
-        mv -f "$dir/$name.so.tmp" "$dir/$name.so"
+        if [ "$target" = vst3 ]; then
+            dir=$OUT/$name.vst3/Contents/$VST3_ARCH
+            mkdir -p "$dir"
+            g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain.cpp.o" "${LDFLAGS_DPF[@]}" -o "$dir/$name.so.tmp"
+            mv -f "$dir/$name.so.tmp" "$dir/$name.so"
+        else
+            # DPF writes the bundle's Turtle from the binary (its utils/lv2-ttl-generator)
+            stage=$obj/bundle
+            rm -rf "$stage"
+            mkdir -p "$stage"
+            g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain.cpp.o" "${LDFLAGS_LV2[@]}" -o "$stage/$name.so"
+            (cd "$stage" && "$TTL_GEN" "./$name.so")
+            rm -rf "$LV2OUT/$name.lv2"
+            mv "$stage" "$LV2OUT/$name.lv2"
+        fi
     ) >"$obj/build.log" 2>&1 &
     pids+=($!)
-    names+=("$name")
+    names+=("$name-$target")
 }
 
+if [ ! -x "$TTL_GEN" ] || [ "$DPF/utils/lv2-ttl-generator/lv2_ttl_generator.c" -nt "$TTL_GEN" ]; then
+    gcc -O2 "$DPF/utils/lv2-ttl-generator/lv2_ttl_generator.c" -ldl -o "$TTL_GEN" \
+        || fail "building DPF's lv2_ttl_generator failed"
+fi
 for variant in DLSine:2 DLSine12:12; do
     name=${variant%%:*}
     if up_to_date "$OUT/$name.vst3/Contents/$VST3_ARCH/$name.so"; then
         log "$name.vst3 is up to date"
     else
         log "building $name.vst3"
-        start_variant "$name" "${variant##*:}"
+        start_variant "$name" "${variant##*:}" vst3
+    fi
+    if up_to_date "$LV2OUT/$name.lv2/$name.so" && [ -f "$LV2OUT/$name.lv2/manifest.ttl" ]; then
+        log "$name.lv2 is up to date"
+    else
+        log "building $name.lv2"
+        start_variant "$name" "${variant##*:}" lv2
     fi
 done
 failed=()
@@ -158,7 +193,58 @@ for i in "${!pids[@]}"; do
     fi
 done
 [ ${#failed[@]} -eq 0 ] \
-    || fail "building ${failed[*]/%/.vst3} failed (full logs: build/plugins/obj/<name>/build.log)"
+    || fail "building ${failed[*]} failed (full logs: build/plugins/obj/<name>-<format>/build.log)"
+
+# ---------------------------------------------------------------------------------------------
+# 1b. LV2 test plugins (plugins/lv2test): dltest.lv2 (a gain whose optional descriptor
+#     functions are NULL, a worker probe) on the LV2 path, and broken bundles in build/lv2-bad/.
+LV2SRC=$ROOT/plugins/lv2test
+BADOUT=$ROOT/build/lv2-bad  # not under build/plugins, which a scan of it would then report
+CFLAGS_LV2=(-std=gnu11 -O2 -fPIC -Wall -Wextra -shared -Wl,--no-undefined)
+lv2_sources=("$LV2SRC"/* "$ROOT/plugins/build.sh")
+lv2_up_to_date() { # SO
+    local f
+    [ -f "$1" ] || return 1
+    for f in "${lv2_sources[@]}"; do [ "$1" -nt "$f" ] || return 1; done
+}
+
+# bad_bundle NAME URI DEFINE TTL_EXTRA BROKEN : a stereo pass-through bundle built from bad.c
+bad_bundle() {
+    local name=$1 uri=$2 define=$3 extra=$4 broken=$5 dir=$BADOUT/$1.lv2
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    gcc "${CFLAGS_LV2[@]}" ${define:+-D$define} -DDL_URI="\"$uri\"" "$LV2SRC/bad.c" -o "$dir/$name.so" \
+        || fail "building $name.lv2 failed"
+    printf '%s\n' "@prefix lv2:  <http://lv2plug.in/ns/lv2core#> ." \
+        "@prefix rdfs: <http://www.w3.org/2000/01/rdf-schema#> ." \
+        "<$uri> a lv2:Plugin ; lv2:binary <$name.so> ; rdfs:seeAlso <$name.ttl> ." \
+        >"$dir/manifest.ttl"
+    printf '%s\n' "@prefix lv2:  <http://lv2plug.in/ns/lv2core#> ." \
+        "@prefix doap: <http://usefulinc.com/ns/doap#> ." \
+        "<$uri> a lv2:Plugin ; doap:name \"$name\" ; $extra" \
+        "    lv2:port [ a lv2:InputPort, lv2:AudioPort ; lv2:index 0 ; lv2:symbol \"in_l\" ; lv2:name \"In L\" ] ," \
+        "             [ a lv2:InputPort, lv2:AudioPort ; lv2:index 1 ; lv2:symbol \"in_r\" ; lv2:name \"In R\" ] ," \
+        "             [ a lv2:OutputPort, lv2:AudioPort ; lv2:index 2 ; lv2:symbol \"out_l\" ; lv2:name \"Out L\" ] ," \
+        "             [ a lv2:OutputPort, lv2:AudioPort ; lv2:index 3 ; lv2:symbol \"out_r\" ; lv2:name \"Out R\" ] $broken." \
+        >"$dir/$name.ttl"
+}
+
+if lv2_up_to_date "$LV2OUT/dltest.lv2/dltest.so" && lv2_up_to_date "$BADOUT/DLBrokenTurtle.lv2/DLBrokenTurtle.so"; then
+    log "dltest.lv2 and build/lv2-bad/ are up to date"
+else
+    log "building dltest.lv2 and the broken bundles in build/lv2-bad/"
+    rm -rf "$LV2OUT/dltest.lv2" "$BADOUT"
+    mkdir -p "$LV2OUT/dltest.lv2" "$BADOUT"
+    gcc "${CFLAGS_LV2[@]}" "$LV2SRC/dltest.c" -o "$LV2OUT/dltest.lv2/dltest.so" \
+        || fail "building dltest.lv2 failed"
+    cp "$LV2SRC/manifest.ttl" "$LV2SRC/dltest.ttl" "$LV2OUT/dltest.lv2/"
+    bad_bundle DLCrashInstantiate urn:discolink-bridge:lv2bad:crash-instantiate DL_CRASH_IN_INSTANTIATE "" ""
+    bad_bundle DLCrashRun urn:discolink-bridge:lv2bad:crash-run DL_CRASH_IN_RUN "" ""
+    bad_bundle DLNeedsFeature urn:discolink-bridge:lv2bad:needs-feature "" \
+        "lv2:requiredFeature <http://example.org/ns/imaginary#feature> ;" ""
+    # a Turtle syntax error: a port description that never closes
+    bad_bundle DLBrokenTurtle urn:discolink-bridge:lv2bad:broken-turtle "" "" ", [ a lv2:InputPort ;; lv2:index"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 2. Dragonfly Reverb (VST3) from Debian 13 "trixie", a third-party effect. Fetched with
@@ -236,4 +322,4 @@ EOF
     [ -z "$missing_libs" ] || fail "dragonfly plugins need libraries that are missing: $missing_libs"
 fi
 
-log "done: $(cd "$OUT" && ls -d *.vst3 | tr '\n' ' ')"
+log "done: $(cd "$OUT" && ls -d *.vst3 lv2/*.lv2 ../lv2-bad/*.lv2 | tr '\n' ' ')"

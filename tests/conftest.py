@@ -20,6 +20,12 @@ import pytest
 from bridge.transport import shm
 
 REPO = Path(__file__).resolve().parent.parent
+# The LV2 test plugins (plugins/build.sh) come first on the LV2 path, then the standard
+# folders; every process a test starts inherits it. plugins/README.md documents it.
+LV2_TEST_PATH = os.pathsep.join([str(REPO / "build" / "plugins" / "lv2"),
+                                 str(Path.home() / ".lv2"), "/usr/local/lib/lv2",
+                                 "/usr/lib/lv2"])
+os.environ["LV2_PATH"] = LV2_TEST_PATH
 
 
 @dataclass

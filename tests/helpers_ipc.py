@@ -236,3 +236,15 @@ def read_until_disconnected(host: Host, since: float, channels: int = 2,
             time.sleep(delay)
     assert zero_since is not None
     return LinkLoss(disconnected_at - since, zero_since - since, host.disconnect_reason)
+
+
+def send(host: Host, *messages) -> None:
+    """Send each message; fail the test if one doesn't fit the command ring."""
+    for m in messages:
+        assert host.send_command(m)
+
+
+def peak_hz(x: np.ndarray, rate: int = 48000) -> float:
+    """The strongest frequency of ``x`` (Hann window, 8x zero padding)."""
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), 8 * len(x)))
+    return float(np.fft.rfftfreq(8 * len(x), 1 / rate)[np.argmax(spec)])

@@ -340,7 +340,7 @@ REFUSALS = [
     (("plugin",), 2, "discolink-bridge plugin: error: the following arguments are required: "
                      "ACTION"),
     (("plugin", "info"), 2,
-     "discolink-bridge plugin info: error: the following arguments are required: PATH"),
+     "discolink-bridge plugin info: error: the following arguments are required: PLUGIN"),
     (("plugin", "scan", "--timeout", "0"), 2,
      "discolink-bridge plugin scan: error: argument --timeout: 0.0 s is out of range"),
     (("rack",), 2, "discolink-bridge rack: error: the following arguments are required: "

@@ -16,6 +16,7 @@ import numpy as np
 import pedalboard
 import pytest
 from conftest import REPO
+from helpers_ipc import peak_hz, send
 
 from bridge.transport import Host, cmd
 from bridge.transport.host import CommandError
@@ -39,16 +40,6 @@ def plugin_device(spawn, *args: str, device_id: str | None = None, timeout: floa
 def read_blocks(host: Host, blocks: int, channels: int, feed=None) -> np.ndarray:
     """Whole blocks as the device delivers them; ``feed(k)`` may send return audio."""
     return helpers_ipc.read_blocks(host, blocks, BLOCK, channels, feed=feed, slack=30)
-
-
-def send(host: Host, *messages) -> None:
-    for m in messages:
-        assert host.send_command(m)
-
-
-def peak_hz(x: np.ndarray) -> float:
-    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), 8 * len(x)))
-    return float(np.fft.rfftfreq(8 * len(x), 1 / RATE)[np.argmax(spec)])
 
 
 # ---- parity ---------------------------------------------------------------------------------
@@ -408,7 +399,7 @@ def test_a_mono_device_adapts_a_stereo_only_effect(spawn):
 
 
 def test_channel_mapping_rules():
-    from bridge.adapters.plugin import map_channels
+    from bridge.adapters.stage import map_channels
 
     x = np.arange(8, dtype=np.float32).reshape(4, 2)  # channel k holds 2k, 2k+1
     np.testing.assert_array_equal(map_channels(x, 4), x)

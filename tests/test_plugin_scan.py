@@ -33,7 +33,8 @@ GOOD = {  # name: (instrument?, inputs, outputs)
     "Dragonfly Plate Reverb": (False, 2, 2),
     "Dragonfly Early Reflections": (False, 2, 2),
 }
-KEYS = ["name", "vendor", "path", "format", "is_instrument", "is_effect", "inputs", "outputs"]
+KEYS = ["name", "vendor", "path", "uri", "format", "plugin_class", "is_instrument", "is_effect",
+        "inputs", "outputs", "midi_inputs", "midi_outputs"]
 
 pytestmark = pytest.mark.skipif(not DLSINE.exists(),
                                 reason="run ./setup.sh: it builds the test plugins")
@@ -81,8 +82,11 @@ def broken(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    """The CLI's environment: a cache and a home of the test's own, no $VST3_PATH."""
-    e = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"))
+    """The CLI's environment: a cache and a home of the test's own, no $VST3_PATH, and an
+    empty LV2 path (tests/test_lv2.py scans LV2 bundles)."""
+    (tmp_path / "no-lv2").mkdir(exist_ok=True)
+    e = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"),
+             LV2_PATH=str(tmp_path / "no-lv2"))
     e.pop("VST3_PATH", None)
     return e
 
@@ -130,7 +134,8 @@ def pedalboard_counts(tmp_path: Path, bundles: list[Path]) -> dict[str, int]:
 
 def test_scan_finds_the_real_plugins(env, tmp_path):
     found = scan_json(env, str(PLUGINS))
-    ours = {e["name"]: e for p, e in found.items() if p.startswith(str(PLUGINS))}
+    ours = {e["name"]: e for p, e in found.items()
+            if p.startswith(str(PLUGINS)) and e["format"] == "VST3"}  # LV2: test_lv2.py
     assert set(ours) == set(GOOD), ours.keys()  # each Dragonfly once, through its link
     counts = pedalboard_counts(tmp_path, [Path(e["path"]) for e in ours.values()])
     for name, (instrument, inputs, outputs) in GOOD.items():
@@ -153,15 +158,16 @@ def test_scan_table(env):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     header = lines[0].split()
-    assert header == ["NAME", "TYPE", "IN", "OUT", "PARAMS", "FORMAT", "VENDOR", "PATH"]
-    rows = {ln.split("  ")[0]: ln for ln in lines[1:-1]}
+    assert header == ["NAME", "TYPE", "IN", "OUT", "MIDI", "PARAMS", "FORMAT", "VENDOR",
+                      "PLUGIN"]
+    rows = {ln.split("  ")[0]: ln for ln in lines[1:-1] if " VST3 " in ln}  # LV2: test_lv2
     assert set(GOOD) <= set(rows)
     # Aligned: every column starts at the header's offset.
-    for column in ("TYPE", "IN", "PARAMS", "PATH"):
+    for column in ("TYPE", "IN", "PARAMS", "PLUGIN"):
         at = lines[0].index(column)
         for ln in lines[1:-1]:
             assert ln[at - 2:at] == "  " and ln[at] != " ", (column, ln)
-    assert re.search(r"\binstrument\s+0\s+12\s+3\s+VST3\b", rows["DLSine12"])
+    assert re.search(r"\binstrument\s+0\s+12\s+1/0\s+3\s+VST3\b", rows["DLSine12"])
     assert re.search(r"\beffect\s+2\s+2\b", rows["Dragonfly Hall Reverb"])
     assert lines[-1].startswith(f"{len(lines) - 2} plugin(s)")
     assert "assertion failure" not in r.stdout and "DPF" not in r.stdout
@@ -270,6 +276,7 @@ def test_scan_in_process_counts_probes_and_reports_progress(tmp_path, monkeypatc
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("VST3_PATH", raising=False)
+    monkeypatch.setenv("LV2_PATH", str(tmp_path / "no-lv2"))
     folder = tmp_path / "plugins"
     shutil.copytree(DLSINE, folder / "DLSine.vst3")
     shutil.copytree(PLUGINS / "DLSine12.vst3", folder / "DLSine12.vst3")
@@ -347,7 +354,8 @@ def test_info_dlsine_json(env):
     params = {p["key"]: p for p in info["parameters"]}
     assert set(params) == {"gain", "tune_st", "fault"}
     for p in params.values():
-        assert set(p) == {"key", "name", "min", "max", "default", "unit"}
+        assert set(p) == {"key", "name", "min", "max", "default", "unit", "toggled", "integer",
+                          "logarithmic", "output", "choices"}
     assert (params["gain"]["min"], params["gain"]["max"]) == (0, 1)
     assert params["gain"]["default"] == pytest.approx(0.5)
     assert (params["tune_st"]["min"], params["tune_st"]["max"]) == (-12, 12)

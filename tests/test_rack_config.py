@@ -123,7 +123,7 @@ INVALID = {
             kind: plugin
             plugin: /usr/lib/libfoo.so
         """, "rack.yaml:5:13: devices[0].plugin: not a plugin: '/usr/lib/libfoo.so' "
-             "(expected a .vst3 bundle, a .component or builtin:NAME)"),
+             "(expected a .vst3 bundle, a .component, lv2:URI or builtin:NAME)"),
     "an unknown built-in": ("""\
         name: r
         devices:
@@ -374,7 +374,7 @@ INVALID = {
         devices:
           - id: P
             kind: plugin
-        """, "rack.yaml:3:5: devices[0].plugin: kind plugin needs plugin: a .vst3 path or "
+        """, "rack.yaml:3:5: devices[0].plugin: kind plugin needs plugin: a .vst3 path, lv2:URI or "
              "builtin:NAME"),
     "plugins on kind plugin": ("""\
         name: r
@@ -449,7 +449,7 @@ INVALID = {
             plugin: builtin:Reverb
             preset: configs/demo.yaml
         """, "rack.yaml:6:13: devices[0].preset: not a preset: 'configs/demo.yaml' (expected a "
-             ".vstpreset file)"),
+             ".vstpreset file, an LV2 preset .ttl file, or an LV2 plugin's preset name)"),
     "a preset that does not exist": ("""\
         name: r
         devices:
@@ -573,7 +573,7 @@ def test_a_preset_needs_a_stage_that_loads_presets(tmp_path):
                    "     preset: warm.vstpreset}\n", "rack.yaml", base_dir=tmp_path,
                    environ=NOENV)
     assert str(info.value) == "rack.yaml:4:14: devices[0].preset: no stage of this device " \
-                              "loads presets (VST3 plugins do, built-ins don't)"
+                              "loads presets (VST3 and LV2 plugins do, built-ins don't)"
 
 
 def test_issue_and_error_text():

@@ -3,5 +3,8 @@
 They may import ``bridge.transport`` and ``bridge.midi``, never ``bridge.rack`` or the CLI.
 Here now: the built-in sine synth (``sine``), the wiring every instrument device shares
 (``instrument``), live MIDI input through rtmidi (``rtmidi_in``), the ``send`` and
-``midi-monitor`` engines (``midi_tools``) and the WAV host session (``session``).
+``midi-monitor`` engines (``midi_tools``), the WAV host session (``session``), and plugin
+devices: what every stage of a chain is (``stage``), pedalboard's VST3 and built-ins
+(``plugin``), LV2 through lilv (``lv2``, with the C side in ``_lv2host.c``), chains
+(``plugin_device``) and discovery (``plugin_scan``). JACK both ways is ``jack_bridge``.
 """

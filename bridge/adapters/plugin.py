@@ -1,8 +1,6 @@
 """Plugins through pedalboard: VST3 (and AU on macOS) files, pedalboard's built-in effects,
-and the project's own built-in instrument, each wrapped as a :class:`Stage` of a chain.
-
-A stage knows whether it is an instrument (MIDI in, audio out) or an effect (audio in and
-out), its main bus's channel counts, its parameters, and its state. Specs name them:
+and the project's own built-in instrument, each a :class:`~bridge.adapters.stage.Stage` of a
+chain (:class:`PedalboardStage`, :class:`SineStage`). Specs name them:
 
 - a path to a ``.vst3`` bundle (or ``.component`` on macOS), with ``plugin_name`` to pick one
   plugin inside a bundle that holds several;
@@ -22,24 +20,20 @@ import base64
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..midi.event import MidiEvent
 from .sine import SineSynth
+from .stage import BUILTIN_PREFIX, Parameter, PluginError, Stage
 
-BUILTIN_PREFIX = "builtin:"
 PLUGIN_SUFFIXES = (".vst3", ".component")
 # DPF and other VST3 wrappers expose 2,048 "MIDI Ch. N CC M" parameters that exist only to map
 # MIDI CCs onto VST3 parameters; hosts hide them, and so do we.
 _HIDDEN_PARAMETER = re.compile(r"^MIDI Ch\. \d+ CC \d+$")
 _BUS = re.compile(r"expects (\d+) input channels and (\d+) output channels")
-
-
-class PluginError(Exception):
-    """A plugin failed to load, or can't do what was asked of it. Names the plugin."""
 
 
 def _builtin_effects() -> dict[str, type]:
@@ -61,121 +55,38 @@ def builtin_names() -> list[str]:
 
 
 @dataclass
-class Parameter:
-    """One parameter of a stage, as ParameterList reports it."""
+class PedalboardStage(Stage):
+    """A VST3 or AU plugin, or one of pedalboard's built-in effects."""
 
-    key: str  # pedalboard's attribute name (a Python identifier)
-    name: str  # the plugin's own display name
-    min: float | None
-    max: float | None
-    default: float | None
-    unit: str
+    plugin: object = None
 
-    def check(self, value: float) -> float:
-        if not np.isfinite(value):
-            raise ValueError(f"parameter {self.name!r}: {value} is not a finite number")
-        if self.min is not None and self.max is not None and not \
-                self.min <= value <= self.max:
-            raise ValueError(f"parameter {self.name!r}: {value:g} is out of range "
-                             f"{self.min:g}..{self.max:g}")
-        return float(value)
-
-
-@dataclass
-class Stage:
-    """One plugin of a chain. ``inputs``/``outputs`` are main-bus channel counts; ``None``
-    means any count works (pedalboard's built-in effects process each channel)."""
-
-    spec: str
-    name: str
-    kind: str  # "instrument" or "effect"
-    plugin: object
-    inputs: int | None
-    outputs: int | None
-    vendor: str = ""
-    format: str = ""  # "VST3", "AU", "builtin"
-    parameters: list[Parameter] = field(default_factory=list)
-    _sounding: set[tuple[int, int]] = field(default_factory=set, repr=False)
-
-    @property
-    def is_instrument(self) -> bool:
-        return self.kind == "instrument"
-
-    # -- audio --------------------------------------------------------------------------
     def render(self, events: Sequence[MidiEvent], frames: int, sample_rate: int,
                channels: int) -> np.ndarray:
-        """An instrument's next block, (channels, frames) float32: one plugin call,
-        ``reset=False``, with this block's MIDI at its sample offsets."""
-        if isinstance(self.plugin, SineSynth):
-            out = np.empty((channels, frames), np.float32)
-            self.plugin.sample_rate = sample_rate
-            self.plugin.render(out, events)
-            return out
-        midi = []
-        sounding = self._sounding
-        for e in events:
-            data = e.data
-            if not data:
-                continue
-            midi.append((data, (e.offset + 0.5) / sample_rate))
-            kind = data[0] & 0xF0
-            if kind == 0x90 and len(data) == 3 and data[2]:
-                sounding.add((data[0] & 0x0F, data[1]))
-            elif (kind == 0x80 or kind == 0x90) and len(data) == 3:
-                sounding.discard((data[0] & 0x0F, data[1]))
+        """One plugin call, ``reset=False``, with this block's MIDI at its sample offsets."""
+        self.track_notes(events)
+        midi = [(e.data, (e.offset + 0.5) / sample_rate) for e in events if e.data]
         return self.plugin(midi, duration=frames / sample_rate, sample_rate=sample_rate,
                            num_channels=channels, buffer_size=frames, reset=False)
 
-    def release_events(self) -> list[MidiEvent]:
-        """Note-offs for every note this instrument still sounds, then All Sound Off and All
-        Notes Off on their channels; the built-in synth is simply silenced."""
-        if isinstance(self.plugin, SineSynth):
-            self.plugin.all_notes_off()
-            return []
-        out = [MidiEvent(0, bytes((0x80 | ch, note, 0))) for ch, note in sorted(self._sounding)]
-        for ch in sorted({ch for ch, _ in self._sounding}):
-            out += [MidiEvent(0, bytes((0xB0 | ch, 120, 0))),
-                    MidiEvent(0, bytes((0xB0 | ch, 123, 0)))]
-        self._sounding.clear()
-        return out
-
-    def process(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-        """An effect's next block from ``audio`` (channels, frames), ``reset=False``."""
+    def process(self, audio: np.ndarray, sample_rate: int,
+                events: Sequence[MidiEvent] = ()) -> np.ndarray:
         return self.plugin.process(audio, sample_rate, buffer_size=audio.shape[1],
                                    reset=False)
 
     def reset(self) -> None:
-        if isinstance(self.plugin, SineSynth):
-            self.plugin.all_notes_off()
-        else:
-            self.plugin.reset()
+        self.plugin.reset()
 
-    # -- parameters ---------------------------------------------------------------------
     def get(self, key: str) -> float:
         return float(getattr(self.plugin, key))
 
     def set(self, key: str, value: float) -> None:
         setattr(self.plugin, key, value)
 
-    # -- state --------------------------------------------------------------------------
-    def get_state(self) -> dict:
-        """The stage's state as JSON-able data: its parameter values, and the plugin's raw
-        state when it has one. The values are kept as well because a VST3 plugin's raw state
-        catches up with a parameter change only when it next renders."""
-        values = {}
-        for p in self.parameters:
-            try:
-                values[p.key] = self.get(p.key)
-            except (TypeError, ValueError):  # a switch or choice: the raw state has it
-                pass
-        state: dict = {"name": self.name, "parameters": values}
+    def _get_format_state(self) -> dict:
         raw = getattr(self.plugin, "raw_state", None)
-        if raw is not None:
-            state["raw_state"] = base64.b64encode(raw).decode()
-        return state
+        return {} if raw is None else {"raw_state": base64.b64encode(raw).decode()}
 
-    def set_state(self, state: dict) -> None:
-        """Restore get_state's data: the raw state first, then the parameter values."""
+    def _set_format_state(self, state: dict) -> None:
         if "raw_state" in state:
             if not hasattr(self.plugin, "raw_state"):
                 raise ValueError(f"{self.name} has no raw state to restore")
@@ -183,28 +94,49 @@ class Stage:
                 self.plugin.raw_state = base64.b64decode(state["raw_state"])
             except Exception as exc:
                 raise ValueError(f"{self.name} refused the raw state: {exc}") from None
-        for key, value in state.get("parameters", {}).items():
-            p = self.parameter(key)
-            self.set(p.key, p.check(float(value)) if p.min is not None else float(value))
 
-    def parameter(self, key_or_name: str) -> Parameter:
-        """A parameter by its key or display name (case-insensitive); KeyError names the
-        choices."""
-        want = key_or_name.lower()
-        for p in self.parameters:
-            if p.key.lower() == want or p.name.lower() == want:
-                return p
-        shown = ", ".join(p.key for p in self.parameters[:20])
-        more = "" if len(self.parameters) <= 20 else f", ... ({len(self.parameters)} in all)"
-        raise KeyError(f"{self.name} has no parameter {key_or_name!r}; it has {shown}{more}")
+    def load_preset(self, preset: str) -> bool:
+        """A .vstpreset file (VST3 plugins; built-in effects take none)."""
+        if not hasattr(self.plugin, "load_preset"):
+            return False
+        if not Path(preset).is_file():
+            raise FileNotFoundError(f"no such preset file: {preset}")
+        try:
+            self.plugin.load_preset(preset)
+        except Exception as exc:
+            raise ValueError(f"{self.name} could not load {preset}: {exc}") from None
+        return True
+
+
+@dataclass
+class SineStage(Stage):
+    """The bridge's own sine synth (bridge/adapters/sine.py) as ``builtin:Sine``."""
+
+    plugin: SineSynth | None = None
+
+    def render(self, events: Sequence[MidiEvent], frames: int, sample_rate: int,
+               channels: int) -> np.ndarray:
+        out = np.empty((channels, frames), np.float32)
+        self.plugin.sample_rate = sample_rate
+        self.plugin.render(out, events)
+        return out
+
+    def release_events(self) -> list[MidiEvent]:
+        """The synth is simply silenced."""
+        self.plugin.all_notes_off()
+        return []
+
+    def reset(self) -> None:
+        self.plugin.all_notes_off()
 
 
 # ---- loading ------------------------------------------------------------------------------
 
 
-def load_stage(spec: str, *, plugin_name: str | None = None, sample_rate: int = 48000,
-               block_size: int = 256) -> Stage:
-    """Load one plugin by spec; PluginError names the plugin and the reason."""
+def load_pedalboard_stage(spec: str, *, plugin_name: str | None = None,
+                          sample_rate: int = 48000, block_size: int = 256) -> Stage:
+    """Load a plugin file or a built-in (see :func:`bridge.adapters.stage.load_stage`);
+    PluginError names the plugin and the reason."""
     if spec.startswith(BUILTIN_PREFIX):
         return _load_builtin(spec[len(BUILTIN_PREFIX):], sample_rate)
     path = Path(spec).expanduser()
@@ -226,9 +158,11 @@ def load_stage(spec: str, *, plugin_name: str | None = None, sample_rate: int = 
         kind = "instrument" if plugin.is_instrument else "effect"
         inputs, outputs = probe_bus(plugin, kind, sample_rate, block_size)
         fmt = "AU" if path.suffix.lower() == ".component" else "VST3"
-        return Stage(spec, plugin.name, kind, plugin, inputs, outputs,
-                     vendor=plugin.manufacturer_name or "", format=fmt,
-                     parameters=_external_parameters(plugin))
+        latency = int(getattr(plugin, "reported_latency_samples", 0) or 0)
+        return PedalboardStage(spec, plugin.name, kind, inputs, outputs,
+                               vendor=plugin.manufacturer_name or "", format=fmt,
+                               parameters=_external_parameters(plugin), latency=latency,
+                               midi_in=kind == "instrument", plugin=plugin)
     except PluginError:
         raise
     except Exception as exc:  # whatever an odd plugin does, the user gets one clear line
@@ -239,8 +173,9 @@ def load_stage(spec: str, *, plugin_name: str | None = None, sample_rate: int = 
 def _load_builtin(name: str, sample_rate: int) -> Stage:
     if name in BUILTIN_INSTRUMENTS:
         synth = SineSynth(sample_rate)
-        return Stage(BUILTIN_PREFIX + name, name, "instrument", synth, 0, None,
-                     vendor="discolink-bridge", format="builtin")
+        return SineStage(BUILTIN_PREFIX + name, name, "instrument", 0, None,
+                         vendor="discolink-bridge", format="builtin", midi_in=True,
+                         plugin=synth)
     effects = _builtin_effects()
     cls = effects.get(name) or next((c for n, c in effects.items()
                                      if n.lower() == name.lower()), None)
@@ -248,8 +183,9 @@ def _load_builtin(name: str, sample_rate: int) -> Stage:
         raise PluginError(f"builtin:{name}: no such built-in; choose from "
                           f"{', '.join(builtin_names())}")
     plugin = cls()
-    return Stage(BUILTIN_PREFIX + cls.__name__, cls.__name__, "effect", plugin, None, None,
-                 vendor="pedalboard", format="builtin", parameters=_builtin_parameters(plugin))
+    return PedalboardStage(BUILTIN_PREFIX + cls.__name__, cls.__name__, "effect", None, None,
+                           vendor="pedalboard", format="builtin",
+                           parameters=_builtin_parameters(plugin), plugin=plugin)
 
 
 def probe_bus(plugin, kind: str, sample_rate: int, block_size: int) -> tuple[int, int]:
@@ -303,29 +239,4 @@ def _builtin_parameters(plugin) -> list[Parameter]:
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         out.append(Parameter(key, key, None, None, float(value), ""))
-    return out
-
-
-# ---- channel mapping ----------------------------------------------------------------------
-
-
-def map_channels(audio: np.ndarray, channels: int) -> np.ndarray:
-    """``audio`` (n, frames) as ``channels`` channels, by the documented mapping:
-
-    - n == channels: unchanged;
-    - fewer to more: the inputs repeat in order (mono to every channel; L R L R ...);
-    - more to fewer: output channel k is the mean of inputs k, k + channels, k + 2 channels,
-      ... (a mono downmix averages everything; 4 to 2 averages 1+3 and 2+4).
-    """
-    n = audio.shape[0]
-    if n == channels:
-        return audio
-    if n < channels:
-        return audio[np.arange(channels) % n]
-    out = np.zeros((channels, audio.shape[1]), np.float32)
-    counts = np.zeros(channels)
-    for k in range(n):
-        out[k % channels] += audio[k]
-        counts[k % channels] += 1
-    out /= counts[:, None]
     return out

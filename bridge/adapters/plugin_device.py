@@ -35,7 +35,7 @@ from ..transport import commands as cmd
 from ..transport.commands import ErrorCode
 from ..transport.device import Device
 from ..transport.message import Message
-from .plugin import Parameter, Stage, map_channels
+from .stage import Parameter, Stage, map_channels
 
 STATE_FORMAT = "discolink-bridge plugin state"
 STATE_VERSION = 1
@@ -79,12 +79,17 @@ class PluginChain:
                  report: Callable[[str, str], None] | None = None) -> None:
         if not stages:
             raise ValueError("no plugin given")
-        for i, st in enumerate(stages[1:], 1):
-            if st.is_instrument:
+        for i, st in enumerate(stages):
+            if st.is_instrument and not all(s.is_midi_effect for s in stages[:i]):
                 raise ValueError(f"{st.name} is an instrument: it takes no audio input, so it "
-                                 f"can only be the first stage of a chain (it is stage {i + 1})")
-        if input_audio is not None and stages[0].is_instrument:
-            raise ValueError(f"{stages[0].name} is an instrument: it can't process the "
+                                 f"can only be the first stage of a chain, after MIDI effects "
+                                 f"only (it is stage {i + 1})")
+        if all(st.is_midi_effect for st in stages):
+            raise ValueError(f"{stages[-1].name} is a MIDI effect: a chain needs a stage that "
+                             "makes audio (add an instrument after it)")
+        first_audio = next(st for st in stages if not st.is_midi_effect)
+        if input_audio is not None and first_audio.is_instrument:
+            raise ValueError(f"{first_audio.name} is an instrument: it can't process the "
                              "--input audio; use an effect")
         self.stages = list(stages)
         self.sample_rate = sample_rate
@@ -104,6 +109,8 @@ class PluginChain:
         self._changed = False
         self._last_snapshot = 0.0
         self._stage_outputs = [self.stage_outputs(i) for i in range(len(self.stages))]
+        self._instrument_first = next(st for st in self.stages
+                                      if not st.is_midi_effect).is_instrument
         self.tap = self.resolve_tap(tap)
         natural = self.tap_channels(self.tap)
         if channels is None:
@@ -115,11 +122,14 @@ class PluginChain:
     # -- shape --------------------------------------------------------------------------
     @property
     def is_effect(self) -> bool:
-        return not self.stages[0].is_instrument
+        return not next(st for st in self.stages if not st.is_midi_effect).is_instrument
 
     def stage_outputs(self, i: int) -> int:
-        """Channels that stage ``i`` produces (built-ins follow what they are given)."""
+        """Channels that stage ``i`` produces (built-ins follow what they are given; a MIDI
+        effect passes on what it was given, nothing before the instrument)."""
         st = self.stages[i]
+        if st.is_midi_effect:
+            return self.stage_outputs(i - 1) if i > 0 else 0
         if st.outputs is not None:
             return st.outputs
         if i == 0:
@@ -170,9 +180,9 @@ class PluginChain:
         """A new host starts in silence: the notes still sounding get note-offs (and their
         channels All Sound Off) at the start of the next block. Not a plugin reset: for a
         VST3, pedalboard's reset() reloads the plugin, which stalls the loop for ms."""
-        first = self.stages[0]
-        if first.is_instrument:
-            self._release = first.release_events()
+        for st in self.stages:
+            if st.is_instrument:
+                self._release = st.release_events()
 
     def render(self, out: np.ndarray, events: list[MidiEvent],
                inp: np.ndarray | None = None) -> None:
@@ -184,15 +194,19 @@ class PluginChain:
             events = [*self._release, *events]
             self._release = []
         try:
-            x = None if self.stages[0].is_instrument else self._effect_input(inp, frames)
+            x = None if self._instrument_first else self._effect_input(inp, frames)
             outputs = self._stage_outputs
             for i, st in enumerate(self.stages):
                 if st.is_instrument:
                     x = st.render(events, frames, rate, outputs[i])
+                elif st.is_midi_effect:
+                    st.process(None, rate, events)
                 else:
                     if st.inputs is not None and x.shape[0] != st.inputs:
                         x = map_channels(x, st.inputs)
-                    x = st.process(np.ascontiguousarray(x, np.float32), rate)
+                    x = st.process(np.ascontiguousarray(x, np.float32), rate, events)
+                if st.midi_out:  # the MIDI the stage made goes on to the stages after it
+                    events = st.midi_output
                 self._outputs[i] = x
             tap = self.tap
             y = self._outputs[tap.stage]
@@ -239,6 +253,17 @@ class PluginChain:
             self.report("plugin", f"NaN or Inf in the plugin output: block replaced by "
                         f"silence ({self.nonfinite_blocks} block(s) so far)")
 
+    def latency(self) -> int:
+        """Frames the tap's signal lags its input by: the latencies the stages up to the
+        tap report (an LV2 plugin's latency port, a VST3's reported latency)."""
+        last = self.tap.stage if self.tap.stage >= 0 else len(self.stages) - 1
+        return sum(st.current_latency() for st in self.stages[:last + 1])
+
+    def close(self) -> None:
+        """Free the stages (an LV2 instance and its worker thread)."""
+        for st in self.stages:
+            st.close()
+
     # -- parameters ---------------------------------------------------------------------
     def parameter_name(self, i: int) -> str:
         stage, p = self.parameters[i]
@@ -273,8 +298,7 @@ class PluginChain:
 
     def parameter_list(self) -> list[dict]:
         return [{"index": i, "name": self.parameter_name(i), "display_name": p.name,
-                 "stage": self.stages[s].name, "min": p.min, "max": p.max,
-                 "default": p.default, "value": self.value(i), "unit": p.unit}
+                 "stage": self.stages[s].name, **p.describe(), "value": self.value(i)}
                 for i, (s, p) in enumerate(self.parameters)]
 
     # -- state --------------------------------------------------------------------------
@@ -305,19 +329,16 @@ class PluginChain:
             st.set_state(s)
         self._changed = True
 
-    def load_preset(self, path: str) -> str:
-        """Load a .vstpreset into the first stage that takes presets; returns its name."""
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"no such preset file: {path}")
+    def load_preset(self, preset: str) -> str:
+        """Load a preset into the first stage that takes presets (a .vstpreset file for a
+        VST3, a preset name, URI or file for an LV2 plugin); returns the stage's name."""
         for st in self.stages:
-            if hasattr(st.plugin, "load_preset"):
-                try:
-                    st.plugin.load_preset(path)
-                except Exception as exc:
-                    raise ValueError(f"{st.name} could not load {path}: {exc}") from None
+            if st.load_preset(preset):
                 self._changed = True
                 return st.name
-        raise ValueError("no stage of this chain loads presets (VST3 plugins do)")
+        if preset.lower().endswith(".vstpreset") and not Path(preset).is_file():
+            raise FileNotFoundError(f"no such preset file: {preset}")
+        raise ValueError("no stage of this chain loads presets (VST3 and LV2 plugins do)")
 
     # -- commands (called from Device.process_commands) ---------------------------------
     def handle(self, msg: Message, device: Device) -> bool:
@@ -349,7 +370,7 @@ class PluginChain:
                 if tap:
                     self.tap = self.resolve_tap(tap)
                 device.respond(cmd.build("Route", response_to=msg, routing=json.dumps(
-                    {"tap": self.tap.name, "taps": self.taps()})))
+                    {"tap": self.tap.name, "taps": self.taps(), "latency": self.latency()})))
             else:
                 return False
         except (KeyError, ValueError, FileNotFoundError) as exc:
@@ -461,7 +482,7 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
     PluginError when a plugin can't load (exit 1 at the CLI) and ValueError for a request
     that can't be met (exit 2).
     """
-    from .plugin import load_stage
+    from .stage import load_stage
 
     assignments = parse_param_assignments(params)
     count: int | None = None

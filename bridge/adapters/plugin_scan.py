@@ -1,4 +1,5 @@
-"""Plugin discovery for ``discolink-bridge plugin scan`` and ``plugin info``.
+"""Plugin discovery for ``discolink-bridge plugin scan`` and ``plugin info``: VST3 (and AU
+on macOS) bundles, and LV2 bundles (``NAME.lv2`` folders on ``$LV2_PATH``).
 
 Every plugin file is probed in a child process (``python -m bridge.adapters.plugin_scan
 --probe ...``) with a timeout, so a plugin that crashes or hangs while it loads becomes an
@@ -9,6 +10,12 @@ temporary file, so whatever a plugin prints can't corrupt them.
 One child probes a whole bundle: it lists the plugins in it, then describes them one by one.
 If it dies on one plugin, that plugin gets the error and a new child carries on with the
 rest. The timeout applies to each step (listing, and each plugin).
+
+An LV2 bundle's child reads the bundle's Turtle through lilv first (with its own stderr
+captured, where lilv reports syntax errors): a bundle with broken Turtle becomes one entry
+with the error, and none of its plugins is loaded. Then each plugin is instantiated and run
+for one block, so one that crashes in ``instantiate`` or ``run`` is caught here, not on
+stage.
 
 Scan results are cached in ``$XDG_CACHE_HOME/discolink-bridge/plugin-scan.json`` (default
 ``~/.cache``), per bundle (its real path), then per plugin name, with a stamp of the bundle's
@@ -32,21 +39,23 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
-from .plugin import BUILTIN_PREFIX, PLUGIN_SUFFIXES, PluginError, Stage, load_stage
+from .plugin import PLUGIN_SUFFIXES
+from .stage import BUILTIN_PREFIX, LV2_PREFIX, PluginError, Stage, load_stage
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DEFAULT_TIMEOUT = 30.0
 # The keys of one scan entry, in output order; ``probed`` isn't cached.
-ENTRY_KEYS = ("name", "vendor", "path", "format", "is_instrument", "is_effect", "inputs",
-              "outputs", "parameter_count", "error")
+ENTRY_KEYS = ("name", "vendor", "path", "uri", "format", "plugin_class", "is_instrument",
+              "is_effect", "inputs", "outputs", "midi_inputs", "midi_outputs",
+              "parameter_count", "error")
 SCAN_KEYS = (*ENTRY_KEYS, "probed")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent.parent)
+LV2_SUFFIX = ".lv2"
 # Probed at once: enough to keep a couple of cores busy, few enough to stay gentle.
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 
@@ -60,11 +69,12 @@ def _is_macos() -> bool:
 
 def bundle_suffixes() -> tuple[str, ...]:
     """File name endings of the plugin bundles this platform can load."""
-    return PLUGIN_SUFFIXES if _is_macos() else (".vst3",)
+    return (*PLUGIN_SUFFIXES, LV2_SUFFIX) if _is_macos() else (".vst3", LV2_SUFFIX)
 
 
 def standard_dirs() -> list[Path]:
-    """The platform's standard plugin folders (existing or not), then ``$VST3_PATH``'s."""
+    """The platform's standard plugin folders (existing or not), then ``$VST3_PATH``'s,
+    then the LV2 path's (``$LV2_PATH``, else lilv's default folders)."""
     home = Path.home()
     if _is_macos():
         dirs = [home / "Library/Audio/Plug-Ins/VST3", Path("/Library/Audio/Plug-Ins/VST3"),
@@ -77,7 +87,9 @@ def standard_dirs() -> list[Path]:
         dirs = [home / ".vst3", Path("/usr/lib/vst3"), Path("/usr/local/lib/vst3")]
     extra = os.environ.get("VST3_PATH", "")
     dirs += [Path(p).expanduser() for p in extra.split(os.pathsep) if p]
-    return dirs
+    from .lv2 import search_path
+
+    return dirs + [Path(p).expanduser() for p in search_path()]
 
 
 def find_bundles(dirs: Iterable[Path]) -> list[Path]:
@@ -143,27 +155,27 @@ def bundle_stamp(path: Path) -> list[int]:
 # ---- describing a loaded plugin (in the child) --------------------------------------------
 
 
-def _number(value: float | None) -> float | None:
-    """A JSON-safe number: NaN and infinities become None."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def describe(stage: Stage, path: str) -> dict[str, Any]:
     """The ``plugin info`` dict of a loaded stage."""
+    info = getattr(stage, "info", None)  # an LV2 stage's description from its Turtle
     return {
         "name": stage.name,
         "vendor": stage.vendor or None,
         "path": path,
+        "uri": getattr(stage, "uri", None),
         "format": stage.format,
+        "plugin_class": info.plugin_class if info is not None else None,
         "is_instrument": stage.kind == "instrument",
         "is_effect": stage.kind == "effect",
         "inputs": stage.inputs,
         "outputs": stage.outputs,
-        "parameters": [{**asdict(p), "min": _number(p.min), "max": _number(p.max),
-                        "default": _number(p.default)} for p in stage.parameters],
+        "midi_inputs": info.midi_inputs if info is not None else int(stage.midi_in),
+        "midi_outputs": info.midi_outputs if info is not None else int(stage.midi_out),
+        "latency": stage.current_latency(),
+        "presets": [label for _, label in stage.presets()] if hasattr(stage, "presets")
+        else [],
+        "parameters": [{"key": p.key, "name": p.name, **p.describe()}
+                       for p in stage.parameters],
     }
 
 
@@ -209,7 +221,7 @@ def _probe_main(argv: Sequence[str]) -> int:
     if alarm:
         signal.alarm(alarm)
     names: list[str | None] = list(args.plugin_name)
-    if args.list:
+    if args.list and not args.probe.rstrip("/").endswith(LV2_SUFFIX):
         try:
             names = list(_plugin_names(args.probe))
         except Exception as exc:
@@ -220,6 +232,10 @@ def _probe_main(argv: Sequence[str]) -> int:
             send({"names": names})
     elif not names:
         names = [None]
+    if args.probe.rstrip("/").endswith(LV2_SUFFIX):
+        _probe_lv2(args.probe, names, args.list, send)
+        out.close()
+        os._exit(0)
     for name in names:
         try:
             stage = load_stage(args.probe, plugin_name=name)
@@ -231,6 +247,84 @@ def _probe_main(argv: Sequence[str]) -> int:
                   "error": f"{args.probe}: {type(exc).__name__}: {_exception_text(exc)}"})
     out.close()
     os._exit(0)  # skip plugin destructors and atexit: all is said, and they may misbehave
+
+
+@contextlib.contextmanager
+def captured_stderr(echo: bool = False) -> Iterator[list[str]]:
+    """What this process writes to fd 2 meanwhile (C and C++ code write to the fd, not to
+    sys.stderr: lilv's parse errors, DPF's assertions), as a list filled when the block
+    ends; ``echo`` writes it to fd 2 afterwards as well."""
+    lines: list[str] = []
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+            if echo:
+                os.write(2, text.encode())
+            lines += text.splitlines()
+
+
+def _probe_lv2(bundle: str, uris: Sequence[str | None], list_names: bool,
+               send: Any) -> None:
+    """The child's work for an LV2 bundle: its Turtle checked, then each plugin (``uris``,
+    or with ``list_names`` every plugin of the bundle) instantiated, run and described."""
+    from . import lv2
+
+    real = os.path.realpath(bundle)
+    with captured_stderr(echo=True) as errors:  # still shown, in the probe's stderr file
+        w = lv2.world()
+        mine = [p for p in w.all_plugins() if os.path.realpath(w.bundle_path(p)) == real]
+        if not mine:  # not on the LV2 path: load it on its own
+            node = w.lib.lilv_new_file_uri(w.ptr, None, (real + "/").encode())
+            w.lib.lilv_world_load_bundle(w.ptr, node)
+            w.lib.lilv_node_free(node)
+            mine = [p for p in w.all_plugins()
+                    if os.path.realpath(w.bundle_path(p)) == real]
+        infos = {w.plugin_uri(p): lv2.describe_plugin(w, p) for p in mine}  # reads the data
+    broken = [ln.strip() for ln in errors
+              if real in ln and ln.lstrip().startswith("error:")]
+    if not os.path.isfile(os.path.join(real, "manifest.ttl")):
+        send({"error": "not an LV2 bundle: it has no manifest.ttl"})
+        return
+    if broken:
+        detail = broken[0].removeprefix("error:").strip().replace(real + "/", "")
+        send({"error": f"broken Turtle, bundle skipped: {detail}"})
+        return
+    if list_names:
+        uris = sorted(infos)
+        send({"names": uris, "labels": {u: i.name for u, i in infos.items()}})
+    for uri in uris:
+        spec = f"lv2:{uri}"
+        try:  # each step announced first: if the plugin kills us, the parent knows where
+            send({"plugin_name": uri, "step": "instantiate()"})
+            refusal = None
+            with captured_stderr(echo=True) as said:  # lilv's reason when instantiate fails
+                try:
+                    stage = lv2.load_lv2_stage(spec, warm_up=False)
+                except PluginError as exc:
+                    refusal = exc
+            if refusal is not None:
+                why = next((ln.split("error: ", 1)[-1] for ln in reversed(said)
+                            if "error: " in ln), "")
+                if "failed to instantiate" not in str(refusal) or not why:
+                    raise refusal
+                raise PluginError(f"{spec}: failed to instantiate: {why}")
+            send({"plugin_name": uri, "step": "run()"})
+            stage.warm_up()
+            send({"plugin_name": uri, "result": describe(stage, bundle)})
+            stage.close()
+        except PluginError as exc:
+            send({"plugin_name": uri, "error": str(exc).removeprefix(f"{spec}: ")})
+        except Exception as exc:
+            send({"plugin_name": uri, "error": f"{type(exc).__name__}: {_exception_text(exc)}"})
 
 
 # ---- running a probe (in the parent) ------------------------------------------------------
@@ -374,7 +468,9 @@ def run_probe(path: str, names: Sequence[str] | None, *, timeout: float,
 
 
 def _format_of(path: str) -> str:
-    return "AU" if path.lower().endswith(".component") else "VST3"
+    lower = path.lower().rstrip("/")
+    return "AU" if lower.endswith(".component") else "LV2" if lower.endswith(LV2_SUFFIX) \
+        else "VST3"
 
 
 def _scan_entry(info_dict: dict, path: str) -> dict[str, Any]:
@@ -384,9 +480,9 @@ def _scan_entry(info_dict: dict, path: str) -> dict[str, Any]:
     return entry
 
 
-def _error_entry(name: str, path: str, error: str) -> dict[str, Any]:
+def _error_entry(name: str, path: str, error: str, uri: str | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = dict.fromkeys(ENTRY_KEYS)
-    entry.update(name=name, path=path, format=_format_of(path), error=error)
+    entry.update(name=name, path=path, uri=uri, format=_format_of(path), error=error)
     return entry
 
 
@@ -401,7 +497,14 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
     child; a crash or a hang costs only the plugin it happened on."""
     stem = Path(path).name.rsplit(".", 1)[0]
     names: list[str] | None = None
+    labels: dict[str, str] = {}  # an LV2 plugin's name, by URI (its "plugin name" here)
+    steps: dict[str, str] = {}  # where an LV2 probe was with each plugin
+    lv2 = _format_of(path) == "LV2"
     done: dict[str, dict[str, Any]] = {}
+
+    def failed(name: str, error: str) -> dict[str, Any]:
+        return _error_entry(labels.get(name, name), path, error, name if lv2 else None)
+
     while True:
         if names is None:
             messages, failure = run_probe(path, None, timeout=timeout, list_names=True)
@@ -413,13 +516,16 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
         for m in messages:
             if "names" in m and isinstance(m["names"], list):
                 names = [str(n) for n in m["names"]]
+                if isinstance(m.get("labels"), dict):
+                    labels = {str(k): str(v) for k, v in m["labels"].items()}
             elif "plugin_name" in m and isinstance(m["plugin_name"], str):
                 name = m["plugin_name"]
-                if isinstance(m.get("result"), dict):
+                if isinstance(m.get("step"), str):
+                    steps[name] = m["step"]
+                elif isinstance(m.get("result"), dict):
                     done[name] = _scan_entry(m["result"], path)
                 else:
-                    done[name] = _error_entry(name, path,
-                                              _strip_path(str(m.get("error")), path))
+                    done[name] = failed(name, _strip_path(str(m.get("error")), path))
             elif "error" in m:
                 return [_error_entry(stem, path, str(m["error"]))]
         if names is None:
@@ -429,13 +535,15 @@ def probe_bundle(path: str, *, timeout: float) -> list[dict[str, Any]]:
             break
         if failure is None:  # a clean exit that skipped some: don't loop for ever
             for name in todo:
-                done[name] = _error_entry(name, path, "the probe gave no result")
+                done[name] = failed(name, "the probe gave no result")
             break
         # The child died on the first plugin it hadn't finished.
-        done[todo[0]] = _error_entry(todo[0], path,
-                                     f"{failure} while loading {todo[0]!r}"
-                                     if len(names) > 1 else failure)
+        where = f" in {steps[todo[0]]}" if todo[0] in steps else ""
+        done[todo[0]] = failed(todo[0], f"{failure}{where} while loading {todo[0]!r}"
+                               if len(names) > 1 else failure + where)
     if not names:
+        if lv2:  # a specification or a bundle of presets: nothing to list (as lv2ls does)
+            return []
         return [_error_entry(stem, path, "the bundle holds no plugin")]
     return [done[n] for n in names]
 
@@ -474,7 +582,8 @@ def load_cache(path: Path | None = None) -> dict[str, dict]:
     bundles = {}
     for key, value in data["bundles"].items():
         if isinstance(value, dict) and isinstance(value.get("stamp"), list) \
-                and isinstance(value.get("plugins"), list) and value["plugins"] \
+                and isinstance(value.get("plugins"), list) \
+                and (value["plugins"] or key.endswith(LV2_SUFFIX)) \
                 and all(isinstance(e, dict) for e in value["plugins"]):
             bundles[key] = value
     return bundles
@@ -627,8 +736,10 @@ def info(path_or_builtin: str, *, plugin_name: str | None = None,
     """One plugin's details: name, vendor, path, format, is_instrument, is_effect, inputs,
     outputs and parameters (key, name, min, max, default, unit).
 
-    A file is loaded in a child process; PluginError if it fails to load, crashes or takes
-    longer than ``timeout``. ``builtin:NAME`` is loaded here (it's part of pedalboard).
+    A file or an LV2 plugin (``lv2:URI`` or ``lv2:NAME``) is loaded in a child process;
+    PluginError if it fails to load, crashes or takes longer than ``timeout``
+    (UnknownPluginError for an LV2 name that matches nothing). ``builtin:NAME`` is loaded
+    here (it's part of pedalboard).
     """
     _check_timeout(timeout)
     if not path_or_builtin:
@@ -636,6 +747,21 @@ def info(path_or_builtin: str, *, plugin_name: str | None = None,
     if path_or_builtin.startswith(BUILTIN_PREFIX):
         stage = load_stage(path_or_builtin, plugin_name=plugin_name)
         return describe(stage, stage.spec)
+    if path_or_builtin.startswith(LV2_PREFIX):
+        from . import lv2
+
+        w = lv2.world()
+        plugin = w.find(path_or_builtin)  # UnknownPluginError names the nearest
+        uri, bundle = w.plugin_uri(plugin), w.bundle_path(plugin)
+        messages, failure = run_probe(bundle, [uri], timeout=timeout)
+        step = ""
+        for m in messages:
+            if isinstance(m.get("result"), dict):
+                return m["result"]
+            if "error" in m:
+                raise PluginError(f"lv2:{uri}: {m['error']}")
+            step = f" in {m['step']}" if isinstance(m.get("step"), str) else step
+        raise PluginError(f"lv2:{uri}: {failure or 'the probe gave no result'}{step}")
     path = Path(path_or_builtin).expanduser()
     if not path.exists():
         raise PluginError(f"{path_or_builtin}: no such file or directory")
@@ -676,7 +802,19 @@ def _channels(value: int | None) -> str:
 def _kind(entry: dict) -> str:
     if entry.get("error"):
         return "error"
-    return "instrument" if entry.get("is_instrument") else "effect"
+    if entry.get("is_instrument"):
+        return "instrument"
+    return "effect" if entry.get("is_effect") else "midi effect"
+
+
+def _spec(entry: dict) -> str:
+    """What ``device --plugin`` takes for this entry: lv2:URI, or the bundle's path."""
+    return f"lv2:{entry['uri']}" if entry.get("uri") else str(entry.get("path"))
+
+
+def _midi(entry: dict) -> str:
+    ins, outs = entry.get("midi_inputs"), entry.get("midi_outputs")
+    return "-" if ins is None and outs is None else f"{ins or 0}/{outs or 0}"
 
 
 def format_table(results: Sequence[dict]) -> str:
@@ -684,7 +822,7 @@ def format_table(results: Sequence[dict]) -> str:
     if not results:
         return "no plugins found"
     errors = any(e.get("error") for e in results)
-    header = ["NAME", "TYPE", "IN", "OUT", "PARAMS", "FORMAT", "VENDOR", "PATH"]
+    header = ["NAME", "TYPE", "IN", "OUT", "MIDI", "PARAMS", "FORMAT", "VENDOR", "PLUGIN"]
     if errors:
         header.append("ERROR")
     rows = []
@@ -693,8 +831,9 @@ def format_table(results: Sequence[dict]) -> str:
         row = [str(e.get("name")), _kind(e),
                "-" if failed else _channels(e.get("inputs")),
                "-" if failed else _channels(e.get("outputs")),
+               "-" if failed else _midi(e),
                _cell(e.get("parameter_count")), _cell(e.get("format")),
-               _cell(e.get("vendor")), str(e.get("path"))]
+               _cell(e.get("vendor")), _spec(e)]
         if errors:
             row.append(e.get("error") or "")
         rows.append(row)
@@ -706,18 +845,41 @@ def format_table(results: Sequence[dict]) -> str:
 def format_info(result: dict) -> str:
     """``plugin info`` for people: a summary, then the parameters as a table."""
     lines = [f"{result['name']}" + (f" by {result['vendor']}" if result.get("vendor") else ""),
-             f"  path:     {result['path']}",
-             f"  format:   {result['format']}",
-             f"  type:     {_kind(result)}",
-             f"  inputs:   {_channels(result.get('inputs'))}",
-             f"  outputs:  {_channels(result.get('outputs'))}"]
+             f"  path:     {result['path']}"]
+    if result.get("uri"):
+        lines.append(f"  uri:      {result['uri']}   (device --plugin lv2:{result['uri']})")
+    lines += [f"  format:   {result['format']}"
+              + (f" ({result['plugin_class']})" if result.get("plugin_class") else ""),
+              f"  type:     {_kind(result)}",
+              f"  inputs:   {_channels(result.get('inputs'))}",
+              f"  outputs:  {_channels(result.get('outputs'))}"]
+    if result.get("midi_inputs") or result.get("midi_outputs"):
+        lines.append(f"  midi:     {result.get('midi_inputs') or 0} in, "
+                     f"{result.get('midi_outputs') or 0} out")
+    if result.get("latency"):
+        lines.append(f"  latency:  {result['latency']} frames")
+    if result.get("presets"):
+        lines.append(f"  presets:  {', '.join(result['presets'])}")
     params = result.get("parameters") or []
     lines.append(f"  parameters: {len(params)}")
     if params:
+        header = ["KEY", "NAME", "MIN", "MAX", "DEFAULT", "UNIT"]
         rows = [[p["key"], p["name"], _cell(p.get("min")), _cell(p.get("max")),
                  _cell(p.get("default")), p.get("unit") or ""] for p in params]
-        lines.append(_table(["KEY", "NAME", "MIN", "MAX", "DEFAULT", "UNIT"], rows, "    "))
+        notes = [_notes(p) for p in params]
+        if any(notes):  # toggles, integers, enumerations, outputs: only where there are some
+            header.append("NOTES")
+            rows = [[*r, n] for r, n in zip(rows, notes, strict=True)]
+        lines.append(_table(header, rows, "    "))
     return "\n".join(lines)
+
+
+def _notes(p: dict) -> str:
+    notes = [flag for flag in ("output", "toggled", "integer", "logarithmic") if p.get(flag)]
+    if p.get("choices"):
+        notes.append("one of " + ", ".join(f"{c['value']:g}={c['label']}"
+                                           for c in p["choices"]))
+    return "; ".join(notes)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from ..adapters.plugin import PluginError
     from ..adapters.session import SessionError
+    from ..adapters.stage import PluginError
     from ..transport import HostError, RegistryError, SegmentError
 
     prog = f"discolink-bridge {args.command}"

@@ -63,12 +63,14 @@ def device_args(sp: argparse.ArgumentParser) -> None:
                     help="add a host-to-device return ring (the synth mixes it in; an "
                          "effect chain takes it as its input, and gets one by default)")
     plugin = sp.add_argument_group(
-        "plugins (pedalboard)", "Run VST3 plugins (AU on macOS), pedalboard's built-in "
-        "effects or the built-in synth instead of the sine synth. Several --plugin make a "
-        "chain, first to last; only the first may be an instrument.")
+        "plugins (pedalboard, lilv)", "Run VST3 plugins (AU on macOS), LV2 plugins, "
+        "pedalboard's built-in effects or the built-in synth instead of the sine synth. "
+        "Several --plugin make a chain, first to last; only the first may be an "
+        "instrument (or the first after LV2 MIDI effects).")
     plugin.add_argument("--plugin", action="append", default=[], metavar="SPEC",
-                        help="a .vst3 path, builtin:NAME (builtin:Reverb, builtin:Chorus, "
-                             "..., builtin:Sine); repeatable")
+                        help="a .vst3 path, lv2:URI or lv2:NAME (from $LV2_PATH), "
+                             "builtin:NAME (builtin:Reverb, builtin:Chorus, ..., "
+                             "builtin:Sine); repeatable")
     plugin.add_argument("--plugin-name", metavar="NAME",
                         help="which plugin of a bundle that holds several")
     plugin.add_argument("--tap", metavar="TAP",
@@ -81,8 +83,9 @@ def device_args(sp: argparse.ArgumentParser) -> None:
                         help="restore the device id and plugin state from FILE at start "
                              "(if it exists), and save them there when they change and "
                              "on stop")
-    plugin.add_argument("--preset", type=Path, metavar="FILE.vstpreset",
-                        help="load this preset at start (unless --state restores one)")
+    plugin.add_argument("--preset", type=Path, metavar="PRESET",
+                        help="load this preset at start (unless --state restores one): "
+                             "a .vstpreset file, or an LV2 preset's name, URI or .ttl")
     plugin.add_argument("--input", type=Path, metavar="FILE",
                         help="effects: loop this audio file as the chain's input "
                              "(instead of the host's return audio)")

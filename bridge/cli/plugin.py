@@ -14,15 +14,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add plugin and its actions scan and info, each action with its handler."""
     sp = sub.add_parser("plugin", help="find plugins and describe them",
                         description="Plugin discovery: scan folders for VST3 (and AU on "
-                                    "macOS) plugins, or describe one plugin. Each plugin is "
-                                    "probed in a subprocess with a timeout, so one that "
+                                    "macOS) and LV2 plugins, or describe one plugin. Each "
+                                    "plugin is probed in a subprocess with a timeout, so one that "
                                     "crashes or hangs is reported and the scan goes on.")
     psub = sp.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
     scan = psub.add_parser("scan", help="list the plugins in the standard folders and DIRs",
                            description="List plugins with name, vendor, path, format, "
                                        "instrument or effect, inputs, outputs and parameter "
-                                       "count. Searches the platform's standard VST3 folders "
-                                       "and any DIRs given. Results are cached and refreshed "
+                                       "count (LV2: also URI, class, MIDI ports). Searches the "
+                                       "standard VST3 folders, the LV2 path and any DIRs "
+                                       "given. Results are cached and refreshed "
                                        "when the files change.")
     scan.add_argument("dirs", nargs="*", type=Path, metavar="DIR", help="more folders to search")
     scan.add_argument("--json", action="store_true", help="print a JSON list of objects")
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "name, vendor, path, format, is_instrument, is_effect, "
                                        "inputs, outputs and its parameters (name, min, max, "
                                        "default).")
-    info.add_argument("path", metavar="PATH", help="a .vst3 bundle, or builtin:NAME")
+    info.add_argument("path", metavar="PLUGIN",
+                      help="a .vst3 bundle, lv2:URI or lv2:NAME, or builtin:NAME")
     info.add_argument("--plugin-name", metavar="NAME",
                       help="which plugin of a bundle that holds several")
     info.add_argument("--json", action="store_true", help="print one JSON object")

@@ -13,7 +13,9 @@ reported at the value, unknown and misplaced keys at the key, a missing field at
 that lacks it.
 
 Nothing is loaded to validate: plugin files must exist and end in ``.vst3``/``.component``,
-``builtin:NAME`` must be one of :func:`bridge.adapters.plugin.builtin_names`. Relative paths
+``builtin:NAME`` must be one of :func:`bridge.adapters.plugin.builtin_names`, and
+``lv2:URI``/``lv2:NAME`` must name an installed LV2 plugin (lilv reads the LV2 path's
+Turtle; nothing is instantiated), with did-you-mean when it doesn't. Relative paths
 (plugin, plugins, preset, state, input, state_dir) resolve against the YAML file's folder, and
 the validated config holds them absolute.
 
@@ -48,8 +50,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..adapters.plugin import BUILTIN_PREFIX, PLUGIN_SUFFIXES, builtin_names
+from ..adapters.plugin import PLUGIN_SUFFIXES, builtin_names
 from ..adapters.plugin_device import parse_channels
+from ..adapters.stage import BUILTIN_PREFIX, LV2_PREFIX, PluginError
 from ..transport.registry import validate_device_id
 from ..transport.shm import NAMESPACE_ENV, namespace_from_env
 
@@ -170,6 +173,13 @@ def _builtins() -> tuple[str, ...]:
     return tuple(builtin_names())
 
 
+def _lv2_plugin(spec: str) -> int:
+    """The lilv plugin an ``lv2:`` spec names; UnknownPluginError (did-you-mean) if none."""
+    from ..adapters import lv2
+
+    return lv2.world().find(spec)
+
+
 def _base_dir(info: ValidationInfo) -> Path:
     ctx = info.context or {}
     return Path(ctx.get("base_dir") or Path.cwd())
@@ -182,8 +192,20 @@ def _resolve(text: str, base: Path) -> Path:
 
 
 def _check_spec(value: str, info: ValidationInfo) -> str:
-    """A plugin spec: ``builtin:NAME`` (canonical spelling) or an existing .vst3/.component
-    path, made absolute."""
+    """A plugin spec: ``builtin:NAME`` (canonical spelling), ``lv2:URI`` or ``lv2:NAME`` of
+    an installed LV2 plugin (read from the LV2 path's Turtle, nothing instantiated), or an
+    existing .vst3/.component path, made absolute."""
+    if value.startswith(LV2_PREFIX):
+        from ..adapters import lv2
+
+        try:
+            info = lv2.describe_plugin(lv2.world(), _lv2_plugin(value))
+        except (PluginError, ValueError) as exc:
+            raise _fail(str(exc).removeprefix(f"{value}: ")) from None
+        refusal = info.refusal()  # a feature this host lacks, broken Turtle: from the Turtle
+        if refusal:
+            raise _fail(f"{info.name} {refusal}")
+        return value
     if value.startswith(BUILTIN_PREFIX):
         name = value[len(BUILTIN_PREFIX):]
         names = _builtins()
@@ -193,11 +215,11 @@ def _check_spec(value: str, info: ValidationInfo) -> str:
                         f"built-ins: {', '.join(names)}")
         return BUILTIN_PREFIX + match
     if not value.strip():
-        raise _fail("empty plugin spec: give a .vst3 path or builtin:NAME")
+        raise _fail("empty plugin spec: give a .vst3 path, lv2:URI or builtin:NAME")
     path = _resolve(value, _base_dir(info))
     if path.suffix.lower() not in PLUGIN_SUFFIXES:
-        raise _fail(f"not a plugin: {_short(value)} (expected a .vst3 bundle, a .component "
-                    "or builtin:NAME)")
+        raise _fail(f"not a plugin: {_short(value)} (expected a .vst3 bundle, a .component, "
+                    "lv2:URI or builtin:NAME)")
     if not path.exists():
         raise _fail(f"file not found: {path}")
     return str(path)
@@ -234,7 +256,28 @@ def _check_channels(value: Any) -> Any:
 
 
 PluginSpec = Annotated[str, AfterValidator(_check_spec),
-                      Field(description="a .vst3 path or builtin:NAME")]
+                      Field(description="a .vst3 path, lv2:URI, lv2:NAME or builtin:NAME")]
+
+
+def _specs_so_far(info: ValidationInfo) -> list[str]:
+    """The device's plugin specs validated before this field (plugin, plugins)."""
+    data = info.data or {}
+    specs = [data.get("plugin"), *(data.get("plugins") or [])]
+    return [s for s in specs if isinstance(s, str)]
+
+
+def _check_lv2_preset(name: str, specs: list[str]) -> str:
+    """An LV2 preset name (or URI) that one of ``specs`` has."""
+    from ..adapters import lv2
+
+    problems = []
+    for spec in specs:
+        try:
+            lv2.world().find_preset(_lv2_plugin(spec), name)
+            return name
+        except (PluginError, ValueError) as exc:
+            problems.append(str(exc))
+    raise _fail(problems[0])
 Channels = Annotated[int | str | None, BeforeValidator(_check_channels)]
 TapText = Annotated[str | None, BeforeValidator(_as_text)]
 
@@ -364,9 +407,14 @@ class DeviceConfig(_Model):
     def _existing_file(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
+        if info.field_name == "preset":
+            lv2_specs = [s for s in _specs_so_far(info) if s.startswith(LV2_PREFIX)]
+            if lv2_specs and not value.lower().endswith((PRESET_SUFFIX, ".ttl")):
+                return _check_lv2_preset(value, lv2_specs)
         path = _resolve(value, _base_dir(info))
-        if info.field_name == "preset" and path.suffix.lower() != PRESET_SUFFIX:
-            raise _fail(f"not a preset: {_short(value)} (expected a {PRESET_SUFFIX} file)")
+        if info.field_name == "preset" and path.suffix.lower() not in (PRESET_SUFFIX, ".ttl"):
+            raise _fail(f"not a preset: {_short(value)} (expected a {PRESET_SUFFIX} file, an "
+                        "LV2 preset .ttl file, or an LV2 plugin's preset name)")
         if not path.is_file():
             raise _fail(f"file not found: {path}")
         return str(path)
@@ -533,6 +581,13 @@ def _is_set(value: Any) -> bool:
 
 
 def _stage_label(spec: str) -> str:
+    if spec.startswith(LV2_PREFIX):  # the plugin's name, as the running chain shows it
+        from ..adapters import lv2
+
+        try:
+            return lv2.world().plugin_name(_lv2_plugin(spec))
+        except PluginError:
+            return spec[len(LV2_PREFIX):]
     return spec[len(BUILTIN_PREFIX):] if spec.startswith(BUILTIN_PREFIX) else Path(spec).stem
 
 
@@ -594,7 +649,7 @@ def _device_rules(d: dict, loc: _Loc, skip: frozenset = frozenset()) -> list[_Pr
     if kind == "plugin":
         if values.get("plugin") is None:
             out.append(((*loc, "plugin"), "value",
-                        "kind plugin needs plugin: a .vst3 path or builtin:NAME"))
+                        "kind plugin needs plugin: a .vst3 path, lv2:URI or builtin:NAME"))
         elif ok("plugin") and isinstance(values["plugin"], str):
             specs = [values["plugin"]]
     elif kind == "chain":
@@ -637,7 +692,7 @@ def _device_rules(d: dict, loc: _Loc, skip: frozenset = frozenset()) -> list[_Pr
         builtins_only = all(s.startswith(BUILTIN_PREFIX) for s in specs)
         if _is_set(values.get("preset")) and builtins_only:
             out.append(((*loc, "preset"), "value",
-                        "no stage of this device loads presets (VST3 plugins do, built-ins "
+                        "no stage of this device loads presets (VST3 and LV2 plugins do, built-ins "
                         "don't)"))
         if _is_set(values.get("input")) and specs[0].lower() == "builtin:sine":
             out.append(((*loc, "input"), "value",
