@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .layout import (
+    FRAGMENT_LIMIT_BYTES,
     MESSAGE_HEADER,
     MESSAGE_HEADER_SIZE,
     MESSAGE_PAYLOAD_SIZE,
+    OPEN_TRANSFERS_MAX,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
     MessageFlag,
@@ -348,7 +350,8 @@ class Reassembler:
     of it with its first fragment, so junk can never lock out later transfers.
     """
 
-    def __init__(self, max_bytes: int = 64 << 20, max_transfers: int = 16,
+    def __init__(self, max_bytes: int = FRAGMENT_LIMIT_BYTES,
+                 max_transfers: int = OPEN_TRANSFERS_MAX,
                  on_discard: Callable[[Message, str], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_transfers = max_transfers

@@ -21,6 +21,8 @@ from . import commands as cmd
 from .commands import ErrorCode, MalformedMessage, Reassembler
 from .layout import (
     AUDIO_RING_FRAMES,
+    BLOCK_SIZE_MAX,
+    BLOCK_SIZE_MIN,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_STALE_S,
     MAX_CHANNELS,
@@ -31,6 +33,8 @@ from .layout import (
     MESSAGE_SIZE,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
+    SAMPLE_RATE_MAX,
+    SAMPLE_RATE_MIN,
     SEGMENT_MAGIC,
     TRANSPORT_HEADER,
     Capability,
@@ -64,8 +68,8 @@ _O = TRANSPORT_HEADER.offsets
 _SLOT = struct.Struct(MESSAGE_HEADER.format + "4B"
                       + f"{MESSAGE_SIZE - MESSAGE_HEADER_SIZE - 4}x")
 BATCH_MESSAGES = 64  # messages popped per ring call
-SAMPLE_RATE_RANGE = (8000, 384000)
-BLOCK_SIZE_RANGE = (16, AUDIO_RING_FRAMES // 4)  # the ring always holds 4 blocks
+SAMPLE_RATE_RANGE = (SAMPLE_RATE_MIN, SAMPLE_RATE_MAX)
+BLOCK_SIZE_RANGE = (BLOCK_SIZE_MIN, BLOCK_SIZE_MAX)
 
 
 def check_format(channels: int, sample_rate: int, block_size: int, mode: Mode) -> None:

@@ -19,6 +19,7 @@ from . import _shm
 from . import commands as cmd
 from .commands import Reassembler
 from .layout import (
+    HANDSHAKE_TIMEOUT_S,
     HEARTBEAT_INTERVAL_S,
     LINK_CHECK_INTERVAL_S,
     LINK_STALE_S,
@@ -192,7 +193,7 @@ class Host:
 
     # -- connect and disconnect (not real-time) ----------------------------------------
     def connect(self, device: DeviceInfo | str, link_tag: str = "", *, force: bool = False,
-                timeout: float = 2.0, capabilities: int = ALL_CAPABILITIES,
+                timeout: float = HANDSHAKE_TIMEOUT_S, capabilities: int = ALL_CAPABILITIES,
                 version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
                 prime_timeout: float = 0.5) -> Connection:
         """Claim a device, run the handshake, and wait up to ``prime_timeout`` for the first
