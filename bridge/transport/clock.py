@@ -90,6 +90,7 @@ class DeviceRunner:
         self.render = render
         self.clock = clock
         self.fill = fill
+        device.set_fill_blocks(fill if clock == "demand" else 0)  # hosts read it (§12)
         self.poll_interval = poll_interval
         self.idle_interval = idle_interval
         self.on_block = on_block
