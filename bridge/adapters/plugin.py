@@ -101,6 +101,14 @@ class Stage:
     def is_instrument(self) -> bool:
         return self.kind == "instrument"
 
+    @property
+    def latency(self) -> int:
+        """The processing latency the plugin reports, in frames (0 when it reports none)."""
+        try:
+            return max(0, int(getattr(self.plugin, "reported_latency_samples", 0) or 0))
+        except Exception:  # a plugin that fails to answer adds no known latency
+            return 0
+
     # -- audio --------------------------------------------------------------------------
     def render(self, events: Sequence[MidiEvent], frames: int, sample_rate: int,
                channels: int) -> np.ndarray:

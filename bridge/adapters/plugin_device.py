@@ -105,6 +105,7 @@ class PluginChain:
         self._last_snapshot = 0.0
         self._stage_outputs = [self.stage_outputs(i) for i in range(len(self.stages))]
         self.tap = self.resolve_tap(tap)
+        self.latency = self._latency()
         natural = self.tap_channels(self.tap)
         if channels is None:
             channels = natural
@@ -165,6 +166,18 @@ class PluginChain:
                              f"not {max(channels) + 1}")
         return Tap(text.strip() or "out", stage, channels)
 
+    def _latency(self) -> int:
+        """Frames of processing latency on the way to the link: the latencies the plugins
+        report, summed over the stages the sound passes before the tap."""
+        last = self.tap.stage if self.tap.stage >= 0 else len(self.stages) - 1
+        return sum(st.latency for st in self.stages[:last + 1])
+
+    def _mark_changed(self) -> None:
+        """A parameter, state or preset changed: save it soon, and re-read the latency
+        (a plugin may report another one now), which InstrumentDevice publishes."""
+        self._changed = True
+        self.latency = self._latency()
+
     # -- rendering (the audio thread) ---------------------------------------------------
     def all_notes_off(self) -> None:
         """A new host starts in silence: the notes still sounding get note-offs (and their
@@ -173,6 +186,18 @@ class PluginChain:
         first = self.stages[0]
         if first.is_instrument:
             self._release = first.release_events()
+
+    def reset(self) -> None:
+        """A new host claimed the device (protocol.md §8.2): its notes end, and every stage
+        forgets its tails (reverb, delay) so the new host hears nothing of the previous
+        session. A VST3's reset costs pedalboard a few ms (it re-activates the plugin); a
+        claim is the moment that can afford it, as the new host is still in its handshake."""
+        self.all_notes_off()
+        for stage in self.stages:
+            try:
+                stage.reset()
+            except Exception as exc:
+                self.report("plugin", f"{stage.name}: reset failed: {type(exc).__name__}: {exc}")
 
     def render(self, out: np.ndarray, events: list[MidiEvent],
                inp: np.ndarray | None = None) -> None:
@@ -268,7 +293,7 @@ class PluginChain:
         stage, p = self.parameters[i]
         value = p.check(value)
         self.stages[stage].set(p.key, value)
-        self._changed = True
+        self._mark_changed()
         return value
 
     def parameter_list(self) -> list[dict]:
@@ -303,7 +328,7 @@ class PluginChain:
         states = self.check_state(data)
         for st, s in zip(self.stages, states, strict=True):
             st.set_state(s)
-        self._changed = True
+        self._mark_changed()
 
     def load_preset(self, path: str) -> str:
         """Load a .vstpreset into the first stage that takes presets; returns its name."""
@@ -315,7 +340,7 @@ class PluginChain:
                     st.plugin.load_preset(path)
                 except Exception as exc:
                     raise ValueError(f"{st.name} could not load {path}: {exc}") from None
-                self._changed = True
+                self._mark_changed()
                 return st.name
         raise ValueError("no stage of this chain loads presets (VST3 plugins do)")
 
@@ -348,6 +373,7 @@ class PluginChain:
                 tap = cmd.decode(msg)["tap"]
                 if tap:
                     self.tap = self.resolve_tap(tap)
+                    self.latency = self._latency()
                 device.respond(cmd.build("Route", response_to=msg, routing=json.dumps(
                     {"tap": self.tap.name, "taps": self.taps()})))
             else:
