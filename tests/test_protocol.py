@@ -132,19 +132,6 @@ def test_host_without_a_preference_gets_the_devices_format(spawn):
         assert (conn.sample_rate, conn.block_size) == (96000, 512)
 
 
-def test_flexible_device_refuses_an_impossible_format_and_stays_unclaimed(spawn):
-    dev = spawn.device()
-    with Host() as host:
-        host.set_local_buffer_info(48000, 8)  # below the 16-frame minimum
-        with pytest.raises(HandshakeError) as err:
-            host.connect(dev.id, timeout=TIMEOUT)
-        assert "block size" in str(err.value)
-        assert not host.connected
-    info = scan_one(dev.id)
-    assert not info.claimed and info.host_pid == 0
-    assert (info.sample_rate, info.block_size) == (48000, 256)
-
-
 def test_version_mismatch_is_refused_naming_both_versions_and_leaves_the_device_unclaimed(
         spawn):
     dev = spawn.device(device_id="Versioned")
