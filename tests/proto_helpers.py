@@ -85,7 +85,13 @@ def record_paced(host: Host, seconds: float, channels: int | None = None) -> np.
 
 
 def header(dev_or_buf) -> dict:
-    buf = dev_or_buf.segment.buf if isinstance(dev_or_buf, Device) else dev_or_buf
+    """The transport header of an in-process Device, a connected Host, or a buffer."""
+    if isinstance(dev_or_buf, Device):
+        buf = dev_or_buf.segment.buf
+    elif isinstance(dev_or_buf, Host):
+        buf = dev_or_buf._segment.buf
+    else:
+        buf = dev_or_buf
     return TRANSPORT_HEADER.unpack_from(buf)
 
 

@@ -108,7 +108,11 @@ def test_a_render_callback_that_raises_costs_one_silent_block_not_the_device(nam
             child.kill()
             child.wait()
     assert child.returncode == 0, err
-    assert firsts == [1, 2, 0, 4, 5, 0, 7, 8, 0], firsts
+    # Blocks rendered before the handshake ack are discarded by the host (protocol §8.1
+    # step 7), so the run starts at some block n: every block after it in order, and each
+    # third one silent.
+    n = int(firsts[0] or firsts[1] - 1)
+    assert n >= 1 and firsts == [0 if k % 3 == 0 else k for k in range(n, n + 9)], firsts
     fields = out_text.split()
     failures = int(fields[fields.index("render_failures") + 1])
     assert failures >= 3 and int(fields[fields.index("errors") + 1]) >= failures, out_text

@@ -13,6 +13,8 @@ from proto_helpers import header, heartbeating, start_child
 from bridge.transport import Device, Host, Registry, SegmentError
 from bridge.transport.host import validate_segment
 from bridge.transport.layout import (
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
     REGISTRY_HEADER,
     REGISTRY_SIZE,
     REGISTRY_SLOTS,
@@ -20,6 +22,8 @@ from bridge.transport.layout import (
     SlotState,
 )
 from bridge.transport.shm import Segment, namespace_prefix, registry_name, transport_name
+
+VERSION = f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"  # this implementation's protocol version
 
 
 @pytest.fixture
@@ -72,7 +76,7 @@ def test_segment_with_wrong_protocol_version_is_refused_naming_both_versions(dev
     TRANSPORT_HEADER.write_field(device.segment.buf, 0, "version_minor", 3)
     text = connect_error(device.id)
     assert device.segment.name in text
-    assert "version" in text and "9.3" in text and "1.0" in text
+    assert "version" in text and "9.3" in text and VERSION in text
     assert_unclaimed(device)
 
 
@@ -237,7 +241,7 @@ def test_registry_with_another_protocol_version_is_refused(namespace):
         with pytest.raises(SegmentError) as err:
             Registry()
         text = str(err.value)
-        assert registry_name(namespace) in text and "3.1" in text and "1.0" in text
+        assert registry_name(namespace) in text and "3.1" in text and VERSION in text
     finally:
         seg.close()
 

@@ -1,9 +1,11 @@
 """Wiring shared by every instrument device: Device + MidiStream + live input + renderer.
 
-An *instrument* is anything with ``sample_rate``, ``render(out, events)`` and
-``all_notes_off()``: the built-in sine synth, or a chain of plugins. This module gives it the
-device's merged MIDI stream, one ``take`` per block, keeps its sample rate in step with the
-handshake, and silences it when a new host claims the device. The host's return audio is
+An *instrument* is anything with ``sample_rate``, ``render(out, events)``,
+``all_notes_off()`` and ``reset()``: the built-in sine synth, or a chain of plugins. This
+module gives it the device's merged MIDI stream, one ``take`` per block, keeps its sample
+rate in step with the handshake, resets it when a new host claims the device (so the new
+host hears nothing of the previous session, protocol.md §8.2), and ends its notes when the
+claiming host dies. The host's return audio is
 mixed in after rendering, or, for an instrument with ``takes_input = True`` (an effect
 chain), handed to ``render(out, events, return_audio)`` as its input.
 """
@@ -20,6 +22,11 @@ from ..midi.parser import DEFAULT_SYSEX_LIMIT
 from ..midi.stream import MidiStream
 from ..transport.device import Device
 
+# Blocks between two reads of a plugin chain's latency (§12 of protocol.md: the header's
+# latency_frames): often enough to follow a plugin that changes it, rare enough to cost
+# nothing per block.
+LATENCY_POLL_BLOCKS = 64
+
 
 class Instrument(Protocol):
     sample_rate: int
@@ -27,6 +34,8 @@ class Instrument(Protocol):
     def render(self, out: np.ndarray, events: list[MidiEvent]) -> None: ...
 
     def all_notes_off(self) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class InstrumentDevice:
@@ -51,7 +60,11 @@ class InstrumentDevice:
         self.on_events = on_events
         self.blocks = 0
         self.stream.attach(device, on_claim=self._on_claim)
+        device.on_host_lost(self._on_host_lost)
         self._return = np.zeros((device.return_channels, device.block_size), np.float32)
+        self._latency = -1  # the processing latency last published in the header
+        # An instrument with latency() (a plugin chain) is polled every LATENCY_POLL_BLOCKS.
+        self._latency_of = getattr(instrument, "latency", None)
         self.live = None
         if midi_in:
             from .rtmidi_in import LiveMidiInputs
@@ -60,7 +73,11 @@ class InstrumentDevice:
 
     def _on_claim(self, _device: Device) -> None:
         if self.instrument is not None:
-            self.instrument.all_notes_off()  # a new host starts in silence
+            self.instrument.reset()  # a new host starts in silence, with no tails
+
+    def _on_host_lost(self, _device: Device) -> None:
+        if self.instrument is not None:
+            self.instrument.all_notes_off()  # no note a killed host left on sounds on
 
     def __call__(self, block: np.ndarray) -> None:
         """Render one block: this block's MIDI, the instrument, then the return audio."""
@@ -82,6 +99,11 @@ class InstrumentDevice:
         if instrument is None:
             block.fill(0.0)
             return
+        if self.blocks % LATENCY_POLL_BLOCKS == 1 and self._latency_of is not None:
+            latency = self._latency_of()  # a plugin may report another latency at any time
+            if latency != self._latency:  # hosts read it for the latency they report (§12)
+                self._latency = latency
+                device.set_latency_frames(latency)
         if instrument.sample_rate != rate:
             instrument.sample_rate = rate
         if self._takes_input:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..midi.stream import CAPABILITIES as stream_capabilities
 from ..midi.stream import MidiStream
 from ..transport import Device, Host, HostError
 from ..transport import commands as cmd
@@ -286,7 +287,7 @@ class JackDeviceBridge(_JackSide):
         """Open JACK, register the device at JACK's rate and period, activate, connect."""
         self._open()
         self.device.start(self.device_id, self.channels, self.sample_rate, self.period,
-                          Mode.AUDIO_MIDI, capabilities=0)
+                          Mode.AUDIO_MIDI, capabilities=stream_capabilities)
         self.stream = MidiStream(self.sample_rate, report=self.device.report_error)
         self.stream.attach(self.device)
         self._activate()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..midi import ipc
 from ..midi.event import MidiEvent
+from ..midi.stream import CAPABILITIES as stream_capabilities
 from ..transport import Device, Host
 from ..transport.clock import DeviceRunner
 from ..transport.layout import Mode
@@ -86,7 +87,8 @@ def start_midi_monitor(device_id: str, print_line: Callable[[str], None], *,
             print_line(fmt(block, e))
 
     device = Device(namespace)
-    device.start(device_id, 0, sample_rate, block_size, Mode.MIDI)
+    device.start(device_id, 0, sample_rate, block_size, Mode.MIDI,
+                 capabilities=stream_capabilities)
     try:
         wiring = InstrumentDevice(device, None, midi_in=midi_in, on_events=on_events,
                                   on_port_event=on_port_event)

@@ -76,6 +76,13 @@ class PedalboardStage(Stage):
     def reset(self) -> None:
         self.plugin.reset()
 
+    def current_latency(self) -> int:
+        """The latency the plugin reports (``reported_latency_samples``), 0 if none."""
+        try:
+            return max(0, int(getattr(self.plugin, "reported_latency_samples", 0) or 0))
+        except Exception:  # a plugin that fails to answer adds no known latency
+            return 0
+
     def get(self, key: str) -> float:
         return float(getattr(self.plugin, key))
 

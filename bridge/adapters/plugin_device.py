@@ -184,6 +184,18 @@ class PluginChain:
             if st.is_instrument:
                 self._release = st.release_events()
 
+    def reset(self) -> None:
+        """A new host claimed the device (protocol.md §8.2): its notes end, and every stage
+        forgets its tails (reverb, delay) so the new host hears nothing of the previous
+        session. A VST3's reset costs pedalboard a few ms (it re-activates the plugin); a
+        claim is the moment that can afford it, as the new host is still in its handshake."""
+        self.all_notes_off()
+        for stage in self.stages:
+            try:
+                stage.reset()
+            except Exception as exc:
+                self.report("plugin", f"{stage.name}: reset failed: {type(exc).__name__}: {exc}")
+
     def render(self, out: np.ndarray, events: list[MidiEvent],
                inp: np.ndarray | None = None) -> None:
         """One block into ``out`` (channels, frames): each stage once, then the tap. Never

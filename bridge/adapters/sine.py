@@ -62,6 +62,8 @@ class SineSynth:
         self.bend = [8192] * 16
         self.mpe = MpeZoneTracker()
 
+    reset = all_notes_off  # nothing else to clear: the synth has no tails
+
     # -- audio --------------------------------------------------------------------------
     def render(self, out: np.ndarray, events: list[MidiEvent] | tuple = ()) -> None:
         """Fill ``out`` (channels, frames) with the next block; ``events`` are in offset

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from ..transport import commands as cmd
+from ..transport.layout import Capability
 from ..transport.message import Message
 from . import translate, ump
 from .event import SYSEX_END, SYSEX_START, MidiEvent
@@ -67,6 +68,10 @@ def _small_fault(t: int, b: bytes) -> str:
     return (f"{cmd.name_of(t)} with fields out of range (channel 0..15, data 0..127): "
             f"{b[:3].hex(' ')}")
 
+
+# What a device whose MIDI intake is a MidiStream offers on top of MIDI: it plays UMP
+# (translated on arrival), so it must say so in its capabilities (protocol.md §4.1).
+CAPABILITIES = int(Capability.UMP)
 
 @dataclass
 class StreamStats:
@@ -305,12 +310,14 @@ class MidiStream:
             self.stats.live_events += len(events) - before
 
     def clear(self) -> None:
-        """Forget queued events and partial state (a new host claimed the device)."""
+        """Forget queued events, partial messages and the MPE zones (a new host claimed the
+        device: protocol.md §8.2's reset)."""
         self._events.clear()
         self._live.clear()
         self.parser.reset()
         self.live_parser.reset()
         self.translator.reset()
+        self.mpe = MpeZoneTracker()
 
     # -- reporting ----------------------------------------------------------------------
     def _invalid(self, text: str) -> None:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from .device import BLOCK_SIZE_RANGE, Device
-from .layout import Mode
+from .layout import FILL_DEFAULT, FILL_MAX, FILL_MIN, Mode
 
 RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 array in place
 DEFAULT_RT_PRIORITY = 10  # SCHED_FIFO priority for audio loops (JACK's default is 10 too)
@@ -78,18 +78,19 @@ class DeviceRunner:
     """Runs a device's loop: commands, then rendering when the clock says so."""
 
     def __init__(self, device: Device, render: RenderFn, *, clock: str = "demand",
-                 fill: int = 2, poll_interval: float = POLL_INTERVAL_S,
+                 fill: int = FILL_DEFAULT, poll_interval: float = POLL_INTERVAL_S,
                  idle_interval: float = IDLE_INTERVAL_S,
                  on_block: Callable[[np.ndarray], None] | None = None,
                  rt_priority: int = 0) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"unknown clock {clock!r}; choose demand or realtime")
-        if not 1 <= fill <= 4:
-            raise ValueError(f"fill must be 1..4 blocks, got {fill}")
+        if not FILL_MIN <= fill <= FILL_MAX:
+            raise ValueError(f"fill must be {FILL_MIN}..{FILL_MAX} blocks, got {fill}")
         self.device = device
         self.render = render
         self.clock = clock
         self.fill = fill
+        device.set_fill_blocks(fill if clock == "demand" else 0)  # hosts read it (§12)
         self.poll_interval = poll_interval
         self.idle_interval = idle_interval
         self.on_block = on_block

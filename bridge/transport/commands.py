@@ -21,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .layout import (
+    FRAGMENT_LIMIT_BYTES,
     MESSAGE_HEADER,
     MESSAGE_HEADER_SIZE,
     MESSAGE_PAYLOAD_SIZE,
+    OPEN_TRANSFERS_MAX,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
     MessageFlag,
@@ -344,14 +346,18 @@ class Reassembler:
     """Joins fragments into whole payloads; several transfers may interleave.
 
     Fragments of one transfer arrive in order (the rings are FIFO and senders never drop a
-    fragment), so a gap in ``frag_index`` means a fragment was lost. A transfer with a gap,
-    a duplicate, or a size over ``max_bytes`` is discarded and reported. When
-    ``max_transfers`` are open and another one starts, the one that advanced least recently
-    (a sender died mid-transfer, or junk) is discarded to make room, and ``on_discard`` hears
-    of it with its first fragment, so junk can never lock out later transfers.
+    fragment), so a gap in ``frag_index`` means a fragment was lost. A fragment that breaks
+    a rule of protocol.md §6.2 (a non-fragmentable type, flag and count that disagree,
+    transfer id 0, a gap, a duplicate, a short fragment before the last, a change of type or
+    count, a size over ``max_bytes``) raises FragmentError, and its open transfer, if any, is
+    discarded. When ``max_transfers`` are open and another one starts, the one that advanced
+    least recently (a sender died mid-transfer, or junk) is discarded to make room, and
+    ``on_discard`` hears of it with its first fragment, so junk can never lock out later
+    transfers. A whole transfer comes back with its last fragment's header (§6.2).
     """
 
-    def __init__(self, max_bytes: int = 64 << 20, max_transfers: int = 16,
+    def __init__(self, max_bytes: int = FRAGMENT_LIMIT_BYTES,
+                 max_transfers: int = OPEN_TRANSFERS_MAX,
                  on_discard: Callable[[Message, str], None] | None = None) -> None:
         self.max_bytes = max_bytes
         self.max_transfers = max_transfers
@@ -362,18 +368,30 @@ class Reassembler:
     def feed(self, msg: Message) -> Message | None:
         """Add one message. Returns a whole message when complete, else None.
 
-        An unfragmented message is returned as it is. Raises FragmentError on a bad fragment.
+        An unfragmented message (no FRAGMENT flag, frag_count 0 or 1) is returned as it is.
+        Raises FragmentError on a bad fragment.
         """
         count = msg.frag_count
-        if not msg.is_fragment and count <= 1:
+        flagged = msg.is_fragment
+        if not flagged and count <= 1:
             return msg
         tid, index = msg.transfer_id, msg.frag_index
-        if count <= 1 or index >= count:
-            raise FragmentError(f"transfer {tid}: fragment {index} of {count} is impossible",
+        name = name_of(msg.type)
+        if not flagged:
+            self._fail(tid, f"{name} says {count} fragments but has no FRAGMENT flag")
+        if count < 2:
+            self._fail(tid, f"{name} has the FRAGMENT flag but frag_count {count} (needs 2 "
+                       "or more)")
+        command = BY_CODE.get(msg.type)
+        if command is not None and not command.fragmentable:
+            self._fail(tid, f"{name} cannot be fragmented")
+        if tid == 0:
+            raise FragmentError(f"{name} fragment {index} of {count} has transfer id 0",
                                 ErrorCode.FRAGMENT_ERROR)
+        if index >= count:
+            self._fail(tid, f"fragment {index} of {count} is impossible")
         if count * MESSAGE_PAYLOAD_SIZE > self.max_bytes + MESSAGE_PAYLOAD_SIZE:
-            raise FragmentError(f"transfer {tid}: {count} fragments exceed the limit of "
-                                f"{self.max_bytes} bytes", ErrorCode.FRAGMENT_ERROR)
+            self._fail(tid, f"{count} fragments exceed the limit of {self.max_bytes} bytes")
         state = self._open.pop(tid, None)  # re-inserted below: the dict stays in LRU order
         if state is None:
             if index != 0:
@@ -383,6 +401,9 @@ class Reassembler:
                 self._discard_stalest(tid)
             state = (count, 0, bytearray(), msg.copy())
         expected_count, expected, data, first = state
+        if msg.type != first.type:
+            raise FragmentError(f"transfer {tid}: fragment {index} is {name}, the transfer "
+                                f"is {name_of(first.type)}", ErrorCode.FRAGMENT_ERROR)
         if count != expected_count or index != expected:
             if count != expected_count:
                 text = (f"transfer {tid}: fragment {index} says {count} fragments, the "
@@ -394,6 +415,10 @@ class Reassembler:
                 text = (f"transfer {tid}: missing fragment {expected} of {expected_count} "
                         f"(got {index})")
             raise FragmentError(text, ErrorCode.FRAGMENT_ERROR)
+        if index + 1 < count and msg.payload_len != MESSAGE_PAYLOAD_SIZE:
+            raise FragmentError(f"transfer {tid}: fragment {index} of {count} is short "
+                                f"({msg.payload_len} bytes; every fragment but the last "
+                                f"holds {MESSAGE_PAYLOAD_SIZE})", ErrorCode.FRAGMENT_ERROR)
         data += msg.payload
         if len(data) > self.max_bytes:
             raise FragmentError(f"transfer {tid}: more than the limit of {self.max_bytes} "
@@ -402,6 +427,12 @@ class Reassembler:
             return msg.with_blob(bytes(data))
         self._open[tid] = (count, index + 1, data, first)
         return None
+
+    def _fail(self, tid: int, text: str) -> None:
+        """Refuse a fragment, and drop its transfer if one is open under its id."""
+        open_transfer = self._open.pop(tid, None) if tid else None
+        suffix = "; its transfer is discarded" if open_transfer is not None else ""
+        raise FragmentError(f"transfer {tid}: {text}{suffix}", ErrorCode.FRAGMENT_ERROR)
 
     def _discard_stalest(self, new_tid: int) -> None:
         stale_tid = next(iter(self._open))

@@ -21,6 +21,8 @@ from . import commands as cmd
 from .commands import ErrorCode, MalformedMessage, Reassembler
 from .layout import (
     AUDIO_RING_FRAMES,
+    BLOCK_SIZE_MAX,
+    BLOCK_SIZE_MIN,
     HEARTBEAT_INTERVAL_S,
     HEARTBEAT_STALE_S,
     MAX_CHANNELS,
@@ -31,6 +33,8 @@ from .layout import (
     MESSAGE_SIZE,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
+    SAMPLE_RATE_MAX,
+    SAMPLE_RATE_MIN,
     SEGMENT_MAGIC,
     TRANSPORT_HEADER,
     Capability,
@@ -55,6 +59,7 @@ HEARTBEAT_EVERY_NS = int(HEARTBEAT_INTERVAL_S * 1e9) // 5  # stamp often, well i
 _PING, _HANDSHAKE = int(cmd.T.Ping), int(cmd.T.Handshake)
 _BLOCKS_WRITTEN = TRANSPORT_HEADER.offset("blocks_written")
 _HOST_PID = TRANSPORT_HEADER.offset("host_pid")
+_CLAIM_GENERATION = TRANSPORT_HEADER.offset("claim_generation")
 _PING_PAYLOAD = cmd.BY_NAME["Ping"].request.struct  # derived from the command table
 _PONG_PAYLOAD = cmd.BY_NAME["Pong"].request.struct
 
@@ -64,8 +69,8 @@ _O = TRANSPORT_HEADER.offsets
 _SLOT = struct.Struct(MESSAGE_HEADER.format + "4B"
                       + f"{MESSAGE_SIZE - MESSAGE_HEADER_SIZE - 4}x")
 BATCH_MESSAGES = 64  # messages popped per ring call
-SAMPLE_RATE_RANGE = (8000, 384000)
-BLOCK_SIZE_RANGE = (16, AUDIO_RING_FRAMES // 4)  # the ring always holds 4 blocks
+SAMPLE_RATE_RANGE = (SAMPLE_RATE_MIN, SAMPLE_RATE_MAX)
+BLOCK_SIZE_RANGE = (BLOCK_SIZE_MIN, BLOCK_SIZE_MAX)
 
 
 def check_format(channels: int, sample_rate: int, block_size: int, mode: Mode) -> None:
@@ -117,6 +122,7 @@ class Device:
         self._audio_out: AudioRing | None = None
         self._handlers: list[CommandHandler] = []
         self._claim_handlers: list[ClaimHandler] = []
+        self._host_lost_handlers: list[ClaimHandler] = []
         self._small: SmallCommandHandler | None = None
         self._small_min_len: dict[int, int] = {}  # type -> fixed payload bytes
         self._raw: RawCommandHandler | None = None
@@ -284,6 +290,13 @@ class Device:
                 raise ValueError(f"{cmd.name_of(t)} does not carry one raw bytes field")
         self._raw, self._raw_types = handler, frozenset(int(t) for t in types)
 
+    def on_host_lost(self, handler: ClaimHandler) -> ClaimHandler:
+        """Add a callback for the claiming host's death (it left without a Disconnect), to
+        end the notes it left sounding (protocol.md §8.2). Called from ``process_commands``
+        within about ``HOST_CHECK_INTERVAL_NS`` of the death."""
+        self._host_lost_handlers.append(handler)
+        return handler
+
     def on_claim(self, handler: ClaimHandler) -> ClaimHandler:
         """Add a callback for a new host claim (e.g. to silence notes a dead host left on).
 
@@ -329,6 +342,11 @@ class Device:
         try:
             audio = self._audio_out
             if audio is None:
+                return False
+            if _shm.load_u32(self._buf, _CLAIM_GENERATION) != self._claim_generation:
+                # A new host claimed us after this block was rendered: it holds the previous
+                # session's sound, so it is not written (§8.2); the next process_commands
+                # resets for the new host and the block is rendered again.
                 return False
             if block.ndim != 2 or block.shape[0] != audio.channels:
                 self._error("send_audio", f"block shape {block.shape} does not match "
@@ -392,7 +410,10 @@ class Device:
             if now >= self._next_host_check:
                 # kill(pid, 0) only: no /proc on the audio path (a zombie host still counts as
                 # alive here, which only means its overruns are counted a little longer).
+                was_alive = self._host_alive
                 self._host_alive = pid_exists(self.host_pid)
+                if was_alive and not self._host_alive and self._claimed_by:
+                    self._on_host_lost()
                 self._next_host_check = now + HOST_CHECK_INTERVAL_NS
                 self._check_registration()
             if self._outbox:
@@ -457,6 +478,17 @@ class Device:
             rx.buf[:] = view[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
             self._check_claim()  # as above; a new host's first command is never small
             self._dispatch(rx)
+
+    def set_fill_blocks(self, blocks: int) -> None:
+        """Publish the demand clock's queue length (0: own or external clock), §12."""
+        if self._running:
+            _shm.store_u32(self._buf, _O["fill_blocks"], blocks)
+
+    def set_latency_frames(self, frames: int) -> None:
+        """Publish the processing latency the audio carries beyond the queue (§4.1).
+        Real-time safe: one atomic store."""
+        if self._running:
+            _shm.store_u32(self._buf, _O["latency_frames"], frames)
 
     def heartbeat(self) -> None:
         """Refresh the registry heartbeat (call it from idle loops that skip process_commands)."""
@@ -591,14 +623,15 @@ class Device:
                 f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}")
             return
         if self.capabilities & Capability.FLEXIBLE_FORMAT:
-            rate = req["sample_rate"] or self.sample_rate
-            block = req["block_size"] or self.block_size
-            try:
-                check_format(max(self.channels, 1), rate, block, Mode.AUDIO_MIDI)
-            except ValueError as exc:
-                self.reply_error(msg, ErrorCode.INVALID_ARGUMENT, f"format refused: {exc}")
-                return
-            self._set_format(rate, block)
+            # Each value in range is taken; one out of range is ignored, never refused: the
+            # ack tells the host the format in effect (protocol.md §8.2).
+            rate, block = req["sample_rate"], req["block_size"]
+            if not SAMPLE_RATE_MIN <= rate <= SAMPLE_RATE_MAX:
+                rate = self.sample_rate
+            if not BLOCK_SIZE_MIN <= block <= BLOCK_SIZE_MAX:
+                block = self.block_size
+            if (rate, block) != (self.sample_rate, self.block_size):
+                self._set_format(rate, block)
         offered = req["capabilities"]
         self.negotiated_capabilities = Capability(self.capabilities & offered) if offered \
             else self.capabilities
@@ -613,11 +646,13 @@ class Device:
                                 f"{self.block_size} frames, {self.channels} ch")
 
     def _set_format(self, sample_rate: int, block_size: int) -> None:
+        """The header (release stores) and the slot's mirror (lock-free, §3.2), before the
+        HandshakeAck goes out."""
         self.sample_rate, self.block_size = sample_rate, block_size
-        TRANSPORT_HEADER.write_field(self._buf, 0, "sample_rate", sample_rate)
-        TRANSPORT_HEADER.write_field(self._buf, 0, "block_size", block_size)
-        self.registry.update(self.slot, self._pid, self.generation, sample_rate=sample_rate,
-                             block_size=block_size)
+        _shm.store_u32(self._buf, _O["sample_rate"], sample_rate)
+        _shm.store_u32(self._buf, _O["block_size"], block_size)
+        self.registry.update_format(self.slot, self._pid, self.generation,
+                                    sample_rate=sample_rate, block_size=block_size)
 
     def _set_mode(self, msg: Message) -> None:
         value = cmd.decode(msg)["mode"]
@@ -626,15 +661,17 @@ class Device:
         except ValueError:
             self.reply_error(msg, ErrorCode.INVALID_ARGUMENT, f"unknown transport mode {value}")
             return
-        if mode != Mode.MIDI and self._audio is None:
+        # The rings fixed at creation decide (protocol.md §10): audio segments do audio+midi
+        # and audio, a segment without audio rings only midi.
+        if (mode == Mode.MIDI) != (self._audio is None):
+            why = ("was started in midi mode and has no audio rings" if self._audio is None
+                   else "has audio rings; midi mode needs a device started in midi mode")
             self.reply_error(msg, ErrorCode.INVALID_ARGUMENT,
-                             f"cannot switch to {mode.label}: device {self.id} was started in "
-                             "midi mode and has no audio rings")
+                             f"cannot switch to {mode.label}: device {self.id} {why}")
             return
         self.mode = mode
-        self._audio_out = self._audio if mode != Mode.MIDI else None
         _shm.store_u32(self._buf, _O["mode"], int(mode))
-        self.registry.update(self.slot, self._pid, self.generation, mode=int(mode))
+        self.registry.update_format(self.slot, self._pid, self.generation, mode=int(mode))
         self.respond(cmd.build("SetTransportMode", response_to=msg, mode=int(mode)))
 
     def _check_registration(self) -> None:
@@ -665,6 +702,11 @@ class Device:
             handler(self)
         self._report_connection("claimed", f"host pid {self.host_pid}, link tag "
                                 f"{self.link_tag!r}")
+
+    def _on_host_lost(self) -> None:
+        for handler in self._host_lost_handlers:
+            handler(self)
+        self._report_connection("host lost", f"host pid {self._claimed_by} died")
 
     # -- reporting ---------------------------------------------------------------------
     @property

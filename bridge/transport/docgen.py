@@ -40,30 +40,8 @@ def _enum_table(e: type[enum.Enum], what: str = "Value") -> str:
 
 
 def _constants() -> str:
-    names = [
-        ("PROTOCOL_MAJOR", "protocol major version; peers with another major refuse each other"),
-        ("PROTOCOL_MINOR", "protocol minor version; informational"),
-        ("REGISTRY_SLOTS", "slots in a registry"),
-        ("MESSAGE_SIZE", "bytes per message"),
-        ("MESSAGE_HEADER_SIZE", "bytes of message header"),
-        ("MESSAGE_PAYLOAD_SIZE", "payload bytes per message"),
-        ("MESSAGE_RING_SLOTS", "messages per command or response ring"),
-        ("AUDIO_RING_FRAMES", "frames per channel in an audio ring"),
-        ("MAX_CHANNELS", "most channels in an audio ring"),
-        ("ID_MAX_BYTES", "most UTF-8 bytes in a device id (plus a NUL)"),
-        ("LINK_TAG_MAX_BYTES", "most UTF-8 bytes in a link tag (plus a NUL)"),
-        ("NAMESPACE_MAX_CHARS", "most characters in a namespace"),
-        ("RING_CONTROL_SIZE", "bytes of ring control block before a ring's data"),
-        ("SEGMENT_ALIGN", "alignment of every ring within a transport segment"),
-        ("REGISTRY_SIZE", "bytes of the registry segment"),
-        ("HEARTBEAT_INTERVAL_S", "seconds: a running device refreshes its heartbeat at least "
-                                 "this often"),
-        ("HEARTBEAT_STALE_S", "seconds: a registry scan reclaims a slot whose heartbeat is older"),
-        ("LINK_STALE_S", "seconds: a connected host gives up on a live but silent device"),
-        ("LINK_CHECK_INTERVAL_S", "seconds: how often a connected host re-checks liveness"),
-    ]
     rows = ["| Constant | Value | Meaning |", "|---|---:|---|"]
-    for name, meaning in names:
+    for name, meaning in layout.CONSTANTS:
         v = getattr(layout, name)
         rows.append(f"| `{name}` | {v} | {meaning} |")
     rows.append(f"| `REGISTRY_MAGIC` | 0x{layout.REGISTRY_MAGIC:08X} | registry magic, the "

@@ -19,6 +19,7 @@ from . import _shm
 from . import commands as cmd
 from .commands import Reassembler
 from .layout import (
+    HANDSHAKE_TIMEOUT_S,
     HEARTBEAT_INTERVAL_S,
     LINK_CHECK_INTERVAL_S,
     LINK_STALE_S,
@@ -47,6 +48,8 @@ ALL_CAPABILITIES = int(Capability(sum(Capability)))
 ZOMBIE_CHECK_NS = int(2 * HEARTBEAT_INTERVAL_S * 1e9)
 _BLOCKS_READ = TRANSPORT_HEADER.offset("blocks_read")
 _UNDERRUNS = TRANSPORT_HEADER.offset("underruns")
+_FILL_BLOCKS = TRANSPORT_HEADER.offset("fill_blocks")
+_LATENCY_FRAMES = TRANSPORT_HEADER.offset("latency_frames")
 
 
 class HostError(Exception):
@@ -100,8 +103,10 @@ class HostStats:
     last_error: str = ""
 
 
-def validate_segment(seg: Segment) -> dict:
-    """Check a transport segment's header; raise SegmentError naming the segment and fault."""
+def validate_segment(seg: Segment, device_pid: int | None = None) -> dict:
+    """Check a transport segment's header (protocol.md §4.2); raise SegmentError naming the
+    segment and the fault. ``device_pid``: the pid of the registry slot it was found
+    through, which the segment must belong to."""
     name, size = seg.name, seg.size
     if size < TRANSPORT_HEADER.size:
         raise SegmentError(f"segment {name} is truncated: {size} bytes, the header alone is "
@@ -129,6 +134,14 @@ def validate_segment(seg: Segment) -> dict:
         if offset < h["header_size"] or offset % 64 or offset + RING_CONTROL_SIZE + data > size:
             raise SegmentError(f"segment {name}: ring at offset {offset} lies outside the "
                                f"{size}-byte segment")
+    state = _shm.load_u32(seg.buf, _O["device_state"])
+    if state != DeviceState.RUNNING:
+        what = DeviceState(state).name.lower() if state in DeviceState._value2member_map_ \
+            else f"in unknown state {state}"
+        raise SegmentError(f"segment {name}: the device is {what}, not running")
+    if device_pid is not None and h["device_pid"] != device_pid:
+        raise SegmentError(f"segment {name} belongs to pid {h['device_pid']}, not to the "
+                           f"registered device's pid {device_pid}")
     return h
 
 
@@ -192,7 +205,7 @@ class Host:
 
     # -- connect and disconnect (not real-time) ----------------------------------------
     def connect(self, device: DeviceInfo | str, link_tag: str = "", *, force: bool = False,
-                timeout: float = 2.0, capabilities: int = ALL_CAPABILITIES,
+                timeout: float = HANDSHAKE_TIMEOUT_S, capabilities: int = ALL_CAPABILITIES,
                 version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
                 prime_timeout: float = 0.5) -> Connection:
         """Claim a device, run the handshake, and wait up to ``prime_timeout`` for the first
@@ -208,7 +221,7 @@ class Host:
         link_tag = validate_link_tag(link_tag or self.link_tag)
         seg = Segment.attach(info.segment_name, TRANSPORT_HEADER.size)
         try:
-            h = validate_segment(seg)
+            h = validate_segment(seg, info.pid)
             self._claim(seg, info, force)
         except BaseException:
             seg.close()
@@ -259,6 +272,10 @@ class Host:
             version=f"{a['version_major']}.{a['version_minor']}")
         if not a["capabilities"] & Capability.RETURN_AUDIO:
             self._return = None  # not negotiated: this host must not write the return ring
+        if self._audio is not None:
+            # §8.1 step 7: the device saw our claim before it answered, so whatever it wrote
+            # before the ack (not yet knowing of us) is the previous session's sound.
+            self._audio.discard()
         self._report_connection("handshake", f"{self.connection}")
         # Give the device a moment to queue its first block, so that the first real-time
         # read does not underrun. A device on a DAW's clock may take longer: no error then.
@@ -312,9 +329,9 @@ class Host:
             if notify and self._connected:
                 self._commands.push(cmd.disconnect("host disconnect").buf)
             ok, _ = _shm.cas_u32(seg.buf, _O["host_pid"], self.pid, 0)
-            if ok and self.device is not None:
-                self.registry.update(self.device.slot, self.device.pid, self.device.generation,
-                                     host_pid=0)
+            if ok and self.device is not None:  # only our own claim's mirror (§8.3)
+                self.registry.release_claim(self.device.slot, self.device.pid,
+                                            self.device.generation, self.pid)
         finally:
             self._sync_stats()  # keep this connection's numbers after the segment is gone
             was = self._connected
@@ -419,6 +436,18 @@ class Host:
     def available_frames(self) -> int:
         """Frames the device has queued for us."""
         return self._audio.fill() if (self._connected and self._audio is not None) else 0
+
+    def latency_frames(self) -> int:
+        """The latency the device's audio carries, in frames (protocol.md §12): its demand
+        clock's queue (``fill_blocks`` x ``block_size``) plus its processing latency
+        (``latency_frames``, a plugin's). 0 for an unknown queue (a 1.0 device, or one on its
+        own or an external clock) adds nothing. Re-read it whenever latency is reported:
+        a device's processing latency may change with its state."""
+        if self._segment is None:
+            return 0
+        buf = self._buf
+        return (_shm.load_u32(buf, _FILL_BLOCKS) * _shm.load_u32(buf, _O["block_size"])
+                + _shm.load_u32(buf, _LATENCY_FRAMES))
 
     def free_command_slots(self) -> int:
         """Commands that fit in the command ring now (0 when disconnected). A sender with

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 # ---- protocol constants ----------------------------------------------------------------
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
 
 REGISTRY_MAGIC = 0x47524C44  # bytes "DLRG"
 SEGMENT_MAGIC = 0x4B4E4C44  # bytes "DLNK"
@@ -29,16 +29,64 @@ MESSAGE_RING_SLOTS = 1024
 AUDIO_RING_FRAMES = 16384
 MAX_CHANNELS = 12
 ID_MAX_BYTES = 63
+ID_INSTANCE_MAX = 65535
+ID_NAME_MAX_BYTES = ID_MAX_BYTES - len(f":{ID_INSTANCE_MAX}")  # 57: any Name:N fits
 LINK_TAG_MAX_BYTES = 63
 NAMESPACE_MAX_CHARS = 32
 RING_CONTROL_SIZE = 128
 RING_READ_INDEX_OFFSET = 64  # read_index sits on its own cache line, away from write_index
 SEGMENT_ALIGN = 64
+FRAGMENT_LIMIT_BYTES = 64 << 20  # a reassembled transfer may be this large
+OPEN_TRANSFERS_MAX = 16  # open transfers per receiver before the stalest is discarded
+HANDSHAKE_TIMEOUT_S = 2.0
 
 HEARTBEAT_INTERVAL_S = 0.050  # a device refreshes its heartbeat at least this often while running
 HEARTBEAT_STALE_S = 3.0  # a registry scan reclaims a slot whose heartbeat is older than this
 LINK_STALE_S = 1.0  # a connected host declares a live-but-silent device gone after this
 LINK_CHECK_INTERVAL_S = 0.050  # how often a host re-checks device liveness
+
+SAMPLE_RATE_MIN, SAMPLE_RATE_MAX = 8000, 384000  # Hz
+# Any block size in range is valid, not only powers of two (DAWs use 96, 192, 1000, ...);
+# the largest still leaves room for 4 blocks in an audio ring.
+BLOCK_SIZE_MIN, BLOCK_SIZE_MAX = 16, AUDIO_RING_FRAMES // 4
+FILL_MIN, FILL_MAX, FILL_DEFAULT = 1, 4, 2  # demand clock: blocks kept queued for the host
+
+# Every constant above that a peer needs, with its meaning: the doc's table and the C header
+# are generated from this list.
+CONSTANTS: list[tuple[str, str]] = [
+    ("PROTOCOL_MAJOR", "protocol major version; peers with another major refuse each other"),
+    ("PROTOCOL_MINOR", "protocol minor version; informational"),
+    ("REGISTRY_SLOTS", "slots in a registry"),
+    ("MESSAGE_SIZE", "bytes per message"),
+    ("MESSAGE_HEADER_SIZE", "bytes of message header"),
+    ("MESSAGE_PAYLOAD_SIZE", "payload bytes per message"),
+    ("MESSAGE_RING_SLOTS", "messages per command or response ring"),
+    ("AUDIO_RING_FRAMES", "frames per channel in an audio ring"),
+    ("MAX_CHANNELS", "most channels in an audio ring"),
+    ("ID_MAX_BYTES", "most UTF-8 bytes in a device id (plus a NUL)"),
+    ("ID_NAME_MAX_BYTES", "most UTF-8 bytes in the Name of an id, so that Name:65535 fits"),
+    ("ID_INSTANCE_MAX", "largest instance N of an id Name:N"),
+    ("LINK_TAG_MAX_BYTES", "most UTF-8 bytes in a link tag (plus a NUL)"),
+    ("NAMESPACE_MAX_CHARS", "most characters in a namespace"),
+    ("RING_CONTROL_SIZE", "bytes of ring control block before a ring's data"),
+    ("SEGMENT_ALIGN", "alignment of every ring within a transport segment"),
+    ("REGISTRY_SIZE", "bytes of the registry segment"),
+    ("SAMPLE_RATE_MIN", "lowest valid sample rate, Hz"),
+    ("SAMPLE_RATE_MAX", "highest valid sample rate, Hz"),
+    ("BLOCK_SIZE_MIN", "smallest valid block size, frames (any integer in range is valid)"),
+    ("BLOCK_SIZE_MAX", "largest valid block size, frames (a quarter of an audio ring)"),
+    ("FILL_MIN", "demand clock: fewest blocks a device keeps queued"),
+    ("FILL_MAX", "demand clock: most blocks a device keeps queued"),
+    ("FILL_DEFAULT", "demand clock: blocks queued unless configured otherwise"),
+    ("FRAGMENT_LIMIT_BYTES", "largest reassembled transfer a receiver must accept"),
+    ("OPEN_TRANSFERS_MAX", "open transfers a receiver keeps per sender before discarding"),
+    ("HANDSHAKE_TIMEOUT_S", "seconds: a host gives up on a Handshake unanswered this long"),
+    ("HEARTBEAT_INTERVAL_S", "seconds: a running device refreshes its heartbeat at least "
+                             "this often"),
+    ("HEARTBEAT_STALE_S", "seconds: a registry scan reclaims a slot whose heartbeat is older"),
+    ("LINK_STALE_S", "seconds: a connected host gives up on a live but silent device"),
+    ("LINK_CHECK_INTERVAL_S", "seconds: how often a connected host re-checks liveness"),
+]
 
 
 class SlotState(enum.IntEnum):
@@ -211,9 +259,12 @@ REGISTRY_SLOT = Struct(
         Field("heartbeat_ns", "u64", "CLOCK_MONOTONIC of the device's last sign of life, in ns",
               "device", "release store; acquire load"),
         Field("channels", "u32", "output channels (1..12; 0 in midi mode)", "locker"),
-        Field("sample_rate", "u32", "sample rate in Hz", "locker"),
-        Field("block_size", "u32", "block size in frames", "locker"),
-        Field("mode", "u32", "Mode: 0 audio+midi, 1 audio, 2 midi", "locker"),
+        Field("sample_rate", "u32", "sample rate in Hz (advisory mirror of the header's)",
+              "locker; then the device", "relaxed store by the device (§3.2); relaxed load"),
+        Field("block_size", "u32", "block size in frames (advisory mirror of the header's)",
+              "locker; then the device", "relaxed store by the device (§3.2); relaxed load"),
+        Field("mode", "u32", "Mode: 0 audio+midi, 1 audio, 2 midi (advisory mirror)",
+              "locker; then the device", "relaxed store by the device (§3.2); relaxed load"),
         Field("capabilities", "u32", "Capability flags", "locker"),
         Field("instance", "u32", "N of the id \"Name:N\"", "locker"),
         Field("host_pid", "u32", "claiming host's pid, 0 when unclaimed (mirror of the header's)",
@@ -237,8 +288,10 @@ TRANSPORT_HEADER = Struct(
         Field("version_minor", "u16", "protocol minor version", "device"),
         Field("header_size", "u32", "size of this header in bytes (256)", "device"),
         Field("total_size", "u32", "size of the whole segment in bytes", "device"),
-        Field("sample_rate", "u32", "current sample rate in Hz", "device"),
-        Field("block_size", "u32", "current block size in frames", "device"),
+        Field("sample_rate", "u32", "current sample rate in Hz", "device",
+              "release store before the HandshakeAck; acquire load"),
+        Field("block_size", "u32", "current block size in frames", "device",
+              "release store before the HandshakeAck; acquire load"),
         Field("channels", "u32", "channels of the output audio ring (0 in midi mode)", "device"),
         Field("mode", "u32", "current Mode", "device", "release store; acquire load"),
         Field("capabilities", "u32", "Capability flags the device offers", "device"),
@@ -278,7 +331,12 @@ TRANSPORT_HEADER = Struct(
         Field("blocks_written", "u64", "audio blocks the device has written", "device",
               "relaxed"),
         Field("blocks_read", "u64", "audio blocks the host has read", "host", "relaxed"),
-        Field("reserved", _char(40), "zero"),
+        Field("fill_blocks", "u32", "blocks the device's demand clock keeps queued (1..4); "
+              "0: unknown, or its own or an external clock (since 1.1)", "device", "relaxed"),
+        Field("latency_frames", "u32", "processing latency the audio carries beyond the "
+              "ring's queue (a plugin's), frames at the current rate (since 1.1)", "device",
+              "relaxed"),
+        Field("reserved", _char(32), "zero"),
     ],
 )
 

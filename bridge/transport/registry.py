@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from . import _shm
 from .layout import (
     HEARTBEAT_STALE_S,
-    ID_MAX_BYTES,
+    ID_INSTANCE_MAX,
+    ID_NAME_MAX_BYTES,
     LINK_TAG_MAX_BYTES,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
@@ -39,6 +40,7 @@ from .layout import (
 from .shm import (
     Segment,
     SegmentError,
+    SegmentSizeError,
     namespace_from_env,
     namespace_names,
     open_fd,
@@ -51,7 +53,9 @@ from .shm import (
 _STATE = REGISTRY_SLOT.offset("state")
 _HEARTBEAT = REGISTRY_SLOT.offset("heartbeat_ns")
 _XRUNS = REGISTRY_SLOT.offset("xruns")
-_INSTANCE_RE = re.compile(r"^(.*):(\d{1,5})$")
+_FORMAT_OFFSETS = {name: REGISTRY_SLOT.offset(name) for name in ("sample_rate", "block_size",
+                                                                 "mode")}
+_INSTANCE_RE = re.compile(r"[0-9]{1,5}")  # ASCII digits only (str.isdigit takes others)
 
 
 class RegistryError(Exception):
@@ -63,21 +67,32 @@ class RegistryFullError(RegistryError):
 
 
 def validate_device_id(text: str) -> tuple[str, int | None]:
-    """Split ``Name`` or ``Name:N`` into (name, N or None); raise ValueError naming the fault."""
+    """Split ``Name`` or ``Name:N`` into (name, N or None) by protocol.md §3.3's grammar;
+    raise ValueError naming the fault. ``X:007`` gives ("X", 7): ids are canonical."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("device id is empty")
-    _check_text(text, "device id", ID_MAX_BYTES)
-    m = _INSTANCE_RE.match(text)
-    if m and m.group(1):
-        instance = int(m.group(2))
-        if instance > 65535:
-            raise ValueError(f"device id {text!r}: instance {instance} exceeds 65535")
-        return m.group(1), instance
-    # Leave room for the ":N" we will append.
-    if len(text.encode()) > ID_MAX_BYTES - 2:
-        raise ValueError(f"device id {text!r} is too long: {len(text.encode())} bytes, "
-                         f"at most {ID_MAX_BYTES - 2} before ':N'")
-    return text, None
+    name, colon, suffix = text.partition(":")
+    shown = _shown(text)
+    if colon:
+        if not suffix:
+            raise ValueError(f"device id {shown} ends with ':'; give NAME or NAME:N "
+                             f"(N 0..{ID_INSTANCE_MAX})")
+        if ":" in suffix:
+            raise ValueError(f"device id {shown} has more than one ':'; a NAME may not "
+                             "contain ':'")
+        if not _INSTANCE_RE.fullmatch(suffix) or int(suffix) > ID_INSTANCE_MAX:
+            raise ValueError(f"device id {shown}: instance {_shown(suffix)} is not a number "
+                             f"0..{ID_INSTANCE_MAX}")
+    if not name.strip():
+        raise ValueError(f"device id {shown} has an empty NAME before ':'")
+    _check_text(name, "device id", ID_NAME_MAX_BYTES, shown_as=shown)
+    return name, int(suffix) if colon else None
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters: a 5,000-character id is
+    named, not echoed in full."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 def validate_link_tag(tag: str) -> str:
@@ -86,20 +101,22 @@ def validate_link_tag(tag: str) -> str:
     return tag
 
 
-def _check_text(text: str, what: str, max_bytes: int) -> None:
+def _check_text(text: str, what: str, max_bytes: int, shown_as: str | None = None) -> None:
+    shown = shown_as or _shown(text)
     try:
         raw = text.encode("utf-8", errors="strict")
     except UnicodeEncodeError:
-        raise ValueError(f"{what} {text!r} is not valid UTF-8") from None
+        raise ValueError(f"{what} {shown} is not valid UTF-8") from None
     if len(raw) > max_bytes:
+        part = " its NAME" if shown_as else ""
         raise ValueError(
-            f"{what} {text!r} is too long: {len(raw)} bytes UTF-8, at most {max_bytes}")
+            f"{what} {shown} is too long:{part} {len(raw)} bytes UTF-8, at most {max_bytes}")
     if "/" in text:
-        raise ValueError(f"{what} {text!r} contains '/'")
+        raise ValueError(f"{what} {shown} contains '/'")
     for i, ch in enumerate(text):
         if unicodedata.category(ch) == "Cc":
             name = "NUL" if ch == "\0" else f"U+{ord(ch):04X}"
-            raise ValueError(f"{what} {text!r} contains a control character ({name}) at {i}")
+            raise ValueError(f"{what} {shown} contains a control character ({name}) at {i}")
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,13 @@ class Registry:
         return cls(namespace)
 
     def _open(self) -> None:
-        self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
+        try:
+            self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
+        except SegmentSizeError as exc:
+            raise SegmentError(
+                f"registry {self.name} is {exc.size} bytes, expected {REGISTRY_SIZE}: it is "
+                "corrupt or another program's; 'discolink-bridge cleanup --force' removes "
+                "it") from None
         self.buf = self.segment.buf
         # A descriptor of our own for flock: the lock belongs to this open file description.
         self._lock_fd = open_fd(self.name, os.O_RDWR)
@@ -311,8 +334,6 @@ class Registry:
                 while f"{name}:{instance}" in taken:
                     instance += 1
                 device_id = f"{name}:{instance}"
-            if len(device_id.encode()) > ID_MAX_BYTES:
-                raise ValueError(f"device id {device_id!r} exceeds {ID_MAX_BYTES} bytes")
             free = [i for i, s in enumerate(slots) if s["state"] == SlotState.FREE]
             if not free:
                 running = ", ".join(sorted(taken))
@@ -348,17 +369,41 @@ class Registry:
             return True
 
     def update(self, index: int, pid: int, generation: int, **fields) -> bool:
-        """Update fields of a slot we own or claim (format after handshake, claim mirror)."""
+        """Update fields of a slot under the lock, only while it still belongs to the device
+        ``pid``/``generation`` (the claim mirror, at connect)."""
         with self.locked():
-            s = self._slot(index)
-            if s["state"] != SlotState.ACTIVE or s["device_pid"] != pid or \
-                    s["generation"] != generation:
-                return False
-            base = registry_slot_base(index)
-            for k, v in fields.items():
-                REGISTRY_SLOT.write_field(self.buf, base, k, v.encode() if isinstance(v, str)
-                                          else v)
-            return True
+            return self._update_locked(index, pid, generation, fields)
+
+    def _update_locked(self, index: int, pid: int, generation: int, fields: dict,
+                       host_pid: int | None = None) -> bool:
+        s = self._slot(index)
+        if s["state"] != SlotState.ACTIVE or s["device_pid"] != pid or \
+                s["generation"] != generation or \
+                (host_pid is not None and s["host_pid"] != host_pid):
+            return False
+        base = registry_slot_base(index)
+        for k, v in fields.items():
+            REGISTRY_SLOT.write_field(self.buf, base, k, v.encode() if isinstance(v, str)
+                                      else v)
+        return True
+
+    def release_claim(self, index: int, pid: int, generation: int, host_pid: int) -> bool:
+        """Clear the slot's claim mirror, only if the slot still belongs to the device we
+        claimed (pid, generation) and the mirror still names us (protocol.md §8.3)."""
+        with self.locked():
+            return self._update_locked(index, pid, generation, {"host_pid": 0}, host_pid)
+
+    def update_format(self, index: int, pid: int, generation: int, **fields: int) -> bool:
+        """Lock-free: the owning device mirrors its format (sample_rate, block_size, mode)
+        into its slot with atomic stores, after checking the slot is still its own
+        (protocol.md §3.2). Real-time safe: command dispatch calls it."""
+        state, owner, owner_generation = self.owner(index)
+        if state != SlotState.ACTIVE or owner != pid or owner_generation != generation:
+            return False
+        base = registry_slot_base(index)
+        for name, value in fields.items():
+            _shm.store_u32(self.buf, base + _FORMAT_OFFSETS[name], int(value))
+        return True
 
     def scan(self) -> list[DeviceInfo]:
         """Reclaim dead slots, then list live devices (sorted by id)."""

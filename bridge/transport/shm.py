@@ -31,6 +31,15 @@ class SegmentError(Exception):
     """A shared-memory segment is missing, unreadable, or not a valid discoLink segment."""
 
 
+class SegmentSizeError(SegmentError):
+    """An existing segment of another size than the one asked for (corrupt, or another
+    program's): never resized."""
+
+    def __init__(self, name: str, size: int, expected: int) -> None:
+        super().__init__(f"segment {name} is {size} bytes, expected {expected}")
+        self.name, self.size, self.expected = name, size, expected
+
+
 def namespace_from_env(namespace: str | None = None) -> str:
     """The namespace to use: the argument, else $DISCOLINK_NAMESPACE, else ``default``."""
     ns = namespace if namespace is not None else os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
@@ -95,8 +104,8 @@ class Segment:
             created = current == 0
             if created:
                 os.ftruncate(fd, size)
-            elif current < size:
-                raise SegmentError(f"segment {name} is {current} bytes, expected {size}")
+            elif current != size:  # never resize what may be someone else's (§2)
+                raise SegmentSizeError(name, current, size)
             buf = mmap.mmap(fd, size)
         finally:
             os.close(fd)
