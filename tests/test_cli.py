@@ -325,6 +325,11 @@ REFUSALS = [
      "discolink-bridge host: error: link tag 'a\\nb' contains a control character"),
     (("host", "--id", "A", "--rt-priority", "-1"), 2,
      "discolink-bridge host: error: --rt-priority must be 0..99, got -1"),
+    (("host", "--id", "A", "--blocksize", "8"), 2,
+     "discolink-bridge host: error: argument --blocksize: block size 8 is out of range 16..4096"),
+    (("device", "--samplerate", "100000000"), 2,
+     "discolink-bridge device: error: argument --samplerate: sample rate 100000000 is out of "
+     "range 8000..384000"),
     (("send", "--id", "X"), 2,
      "discolink-bridge send: error: the following arguments are required: MESSAGE"),
     (("midi-monitor", "--id", "a/b"), 2,

@@ -36,6 +36,27 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _in_range(text: str, low: int, high: int, what: str) -> int:
+    value = positive_int(text)
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{what} {value} is out of range {low}..{high}")
+    return value
+
+
+def sample_rate(text: str) -> int:
+    """A sample rate in the protocol's valid range (protocol.md §8.1)."""
+    from ..transport.layout import SAMPLE_RATE_MAX, SAMPLE_RATE_MIN
+
+    return _in_range(text, SAMPLE_RATE_MIN, SAMPLE_RATE_MAX, "sample rate")
+
+
+def block_size(text: str) -> int:
+    """A block size in the protocol's valid range (protocol.md §8.1)."""
+    from ..transport.layout import BLOCK_SIZE_MAX, BLOCK_SIZE_MIN
+
+    return _in_range(text, BLOCK_SIZE_MIN, BLOCK_SIZE_MAX, "block size")
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)

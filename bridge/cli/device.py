@@ -14,12 +14,14 @@ import numpy as np
 
 from .common import (
     UsageError,
+    block_size,
     check_rt_priority,
     install_stop,
     midi_in_args,
     port_event,
     positive_int,
     rt_arg,
+    sample_rate,
 )
 
 
@@ -47,9 +49,9 @@ def device_args(sp: argparse.ArgumentParser) -> None:
                     help="output channels: a count 1..12 (default 2 for the sine synth, "
                          "a plugin's own output bus otherwise), or with plugins a list "
                          "of the last stage's channels, e.g. 3-4 or 1,3")
-    sp.add_argument("--samplerate", type=positive_int, default=48000,
+    sp.add_argument("--samplerate", type=sample_rate, default=48000,
                     help="sample rate in Hz (default 48000)")
-    sp.add_argument("--blocksize", type=positive_int, default=256,
+    sp.add_argument("--blocksize", type=block_size, default=256,
                     help="block size in frames (default 256)")
     sp.add_argument("--mode", default="audio+midi", choices=["audio+midi", "audio", "midi"],
                     help="transport mode (default audio+midi)")
@@ -123,7 +125,10 @@ def _device_setup(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
     monitor = make_console_monitor(audio=False) if args.monitor else None
     device = Device(args.namespace, monitor=monitor)
-    caps = 0 if args.fixed_format else Capability.FLEXIBLE_FORMAT
+    from ..midi.stream import CAPABILITIES as stream_capabilities
+
+    # the device's MIDI stream plays UMP, so it says so (a host that checks the bit sends it)
+    caps = stream_capabilities | (0 if args.fixed_format else Capability.FLEXIBLE_FORMAT)
     # an effect chain listens to the host through the return ring unless it plays a file
     return_audio = args.return_audio or (chain is not None and chain.is_effect
                                          and args.input is None)

@@ -7,7 +7,16 @@ import json
 from pathlib import Path
 
 from ..transport.clock import set_realtime_priority
-from .common import UsageError, check_rt_priority, midi7, positive_int, print_stats, rt_arg, seconds
+from .common import (
+    UsageError,
+    block_size,
+    check_rt_priority,
+    midi7,
+    print_stats,
+    rt_arg,
+    sample_rate,
+    seconds,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="how long to run (default 2 s, or the MIDI file's length + 0.5 s)")
     sp.add_argument("--record", type=Path, metavar="OUT.wav",
                     help="write the received audio here (32-bit float WAV)")
-    sp.add_argument("--samplerate", type=positive_int, default=48000,
+    sp.add_argument("--samplerate", type=sample_rate, default=48000,
                     help="sample rate to ask for in the handshake (default 48000)")
-    sp.add_argument("--blocksize", type=positive_int, default=256,
+    sp.add_argument("--blocksize", type=block_size, default=256,
                     help="block size to ask for in the handshake (default 256)")
     sp.add_argument("--force", action="store_true",
                     help="take the device even if another live host holds it")

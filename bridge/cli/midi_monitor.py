@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from .common import UsageError, install_stop, midi_in_args, port_event, positive_int
+from .common import UsageError, block_size, install_stop, midi_in_args, port_event, sample_rate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,9 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Ctrl-C / SIGTERM.")
     sp.add_argument("--id", default="MidiMonitor", metavar="NAME",
                     help="device id (default MidiMonitor)")
-    sp.add_argument("--samplerate", type=positive_int, default=48000,
+    sp.add_argument("--samplerate", type=sample_rate, default=48000,
                     help="sample rate of its block clock in Hz (default 48000)")
-    sp.add_argument("--blocksize", type=positive_int, default=256,
+    sp.add_argument("--blocksize", type=block_size, default=256,
                     help="block size in frames (default 256)")
     sp.add_argument("--json", action="store_true", help="one JSON object per event: block, "
                     "offset, bytes (hex), message")
