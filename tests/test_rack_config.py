@@ -178,21 +178,19 @@ INVALID = {
             kind: synth
             sample_rate: 0
         """, "rack.yaml:5:18: devices[0].sample_rate: must be 8000..384000 (Hz), got 0"),
-    "block size not a power of two": ("""\
+    "block size too small": ("""\
         name: r
         defaults:
-          block_size: 300
+          block_size: 8
         devices: [{id: S, kind: synth}]
-        """, "rack.yaml:3:15: defaults.block_size: must be a power of two from 16 to 4096 "
-             "(16, 32, 64, ..., 4096), got 300"),
+        """, "rack.yaml:3:15: defaults.block_size: must be 16..4096 (frames), got 8"),
     "block size too large": ("""\
         name: r
         devices:
           - id: S
             kind: synth
             block_size: 8192
-        """, "rack.yaml:5:17: devices[0].block_size: must be a power of two from 16 to 4096 "
-             "(16, 32, 64, ..., 4096), got 8192"),
+        """, "rack.yaml:5:17: devices[0].block_size: must be 16..4096 (frames), got 8192"),
     "fill out of range": ("""\
         name: r
         defaults: {fill: 5}

@@ -53,6 +53,15 @@ from pydantic_core import PydanticCustomError
 from ..adapters.plugin import PLUGIN_SUFFIXES, builtin_names
 from ..adapters.plugin_device import parse_channels
 from ..adapters.stage import BUILTIN_PREFIX, LV2_PREFIX, PluginError
+from ..transport.layout import (
+    BLOCK_SIZE_MAX,
+    BLOCK_SIZE_MIN,
+    FILL_DEFAULT,
+    FILL_MAX,
+    FILL_MIN,
+    SAMPLE_RATE_MAX,
+    SAMPLE_RATE_MIN,
+)
 from ..transport.registry import validate_device_id
 from ..transport.shm import NAMESPACE_ENV, namespace_from_env
 
@@ -88,9 +97,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "kind": KINDS, "restart": RESTART_POLICIES, "mode": get_args(Mode), "clock": get_args(Clock)}
 # how a range is named in messages, by field
 _RANGES = {
-    "sample_rate": "8000..384000 (Hz)",
-    "block_size": "a power of two from 16 to 4096 (16, 32, 64, ..., 4096)",
-    "fill": "1..4 (blocks)",
+    "sample_rate": f"{SAMPLE_RATE_MIN}..{SAMPLE_RATE_MAX} (Hz)",
+    "block_size": f"{BLOCK_SIZE_MIN}..{BLOCK_SIZE_MAX} (frames)",
+    "fill": f"{FILL_MIN}..{FILL_MAX} (blocks)",
     "channels": "1..12",
     "rt_priority": "0..99 (0: normal scheduling)",
     "sysex_limit": "at least 1 (bytes)",
@@ -282,12 +291,6 @@ Channels = Annotated[int | str | None, BeforeValidator(_check_channels)]
 TapText = Annotated[str | None, BeforeValidator(_as_text)]
 
 
-def _check_block_size(value: int | None) -> int | None:
-    if value is not None and value & (value - 1):
-        raise _fail(f"must be {_RANGES['block_size']}, got {value}")
-    return value
-
-
 # ---- the models ---------------------------------------------------------------------------------
 
 
@@ -298,23 +301,20 @@ class _Model(BaseModel):
 class Defaults(_Model):
     """Settings every device of the rack gets unless it sets its own."""
 
-    sample_rate: int = Field(48000, ge=8000, le=384000,
-                             description="sample rate in Hz, 8000..384000")
-    block_size: int = Field(256, ge=16, le=4096,
-                            description="block size in frames: a power of two, 16..4096")
+    sample_rate: int = Field(48000, ge=SAMPLE_RATE_MIN, le=SAMPLE_RATE_MAX,
+                             description=f"sample rate in Hz, {_RANGES['sample_rate']}")
+    block_size: int = Field(256, ge=BLOCK_SIZE_MIN, le=BLOCK_SIZE_MAX,
+                            description=f"block size in frames, any integer "
+                                        f"{BLOCK_SIZE_MIN}..{BLOCK_SIZE_MAX}")
     mode: Mode = Field("audio+midi", description="transport mode: audio+midi, audio or midi")
     namespace: str | None = Field(
         None, description="registry namespace the devices register in (1 to 32 of A-Z a-z "
         "0-9 _ . -); $DISCOLINK_NAMESPACE overrides it; default 'default'")
     clock: Clock = Field("demand", description="demand: render when the host's ring runs "
                          "low; realtime: render on the device's own clock")
-    fill: int = Field(2, ge=1, le=4, description="demand clock: blocks kept queued ahead of "
-                      "the host, 1..4 (latency is at most fill x block)")
-
-    @field_validator("block_size")
-    @classmethod
-    def _block_size(cls, value: int) -> int:
-        return _check_block_size(value)
+    fill: int = Field(FILL_DEFAULT, ge=FILL_MIN, le=FILL_MAX,
+                      description=f"demand clock: blocks kept queued ahead of the host, "
+                                  f"{FILL_MIN}..{FILL_MAX} (latency is at most fill x block)")
 
     @field_validator("namespace")
     @classmethod
@@ -355,13 +355,13 @@ class DeviceConfig(_Model):
         "the last stage's channels such as 3-4 or 1,3 (jack: input ports 1..12)")
     tap: TapText = Field(None, description="plugin and chain: what feeds the link: out, a "
                          "stage number or name, optionally with channels: DLSine12:3-4")
-    sample_rate: int | None = Field(None, ge=8000, le=384000,
+    sample_rate: int | None = Field(None, ge=SAMPLE_RATE_MIN, le=SAMPLE_RATE_MAX,
                                     description="overrides defaults.sample_rate")
-    block_size: int | None = Field(None, ge=16, le=4096,
+    block_size: int | None = Field(None, ge=BLOCK_SIZE_MIN, le=BLOCK_SIZE_MAX,
                                    description="overrides defaults.block_size")
     mode: Mode | None = Field(None, description="overrides defaults.mode")
     clock: Clock | None = Field(None, description="overrides defaults.clock")
-    fill: int | None = Field(None, ge=1, le=4, description="overrides defaults.fill")
+    fill: int | None = Field(None, ge=FILL_MIN, le=FILL_MAX, description="overrides defaults.fill")
     midi_in: list[str] = Field(default_factory=list, description="also play live MIDI from "
                                "the input ports whose names match (glob or substring)")
     connect: list[str] = Field(default_factory=list, description="jack: JACK output ports "
@@ -382,11 +382,6 @@ class DeviceConfig(_Model):
                                     "(default 65536)")
     restart: Restart = Field("on-failure", description="when the supervisor restarts the "
                              "device: always, on-failure (exit status not 0) or never")
-
-    @field_validator("block_size")
-    @classmethod
-    def _block_size(cls, value: int | None) -> int | None:
-        return _check_block_size(value)
 
     @field_validator("id")
     @classmethod
