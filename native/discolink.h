@@ -1025,6 +1025,9 @@ void dl_host_counters(const dl_host *host, dl_counters *out);  /* the device's s
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#if !defined(__cplusplus) && defined(__GLIBC__) && !defined(__USE_MISC)
+#  error "discolink.h: the implementation needs POSIX and BSD declarations (shm_open, flock, kill): include discolink.h before any other header in the file that defines DISCOLINK_IMPLEMENTATION, or compile it with -D_DEFAULT_SOURCE or -std=gnu11"
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
