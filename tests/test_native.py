@@ -20,7 +20,8 @@ def native_build():
     build_native()
 
 
-def compile_c(tmp_path, source: str, compiler: str, std: str, *extra: str) -> subprocess.CompletedProcess:
+def compile_c(tmp_path, source: str, compiler: str, std: str,
+              *extra: str) -> subprocess.CompletedProcess:
     suffix = ".cpp" if compiler == "g++" else ".c"
     src = tmp_path / f"probe{suffix}"
     src.write_text(source)
@@ -38,7 +39,8 @@ def test_the_header_block_is_what_docgen_generates_from_layout_and_commands():
 def test_a_drifted_header_fails_the_check_and_docgen_rewrites_it(tmp_path):
     copy = tmp_path / "discolink.h"
     good = HEADER.read_text()
-    copy.write_text(good.replace("#define DL_REGISTRY_SLOTS 16 ", "#define DL_REGISTRY_SLOTS 17 ", 1))
+    copy.write_text(good.replace("#define DL_REGISTRY_SLOTS 16 ",
+                                 "#define DL_REGISTRY_SLOTS 17 ", 1))
     assert copy.read_text() != good
     assert docgen.main(["--check", "--header", str(copy)]) == 1
     assert docgen.main(["--header", str(copy)]) == 0
@@ -109,7 +111,8 @@ def test_the_header_compiles_warning_free(tmp_path, compiler, std, implementatio
 
 
 def test_strict_c_that_includes_another_header_first_is_told_why_first(tmp_path):
-    source = '#include <stdio.h>\n#define DISCOLINK_IMPLEMENTATION\n#include "discolink.h"\nint main(void) { return 0; }\n'
+    source = ('#include <stdio.h>\n#define DISCOLINK_IMPLEMENTATION\n#include "discolink.h"\n'
+              "int main(void) { return 0; }\n")
     done = compile_c(tmp_path, source, "gcc", "c11")
     assert done.returncode != 0
     first_error = next(line for line in done.stderr.splitlines() if "error" in line)
