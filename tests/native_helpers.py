@@ -97,9 +97,10 @@ def assert_440_without_gaps(rec: np.ndarray, rate: int, seconds: float = 1.0) ->
     for c in range(1, seg.shape[0]):
         np.testing.assert_array_equal(seg[c], seg[0])
     # No gaps: a continuous sine never jumps by more than amplitude * 2*pi*f/fs per sample,
-    # and no window of a block goes quiet.
+    # and no window of four cycles goes quiet.
     step = np.abs(np.diff(seg[0]))
     assert step.max() <= AMPLITUDE * 2 * np.pi * 440 / rate * 1.01, f"a jump of {step.max()}"
-    usable = n // 256 * 256
-    window_rms = np.sqrt((seg[0, :usable].reshape(-1, 256) ** 2).mean(axis=1))
+    window = round(4 * rate / 440)
+    usable = n // window * window
+    window_rms = np.sqrt((seg[0, :usable].reshape(-1, window) ** 2).mean(axis=1))
     assert window_rms.min() > AMPLITUDE / np.sqrt(2) * 0.95, "a gap in the recording"
