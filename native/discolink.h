@@ -842,6 +842,11 @@ dl_result dl_device_start(dl_device *device);
 void dl_device_stop(dl_device *device);
 void dl_device_destroy(dl_device *device);   /* stop, then free */
 
+/* While stopped (a plugin restoring its state, or a DAW changing rate): the id and format
+   the next dl_device_start registers with. DL_WRONG_STATE while running. */
+dl_result dl_device_set_id(dl_device *device, const char *id);
+dl_result dl_device_set_format(dl_device *device, uint32_t sample_rate, uint32_t block_size);
+
 const char *dl_device_error(const dl_device *device);   /* the last failure, one line */
 const char *dl_device_id(const dl_device *device);      /* "Name:N" once started */
 int dl_device_running(const dl_device *device);
@@ -952,6 +957,10 @@ void dl_host_destroy(dl_host *host);                  /* disconnect, then free *
 const char *dl_host_error(const dl_host *host);
 
 /* -- non-real-time -- */
+/* What the next connect asks for and stores (a DAW's new rate or block size; a restored
+   session's tag). They do not touch a link in progress. */
+void dl_host_set_format(dl_host *host, uint32_t sample_rate, uint32_t block_size);
+dl_result dl_host_set_link_tag(dl_host *host, const char *link_tag);
 dl_result dl_host_scan(dl_host *host, dl_device_info *out, uint32_t max, uint32_t *count);
 /* Claim `device_id` ("Name:N", or a bare "Name" for its lowest instance), handshake, wait for
    the first block. */
@@ -2387,6 +2396,23 @@ dl_result dl_device_create(const dl_device_config *config, dl_device **out)
     return DL_SUCCESS;
 }
 
+dl_result dl_device_set_id(dl_device *d, const char *id)
+{
+    dl_result r;
+    if (d->running) return DL_WRONG_STATE;
+    if ((r = dl_validate_device_id(id, d->error, sizeof(d->error))) != DL_SUCCESS) return r;
+    snprintf(d->config_id, sizeof(d->config_id), "%s", id);
+    return DL_SUCCESS;
+}
+
+dl_result dl_device_set_format(dl_device *d, uint32_t sample_rate, uint32_t block_size)
+{
+    if (d->running) return DL_WRONG_STATE;
+    d->config.sample_rate = sample_rate; /* checked by dl_device_start, which names the fault */
+    d->config.block_size = block_size;
+    return DL_SUCCESS;
+}
+
 const char *dl_device_error(const dl_device *d) { return d ? d->error : "no device"; }
 const char *dl_device_id(const dl_device *d) { return d->id; }
 int dl_device_running(const dl_device *d) { return __atomic_load_n(&d->running, __ATOMIC_ACQUIRE); }
@@ -3590,6 +3616,19 @@ dl_result dl_host_create(const dl_host_config *config, dl_host **out)
 }
 
 const char *dl_host_error(const dl_host *h) { return h ? h->error : "no host"; }
+
+void dl_host_set_format(dl_host *h, uint32_t sample_rate, uint32_t block_size)
+{
+    h->config.sample_rate = sample_rate;
+    h->config.block_size = block_size;
+}
+
+dl_result dl_host_set_link_tag(dl_host *h, const char *link_tag)
+{
+    dl_result r = dl_validate_link_tag(link_tag, h->error, sizeof(h->error));
+    if (r == DL_SUCCESS) snprintf(h->link_tag, sizeof(h->link_tag), "%s", link_tag ? link_tag : "");
+    return r;
+}
 
 /* Open the namespace's registry if one exists (a host never creates one). */
 static dl_result dl__host_registry(dl_host *h)

@@ -373,7 +373,9 @@ static void test_registry(void)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child registered");
 
     /* the st_nlink rule: a cleanup removed the registry under a device's open handle */
+    CHECK(dl_device_set_id(devices[0], "Other") == DL_WRONG_STATE, "no new id while running");
     dl_device_stop(devices[0]);
+    CHECK(dl_device_set_id(devices[0], "A:") == DL_INVALID_ARGS, "a bad id is refused at once");
     shm_unlink(regname);
     CHECK(dl_device_start(devices[0]) == DL_SUCCESS, "restart: %s", dl_device_error(devices[0]));
     CHECK(shm_exists(regname) && scan_count(ns, info) == 1 && strcmp(info[0].id, "Reg:0") == 0,
