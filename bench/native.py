@@ -19,13 +19,22 @@ Run from the repository root (./setup.sh builds build/native):
     (/proc/<pid>/task/*/sched, microseconds), per block read in it. The device's CPU in the
     same window is reported beside it: it should not depend on which host reads.
 
-The section reports the CPU other processes used while it ran (``section_load``); a busy
+(b) The same hosts' per-block calls without any scheduling in them, in one process each: a
+    device driven inline writes a block (untimed), then the host's read and response poll
+    are timed together, 100,000 blocks (20,000 with --quick) after a warm-up: C,
+    ``build/native/bench_calls`` (``dl_host_read_audio`` + ``dl_host_process_responses``);
+    Python, a ``Device`` and a ``Host`` in this process (``Host.receive_audio`` +
+    ``Host.process_responses``, what ``discolink-bridge host`` calls per block). This is
+    the code's own cost; (a) minus (b) is what the wake-up costs.
+
+Each section reports the CPU other processes used while it ran (``section_load``); a busy
 machine inflates both hosts' numbers alike, so read the ratio. There is no goal in issue 12
 for this number; it is printed, never judged.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import shlex
@@ -39,10 +48,12 @@ from _common import (
     REPO,
     CpuWindow,
     arg_parser,
+    connect_in_process,
     fmt,
     load_lines,
     log,
     machine,
+    median_p95,
     parse_args,
     ratio,
     run_in_namespace,
@@ -155,6 +166,46 @@ def bench_cpu_per_block(namespace: str, quick: bool) -> dict[str, Any]:
             "device_command": shown(device_cmd)}
 
 
+def bench_calls(namespace: str, quick: bool) -> dict[str, Any]:
+    from bridge.transport import Device, Host
+
+    blocks = 20000 if quick else 100000
+    rows: dict[str, Any] = {}
+    for frames in BLOCKS:
+        log(f"(b) {frames} frames: C")
+        c_cmd = [str(NATIVE / "bench_calls"), namespace, str(frames), str(blocks)]
+        done = subprocess.run(c_cmd, capture_output=True, text=True, timeout=300, check=True)
+        c = json.loads(done.stdout)
+        log(f"(b) {frames} frames: Python")
+        with Device(namespace) as dev, Host(namespace) as host:
+            dev.start("PyCalls", 2, RATE, frames)
+            connect_in_process(host, dev.id, RATE, frames, dev.process_commands)
+            block = np.zeros((2, frames), np.float32)
+            out = np.zeros((2, frames), np.float32)
+            receive, poll, clock = host.receive_audio, host.process_responses, time.perf_counter_ns
+            samples = np.zeros(blocks, np.int64)
+            short = 0
+            for i in range(blocks + 1000):
+                dev.process_commands()
+                dev.send_audio(block)
+                t0 = clock()
+                got = receive(out)
+                poll()
+                t1 = clock()
+                if i >= 1000:
+                    samples[i - 1000] = t1 - t0
+                    short += got != frames
+        py = median_p95(samples, "us", 3, also=())
+        rows[str(frames)] = {
+            "c": {"median_us": round(c["median_ns"] / 1000, 3),
+                  "p95_us": round(c["p95_ns"] / 1000, 3), "short_reads": c["short_reads"],
+                  "command": shown(c_cmd)},
+            "python": {"median_us": py["median_us"], "p95_us": py["p95_us"],
+                       "short_reads": short},
+            "python_over_c": ratio(py["median_us"], c["median_ns"] / 1000)}
+    return {"rows": rows, "blocks": blocks}
+
+
 def table(r: dict) -> str:
     m = r["machine"]
     lines = [f"discoLink native benchmark ({'quick' if r['quick'] else 'full'} run, "
@@ -180,19 +231,33 @@ def table(r: dict) -> str:
                   f"    C host: {first['c']['command']}",
                   f"    Python host: {first['python']['command']}",
                   "    (--blocksize as in the row; per-round values in the JSON)"]
+    if "calls" in r:
+        b = r["calls"]
+        lines += ["", f"(b) The host's per-block calls alone (read + response poll), one process, "
+                  f"no scheduling, {b['blocks']:,} blocks; us per block",
+                  f"    {'block':>5}{'C median':>10}{'p95':>8}{'Python median':>15}{'p95':>8}"
+                  f"{'Py / C':>9}"]
+        for frames, row in b["rows"].items():
+            c, p = row["c"], row["python"]
+            lines.append(f"    {frames:>5}{c['median_us']:>10.3f}{c['p95_us']:>8.3f}"
+                         f"{p['median_us']:>15.3f}{p['p95_us']:>8.3f}"
+                         f"{fmt(row['python_over_c'], '.0f'):>9}")
+        lines.append(f"    C: {next(iter(b['rows'].values()))['c']['command']} (FRAMES as in "
+                     "the row); Python: Device + Host in bench/native.py")
     lines += load_lines(r.get("section_load", {}), m["nproc"])
     return "\n".join(lines)
 
 
-SECTIONS = {"a": "cpu_per_block"}
+SECTIONS = {"a": "cpu_per_block", "b": "calls"}
 
 
 def run(namespace: str, quick: bool, only: str, command: str) -> dict:
     results: dict[str, Any] = {"quick": quick, "namespace": namespace, "command": command,
                                "machine": machine(), "date": utc_date(), "section_load": {}}
     t0 = time.monotonic()
-    run_sections(results, only, {"a": ("cpu_per_block",
-                                       lambda: bench_cpu_per_block(namespace, quick))})
+    run_sections(results, only, {
+        "a": ("cpu_per_block", lambda: bench_cpu_per_block(namespace, quick)),
+        "b": ("calls", lambda: bench_calls(namespace, quick))})
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     headline: dict[str, Any] = {}
     if "cpu_per_block" in results:
@@ -201,14 +266,17 @@ def run(namespace: str, quick: bool, only: str, command: str) -> dict:
             block: {"c": row["c"]["host_us_per_block"], "python": row["python"]
                     ["host_us_per_block"]} for block, row in rows.items()}
         headline["python_over_c"] = {block: row["python_over_c"] for block, row in rows.items()}
+    if "calls" in results:
+        headline["calls_python_over_c"] = {
+            block: row["python_over_c"] for block, row in results["calls"]["rows"].items()}
     return {**headline, **results}
 
 
 def main(argv: list[str] | None = None) -> int:
     sections = "".join(SECTIONS)
-    p = arg_parser(__doc__, "short run (about 1 min)", sections, "a")
+    p = arg_parser(__doc__, "short run (about 1 min)", sections, "b")
     args = parse_args(p, argv, sections)
-    missing = [n for n in ("cli_host", "cli_device") if not (NATIVE / n).is_file()]
+    missing = [n for n in ("cli_host", "cli_device", "bench_calls") if not (NATIVE / n).is_file()]
     if missing:
         p.error(f"missing build/native/{', '.join(missing)}: run ./setup.sh first")
     command = ".venv/bin/python bench/native.py " + shlex.join(
