@@ -1204,37 +1204,40 @@ static void dl__small(dl_message *m, uint16_t type, uint32_t sample_offset, cons
     m->header.payload_len = n;
 }
 
-dl_result dl_cmd_note_on(dl_message *m, uint8_t channel, uint8_t note, uint8_t velocity, uint32_t sample_offset)
+/* NoteOn, NoteOff and ControlChange share one layout: u8 channel, u8 data1, u8 data2. */
+DL_STATIC_ASSERT(DL_PAYLOAD_NOTE_OFF_NOTE_OFFSET == DL_PAYLOAD_NOTE_ON_NOTE_OFFSET &&
+                 DL_PAYLOAD_NOTE_OFF_VELOCITY_OFFSET == DL_PAYLOAD_NOTE_ON_VELOCITY_OFFSET &&
+                 DL_PAYLOAD_CONTROL_CHANGE_CONTROLLER_OFFSET == DL_PAYLOAD_NOTE_ON_NOTE_OFFSET &&
+                 DL_PAYLOAD_CONTROL_CHANGE_VALUE_OFFSET == DL_PAYLOAD_NOTE_ON_VELOCITY_OFFSET &&
+                 DL_PAYLOAD_NOTE_OFF_FIXED_SIZE == DL_PAYLOAD_NOTE_ON_FIXED_SIZE &&
+                 DL_PAYLOAD_CONTROL_CHANGE_FIXED_SIZE == DL_PAYLOAD_NOTE_ON_FIXED_SIZE,
+                 "channel voice commands with two data bytes share a layout");
+
+static dl_result dl__channel_data2(dl_message *m, uint16_t type, uint8_t channel, uint8_t data1, uint8_t data2,
+                                   uint32_t sample_offset)
 {
     uint8_t p[DL_PAYLOAD_NOTE_ON_FIXED_SIZE];
-    if (channel > 15 || note > 127 || velocity > 127) return DL_INVALID_ARGS;
+    if (channel > 15 || data1 > 127 || data2 > 127) return DL_INVALID_ARGS;
     p[DL_PAYLOAD_NOTE_ON_CHANNEL_OFFSET] = channel;
-    p[DL_PAYLOAD_NOTE_ON_NOTE_OFFSET] = note;
-    p[DL_PAYLOAD_NOTE_ON_VELOCITY_OFFSET] = velocity;
-    dl__small(m, DL_CMD_NOTE_ON, sample_offset, p, sizeof(p));
+    p[DL_PAYLOAD_NOTE_ON_NOTE_OFFSET] = data1;
+    p[DL_PAYLOAD_NOTE_ON_VELOCITY_OFFSET] = data2;
+    dl__small(m, type, sample_offset, p, sizeof(p));
     return DL_SUCCESS;
+}
+
+dl_result dl_cmd_note_on(dl_message *m, uint8_t channel, uint8_t note, uint8_t velocity, uint32_t sample_offset)
+{
+    return dl__channel_data2(m, DL_CMD_NOTE_ON, channel, note, velocity, sample_offset);
 }
 
 dl_result dl_cmd_note_off(dl_message *m, uint8_t channel, uint8_t note, uint8_t velocity, uint32_t sample_offset)
 {
-    uint8_t p[DL_PAYLOAD_NOTE_OFF_FIXED_SIZE];
-    if (channel > 15 || note > 127 || velocity > 127) return DL_INVALID_ARGS;
-    p[DL_PAYLOAD_NOTE_OFF_CHANNEL_OFFSET] = channel;
-    p[DL_PAYLOAD_NOTE_OFF_NOTE_OFFSET] = note;
-    p[DL_PAYLOAD_NOTE_OFF_VELOCITY_OFFSET] = velocity;
-    dl__small(m, DL_CMD_NOTE_OFF, sample_offset, p, sizeof(p));
-    return DL_SUCCESS;
+    return dl__channel_data2(m, DL_CMD_NOTE_OFF, channel, note, velocity, sample_offset);
 }
 
 dl_result dl_cmd_control_change(dl_message *m, uint8_t channel, uint8_t controller, uint8_t value, uint32_t sample_offset)
 {
-    uint8_t p[DL_PAYLOAD_CONTROL_CHANGE_FIXED_SIZE];
-    if (channel > 15 || controller > 127 || value > 127) return DL_INVALID_ARGS;
-    p[DL_PAYLOAD_CONTROL_CHANGE_CHANNEL_OFFSET] = channel;
-    p[DL_PAYLOAD_CONTROL_CHANGE_CONTROLLER_OFFSET] = controller;
-    p[DL_PAYLOAD_CONTROL_CHANGE_VALUE_OFFSET] = value;
-    dl__small(m, DL_CMD_CONTROL_CHANGE, sample_offset, p, sizeof(p));
-    return DL_SUCCESS;
+    return dl__channel_data2(m, DL_CMD_CONTROL_CHANGE, channel, controller, value, sample_offset);
 }
 
 dl_result dl_cmd_pitch_bend(dl_message *m, uint8_t channel, uint16_t value, uint32_t sample_offset)
@@ -1783,6 +1786,33 @@ static void *dl__reserve(size_t bytes)
 #ifndef MAP_POPULATE
 #  define MAP_POPULATE 0
 #endif
+
+/* The four rings of a segment, where its header puts them (section 4.2): one place for the
+   device that laid them out and the host that validated them. */
+static void dl__bind_rings(uint8_t *seg, const dl_transport_header *h, dl_message_ring *commands, dl_message_ring *responses,
+                           dl_audio_ring *audio, int *has_audio, dl_audio_ring *ret, int *has_return)
+{
+    commands->control = (dl_ring_control *)(void *)(seg + h->command_ring_offset);
+    commands->slots = (dl_message *)(void *)(seg + h->command_ring_offset + DL_RING_CONTROL_SIZE);
+    commands->capacity = h->message_slots;
+    responses->control = (dl_ring_control *)(void *)(seg + h->response_ring_offset);
+    responses->slots = (dl_message *)(void *)(seg + h->response_ring_offset + DL_RING_CONTROL_SIZE);
+    responses->capacity = h->message_slots;
+    *has_audio = h->audio_ring_offset != 0 && h->channels > 0;
+    if (*has_audio) {
+        audio->control = (dl_ring_control *)(void *)(seg + h->audio_ring_offset);
+        audio->data = (float *)(void *)(seg + h->audio_ring_offset + DL_RING_CONTROL_SIZE);
+        audio->channels = h->channels;
+        audio->capacity = h->audio_frames;
+    }
+    *has_return = h->return_ring_offset != 0 && h->return_channels > 0;
+    if (*has_return) {
+        ret->control = (dl_ring_control *)(void *)(seg + h->return_ring_offset);
+        ret->data = (float *)(void *)(seg + h->return_ring_offset + DL_RING_CONTROL_SIZE);
+        ret->channels = h->return_channels;
+        ret->capacity = h->audio_frames;
+    }
+}
 
 /* ==== Registry ============================================================================== */
 
@@ -2505,26 +2535,7 @@ static dl_result dl__device_create_segment(dl_device *d, uint32_t audio_channels
     h->fill_blocks = d->config.fill_blocks;
     h->latency_frames = d->config.latency_frames;
     DL__STORE_REL(&h->device_state, (uint32_t)DL_DEVICE_RUNNING);
-    d->commands.control = (dl_ring_control *)(void *)(d->seg + command_off);
-    d->commands.slots = (dl_message *)(void *)(d->seg + command_off + DL_RING_CONTROL_SIZE);
-    d->commands.capacity = DL_MESSAGE_RING_SLOTS;
-    d->responses.control = (dl_ring_control *)(void *)(d->seg + response_off);
-    d->responses.slots = (dl_message *)(void *)(d->seg + response_off + DL_RING_CONTROL_SIZE);
-    d->responses.capacity = DL_MESSAGE_RING_SLOTS;
-    d->has_audio = audio_channels > 0;
-    if (d->has_audio) {
-        d->audio.control = (dl_ring_control *)(void *)(d->seg + audio_off);
-        d->audio.data = (float *)(void *)(d->seg + audio_off + DL_RING_CONTROL_SIZE);
-        d->audio.channels = audio_channels;
-        d->audio.capacity = DL_AUDIO_RING_FRAMES;
-    }
-    d->has_return = return_channels > 0;
-    if (d->has_return) {
-        d->ret.control = (dl_ring_control *)(void *)(d->seg + return_off);
-        d->ret.data = (float *)(void *)(d->seg + return_off + DL_RING_CONTROL_SIZE);
-        d->ret.channels = return_channels;
-        d->ret.capacity = DL_AUDIO_RING_FRAMES;
-    }
+    dl__bind_rings(d->seg, h, &d->commands, &d->responses, &d->audio, &d->has_audio, &d->ret, &d->has_return);
     return DL_SUCCESS;
 }
 
@@ -4067,26 +4078,7 @@ static dl_result dl__host_attach(dl_host *h, const dl_device_info *info)
     h->seg = (uint8_t *)map;
     h->seg_size = (size_t)st.st_size;
     h->hdr = (dl_transport_header *)map;
-    h->commands.control = (dl_ring_control *)(void *)(h->seg + t->command_ring_offset);
-    h->commands.slots = (dl_message *)(void *)(h->seg + t->command_ring_offset + DL_RING_CONTROL_SIZE);
-    h->commands.capacity = slots;
-    h->responses.control = (dl_ring_control *)(void *)(h->seg + t->response_ring_offset);
-    h->responses.slots = (dl_message *)(void *)(h->seg + t->response_ring_offset + DL_RING_CONTROL_SIZE);
-    h->responses.capacity = slots;
-    h->has_audio = t->audio_ring_offset != 0 && t->channels > 0;
-    if (h->has_audio) {
-        h->audio.control = (dl_ring_control *)(void *)(h->seg + t->audio_ring_offset);
-        h->audio.data = (float *)(void *)(h->seg + t->audio_ring_offset + DL_RING_CONTROL_SIZE);
-        h->audio.channels = t->channels;
-        h->audio.capacity = frames;
-    }
-    h->has_return = t->return_ring_offset != 0 && t->return_channels > 0;
-    if (h->has_return) {
-        h->ret.control = (dl_ring_control *)(void *)(h->seg + t->return_ring_offset);
-        h->ret.data = (float *)(void *)(h->seg + t->return_ring_offset + DL_RING_CONTROL_SIZE);
-        h->ret.channels = t->return_channels;
-        h->ret.capacity = frames;
-    }
+    dl__bind_rings(h->seg, t, &h->commands, &h->responses, &h->audio, &h->has_audio, &h->ret, &h->has_return);
     return DL_SUCCESS;
 }
 

@@ -37,15 +37,7 @@ def tool(name: str) -> str:
 def c_device(spawn: Spawner, *args: str, device_id: str = "Sine", name: str = "cli_device",
              timeout: float = 10.0) -> DeviceProcess:
     """Start a C tool device (cli_device or cli_master) and wait for its ready line."""
-    proc = subprocess.Popen([tool(name), "--id", device_id, *args], env=spawn.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    spawn.procs.append(proc)
-    deadline = time.monotonic() + timeout
-    line = proc.stdout.readline()
-    if not line.startswith("device ") or time.monotonic() > deadline:
-        err = proc.stderr.read() if proc.poll() is not None else ""
-        raise RuntimeError(f"{name} did not start: {line!r} {err}")
-    return DeviceProcess(proc, line.split()[1], line.strip(), list(args))
+    return spawn.device_command([tool(name), "--id", device_id], *args, timeout=timeout)
 
 
 def cli_host(spawn: Spawner, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:

@@ -82,15 +82,10 @@ def test_the_command_table_in_the_header_matches_commands_py(tmp_path):
     done = compile_c(tmp_path, source, "gcc", "c11")
     assert done.returncode == 0, done.stderr
     out = subprocess.run([str(tmp_path / "probe")], capture_output=True, text=True).stdout
-    tails = {None: 0, "bytes": 1, "utf8": 2}
-    expected = []
-    for c in commands.COMMANDS:
-        r = c.response
-        expected.append(
-            f"{c.code} {c.name} {c.request.fixed_size} "
-            f"{tails[c.request.tail[1] if c.request.tail else None]} {r.fixed_size if r else -1} "
-            f"{tails[r.tail[1] if r and r.tail else None]} {int(c.fragmentable)} "
-            f"{int(c.code in commands.MIDI_TYPES)}")
+    tails = {None: 0, "bytes": 1, "utf8": 2}  # DL_TAIL_NONE, DL_TAIL_BYTES, DL_TAIL_UTF8
+    expected = [f"{code} {name} {rf} {tails[rt]} {sf} {tails[st]} {frag} {midi}"
+                for code, _, name, rf, rt, sf, st, frag, midi in docgen.c_command_rows()]
+    assert [row[0] for row in docgen.c_command_rows()] == [c.code for c in commands.COMMANDS]
     assert out.splitlines() == expected
 
 

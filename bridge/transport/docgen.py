@@ -186,6 +186,20 @@ def _c_layout_defines(prefix: str, lay: commands.Layout) -> list[str]:
     return out
 
 
+def c_command_rows() -> list[tuple]:
+    """The C command table's rows: (code, NAME, Name, request fixed bytes, request tail kind,
+    response fixed bytes or -1, response tail kind, fragmentable, MIDI), tails being None,
+    "bytes" or "utf8"."""
+    rows = []
+    for c in commands.COMMANDS:
+        req, resp = c.request, c.response
+        rows.append((c.code, c_upper(c.name), c.name, req.fixed_size,
+                     req.tail[1] if req.tail else None, resp.fixed_size if resp else -1,
+                     resp.tail[1] if resp and resp.tail else None, int(c.fragmentable),
+                     int(c.code in commands.MIDI_TYPES)))
+    return rows
+
+
 def _c_commands() -> list[str]:
     out = ["typedef enum dl_command_type {"]
     for c in commands.COMMANDS:
@@ -197,14 +211,9 @@ def _c_commands() -> list[str]:
     out.append("   fragmentable, MIDI command) */")
     out.append("#define DL_COMMAND_TABLE(X) \\")
     rows = []
-    for c in commands.COMMANDS:
-        resp = c.response
-        rows.append(
-            f"    X(0x{c.code:04X}, {c_upper(c.name)}, \"{c.name}\", {c.request.fixed_size}, "
-            f"{_TAIL_KIND[c.request.tail[1] if c.request.tail else None]}, "
-            f"{resp.fixed_size if resp else -1}, "
-            f"{_TAIL_KIND[resp.tail[1] if resp and resp.tail else None]}, "
-            f"{int(c.fragmentable)}, {int(c.code in commands.MIDI_TYPES)})")
+    for code, upper, name, *rest in c_command_rows():
+        args = ", ".join(_TAIL_KIND[v] if i in (1, 3) else str(v) for i, v in enumerate(rest))
+        rows.append(f"    X(0x{code:04X}, {upper}, \"{name}\", {args})")
     out.append(" \\\n".join(rows))
     out.append("/* Payload layouts: byte offsets of each field within the payload, and the size "
                "of the")
