@@ -883,7 +883,8 @@ dl_result dl_device_respond(dl_device *device, const dl_message *m);
 dl_result dl_device_reply_error(dl_device *device, const dl_command *request, uint32_t code, const char *text);
 /* A response payload of any length to `request`, fragmented as needed; fragments that do not
    fit the ring now are queued (inside the device's preallocated outbox) and sent by later
-   dl_device_process_commands calls. */
+   dl_device_process_commands calls. Fragments leave the ring's last 64 slots free, so that
+   single answers (Pong, Error, ...) still go out while a long transfer streams. */
 dl_result dl_device_respond_blob(dl_device *device, const dl_command *request, uint16_t type, const void *data, uint32_t len);
 void dl_device_set_latency(dl_device *device, uint32_t latency_frames);  /* header, relaxed */
 void dl_device_set_xruns(dl_device *device, uint64_t xruns);             /* registry slot, relaxed */
@@ -1064,6 +1065,9 @@ extern "C" {
 #define DL__HEARTBEAT_EVERY_NS (DL_HEARTBEAT_INTERVAL_NS / 5)  /* stamp well inside the limit */
 #define DL__ZOMBIE_CHECK_NS (2 * DL_HEARTBEAT_INTERVAL_NS)     /* heartbeat age before /proc is read */
 #define DL__OUTBOX_ITEMS 16
+/* Queued response fragments never take the last slots of the response ring, so that a
+   single answer (Pong, HandshakeAck, Error) still finds room while a long transfer streams. */
+#define DL__RESPONSE_HEADROOM 64
 #define DL__RETIRED_MAPS 8
 
 #if defined(__GNUC__)
@@ -2828,6 +2832,7 @@ static void dl__outbox_flush(dl_device *d)
     while (d->out_count) {
         dl__outbox_item *it = &d->out_items[d->out_head];
         int32_t got;
+        if (dl_message_ring_space(&d->responses) <= DL__RESPONSE_HEADROOM) break;
         dl_cmd_fragment(&m, it->type, d->outbox + it->start, it->len, it->next, it->transfer_id, 0);
         m.header.flags |= DL_FLAG_RESPONSE;
         m.header.request_seq = it->request_seq;
@@ -2858,7 +2863,7 @@ dl_result dl_device_respond_blob(dl_device *d, const dl_command *request, uint16
     tid = count > 1 ? dl_next_transfer_id() : 0;
     if (len > d->outbox_cap) {
         r = DL_INVALID_ARGS;
-    } else if (d->out_count == 0 && dl_message_ring_space(&d->responses) >= count) {
+    } else if (d->out_count == 0 && (count == 1 || dl_message_ring_space(&d->responses) >= count + DL__RESPONSE_HEADROOM)) {
         for (i = 0; i < count; i++) {
             dl_cmd_fragment(&m, type, data, len, i, tid, 0);
             m.header.flags |= DL_FLAG_RESPONSE;

@@ -707,6 +707,62 @@ static void test_audio_link(void)
     dl_device_destroy(l.device);
 }
 
+/* Any 256 bytes in the command ring: the device answers or drops, never crashes (section 7.3).
+   Under ASan + UBSan this is the strong version of the test. */
+static void test_fuzz(void)
+{
+    device_loop l;
+    dl_host *h;
+    dl_message m;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    uint32_t i, k, sent = 0, code;
+    static const uint16_t types[] = {0x0001, 0x0003, 0x0006, 0x0007, 0x0008, 0x0100, 0x0101, 0x0102, 0x0103, 0x0104,
+                                     0x0105, 0x0106, 0x0107, 0x0108, 0x0200, 0x0204, 0x0206, 0x7777};
+    char text[256];
+    loop_start(&l, "Fuzz", DL_MODE_AUDIO_MIDI, DL_CAP_UMP | DL_CAP_FLEXIBLE_FORMAT, 1);
+    h = host_for("fuzz", 0, 0, 0);
+    CHECK(dl_host_connect(h, "Fuzz") == DL_SUCCESS, "connect: %s", dl_host_error(h));
+    for (i = 0; i < 20000; i++) {
+        uint8_t *bytes = (uint8_t *)&m;
+        for (k = 0; k < sizeof(m); k++) {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            bytes[k] = (uint8_t)x;
+        }
+        if (i % 4 != 3) { /* mostly plausible headers, so that deeper paths are reached */
+            m.header.type = types[x % (sizeof(types) / sizeof(types[0]))];
+            m.header.payload_len %= 260;
+            m.header.frag_count %= 5;
+            m.header.frag_index %= 5;
+            m.header.transfer_id %= 4;
+            m.header.flags &= 3;
+            m.header.sample_offset %= 512;
+        }
+        if (m.header.type == DL_CMD_DISCONNECT || m.header.type == DL_CMD_HANDSHAKE) m.header.type = DL_CMD_PING;
+        while (dl_host_command_space(h) == 0) {
+            dl_host_process_responses(h);
+            dl_sleep_ns(100000);
+        }
+        if (dl_host_send(h, &m) == DL_SUCCESS) sent++;
+        if (i % 64 == 0) dl_host_process_responses(h);
+    }
+    while (dl_host_command_space(h) < DL_MESSAGE_RING_SLOTS) { /* let it take the backlog first: its */
+        dl_host_process_responses(h);                         /* Errors could fill the response ring */
+        dl_sleep_ns(100000);
+    }
+    dl_host_process_responses(h);
+    dl_cmd_ping(&m, 1);
+    {
+        uint16_t got = crafted(h, &m, &code, text, sizeof(text));
+        dl_counters cn;
+        dl_host_counters(h, &cn);
+        CHECK(got == DL_CMD_PONG, "alive after %u random messages: got 0x%x code %u '%s' connected %d reason '%s' rdrop %llu",
+              sent, got, code, text, dl_host_connected(h), dl_host_disconnect_reason(h), (unsigned long long)cn.responses_dropped);
+    }
+    CHECK(bad_messages(h) > 1000, "bad messages counted: %llu", (unsigned long long)bad_messages(h));
+    dl_host_destroy(h);
+    loop_stop(&l);
+}
+
 /* ==== MIDI intake ============================================================================ */
 
 static void test_midi_intake(void)
@@ -781,6 +837,7 @@ int main(void)
     cleanup_namespace(ns);
     test_device_rules();
     test_audio_link();
+    test_fuzz();
     test_midi_intake();
     cleanup_namespace(ns);
     {
