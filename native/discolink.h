@@ -827,7 +827,8 @@ typedef struct dl_device_config {
     uint32_t max_transfer_bytes; /* largest reassembled command (default 1 MiB; up to 64 MiB) */
     uint32_t max_open_transfers; /* fragmented transfers open at once (default 16) */
     dl_command_fn on_command;    /* first look at every command (may be NULL) */
-    dl_midi_fn on_midi;          /* MIDI intake (may be NULL: MIDI is validated and dropped) */
+    dl_midi_fn on_midi;          /* MIDI intake (may be NULL: MIDI is validated and dropped);
+                                    with it the device offers DL_CAP_UMP */
     dl_device_event_fn on_event; /* connection news (may be NULL) */
     void *user_data;
 } dl_device_config;
@@ -2595,6 +2596,7 @@ dl_result dl_device_start(dl_device *d)
     d->capabilities = (c->capabilities | DL_CAP_FRAGMENTS) & ~(uint32_t)(DL_CAP_AUDIO | DL_CAP_MIDI | DL_CAP_RETURN_AUDIO);
     if (audio_channels) d->capabilities |= DL_CAP_AUDIO;
     if (c->mode != DL_MODE_AUDIO) d->capabilities |= DL_CAP_MIDI;
+    if (c->mode != DL_MODE_AUDIO && c->on_midi != NULL) d->capabilities |= DL_CAP_UMP; /* the intake translates UMP (1.1: MUST say so) */
     if (return_channels) d->capabilities |= DL_CAP_RETURN_AUDIO;
     d->negotiated = d->capabilities;
 
@@ -3825,7 +3827,7 @@ dl_result dl_host_send_fragments(dl_host *h, uint16_t type, const void *data, ui
 {
     dl_result r = DL_NOT_CONNECTED;
     if (len && data == NULL) return DL_INVALID_ARGS;
-    if (len > h->config.max_transfer_bytes && len > DL_FRAGMENT_LIMIT_BYTES) return DL_INVALID_ARGS;
+    if (len > DL_FRAGMENT_LIMIT_BYTES) return DL_INVALID_ARGS;
     if (!dl__enter(&h->gate)) return DL_NOT_CONNECTED;
     if (__atomic_load_n(&h->connected, __ATOMIC_ACQUIRE)) r = dl__host_push_fragments(h, type, data, len, sample_offset);
     dl__leave(&h->gate);
