@@ -105,6 +105,31 @@ def test_the_header_compiles_warning_free(tmp_path, compiler, std, implementatio
     assert done.stderr == ""
 
 
+def first_screen_examples() -> tuple[str, str]:
+    """The device and host examples of the header's first screen, as code."""
+    text = HEADER.read_text().split("#ifndef DISCOLINK_H", 1)[0]
+    device = text.split("A DEVICE that", 1)[1].split("A HOST that", 1)[0]
+    host = text.split("A HOST that", 1)[1].split("RULES", 1)[0]
+
+    def code(block: str) -> str:
+        return "\n".join(line[7:] for line in block.splitlines()[1:] if line.startswith("       "))
+
+    return code(device), code(host)
+
+
+def test_the_first_screen_shows_a_device_and_a_host_in_about_twenty_lines_that_compile(tmp_path):
+    device, host = first_screen_examples()
+    assert 10 <= len(device.splitlines()) <= 22 and 10 <= len(host.splitlines()) <= 22
+    source = ('#define DISCOLINK_IMPLEMENTATION\n#include "discolink.h"\n#include <math.h>\n'
+              "#include <stdio.h>\nstatic volatile int running;\n"
+              f"static int device_example(void) {{\n{device}\nreturn 0;\n}}\n"
+              f"static int host_example(void) {{\n{host}\nreturn 0;\n}}\n"
+              "int main(void) { return device_example() + host_example(); }\n")
+    for compiler, std in (("gcc", "c11"), ("g++", "c++17")):
+        done = compile_c(tmp_path, source, compiler, std)
+        assert done.returncode == 0, f"{compiler}:\n{source}\n{done.stderr}"
+
+
 def test_strict_c_that_includes_another_header_first_is_told_why_first(tmp_path):
     source = ('#include <stdio.h>\n#define DISCOLINK_IMPLEMENTATION\n#include "discolink.h"\n'
               "int main(void) { return 0; }\n")
