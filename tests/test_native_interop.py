@@ -274,7 +274,17 @@ def rules_device(request, spawn):
     return start_device(spawn, request.param, device_id="Rules")
 
 
-def test_fragment_errors_are_answered_alike(spawn, rules_device):
+def python_device_implements_1_1_later(request) -> None:
+    """The Python device learns these 1.1 rules with issue 10 (SPEC-DECISIONS.md, on the
+    lead's branch `spec`); until that is merged its variant is expected to fail. Remove this
+    call from a test once its Python variant passes (pytest -ra lists it as XPASS)."""
+    if request.node.callspec.params.get("rules_device") == "python":
+        request.applymarker(pytest.mark.xfail(reason="Python device: 1.1 rule pending (issue 10)",
+                                              strict=False))
+
+
+def test_fragment_errors_are_answered_alike(request, spawn, rules_device):
+    python_device_implements_1_1_later(request)
     T = cmd.T
     with Host(spawn.namespace) as host:
         host.connect(rules_device.id)
@@ -309,7 +319,9 @@ def test_fragment_errors_are_answered_alike(spawn, rules_device):
         host.ping()  # still answering
 
 
-def test_the_handshake_ignores_out_of_range_values_and_adopts_the_rest(spawn, rules_device):
+def test_the_handshake_ignores_out_of_range_values_and_adopts_the_rest(request, spawn,
+                                                                       rules_device):
+    python_device_implements_1_1_later(request)
     with Host(spawn.namespace) as host:
         host.set_local_buffer_info(500000, 8)  # both out of range: ignored, never refused
         conn = host.connect(rules_device.id)
@@ -330,7 +342,8 @@ def test_a_handshake_of_another_major_version_is_refused_naming_both(spawn, rule
     assert "host speaks 2.0" in str(err.value) and "speaks 1.1" in str(err.value)
 
 
-def test_set_transport_mode_refuses_what_the_segment_cannot_do(spawn, rules_device):
+def test_set_transport_mode_refuses_what_the_segment_cannot_do(request, spawn, rules_device):
+    python_device_implements_1_1_later(request)
     with Host(spawn.namespace) as host:
         host.connect(rules_device.id)
         for mode in (int(Mode.MIDI), 7):  # audio rings: no midi mode; 7 is no mode at all
