@@ -707,6 +707,51 @@ static void test_audio_link(void)
     dl_device_destroy(l.device);
 }
 
+/* The return ring (effect insert), overrun counting, and a block rendered before a new claim. */
+static void test_return_overruns_and_stale_blocks(void)
+{
+    device_loop l;
+    dl_host_config hc = dl_host_config_init();
+    dl_host *h;
+    static float src[2][256], dst[2][256];
+    const float *in[2] = {src[0], src[1]};
+    float *out[2] = {dst[0], dst[1]};
+    dl_counters c;
+    uint32_t i, writes = 0;
+    dl_result r = DL_SUCCESS;
+    loop_start(&l, "Ret", DL_MODE_AUDIO_MIDI, 0, 1);
+    l.write_audio = 0;
+    hc.namespace_name = ns;
+    hc.return_audio = 1;
+    hc.prime_timeout_ms = 0;
+    dl_host_create(&hc, &h);
+    CHECK(dl_host_connect(h, "Ret") == DL_SUCCESS, "connect: %s", dl_host_error(h));
+    CHECK(dl_host_connection(h)->return_channels == 2, "return ring negotiated");
+    __atomic_store_n(&l.stop, 1, __ATOMIC_RELEASE); /* from here this thread drives the device */
+    pthread_join(l.thread, NULL);
+    for (i = 0; i < 256; i++) src[0][i] = (float)i, src[1][i] = -(float)i;
+    CHECK(dl_host_write_return(h, in, 2, 100) == DL_SUCCESS, "return written");
+    dl_device_process_commands(l.device);
+    CHECK(dl_device_read_return(l.device, out, 2, 100) == 100 && dst[0][99] == 99.0f && dst[1][5] == -5.0f, "return read back");
+    CHECK(dl_device_read_return(l.device, out, 2, 10) == 0 && dst[0][0] == 0.0f, "then zero-filled");
+    dl_host_counters(h, &c);
+    CHECK(c.return_underruns == 1, "a short return read counted: %llu", (unsigned long long)c.return_underruns);
+    /* the host reads nothing: the ring fills, and the overrun is counted (its host is alive) */
+    while (writes < 100 && (r = dl_device_write_audio(l.device, in, 256)) == DL_SUCCESS) writes++;
+    dl_host_counters(h, &c);
+    CHECK(r == DL_RING_FULL && writes == DL_AUDIO_RING_FRAMES / 256 && c.overruns == 1, "full after %u blocks, overruns %llu",
+          writes, (unsigned long long)c.overruns);
+    CHECK(dl_host_read_audio(h, out, 2, 256) == 256 && dl_device_write_audio(l.device, in, 256) == DL_SUCCESS, "room again");
+    /* a new claim the device has not seen yet: a block rendered before it is not written */
+    dl_host_read_audio(h, out, 2, 256);
+    DL__STORE_REL(&h->hdr->claim_generation, DL__LOAD_ACQ(&h->hdr->claim_generation) + 1);
+    CHECK(dl_device_write_audio(l.device, in, 256) == DL_STALE_BLOCK, "stale block refused");
+    dl_device_process_commands(l.device); /* takes the claim in (and resets) */
+    CHECK(l.claims == 2 && dl_device_write_audio(l.device, in, 256) == DL_SUCCESS, "written after the reset");
+    dl_host_destroy(h);
+    dl_device_destroy(l.device);
+}
+
 /* Any 256 bytes in the command ring: the device answers or drops, never crashes (section 7.3).
    Under ASan + UBSan this is the strong version of the test. */
 static void test_fuzz(void)
@@ -837,6 +882,7 @@ int main(void)
     cleanup_namespace(ns);
     test_device_rules();
     test_audio_link();
+    test_return_overruns_and_stale_blocks();
     test_fuzz();
     test_midi_intake();
     cleanup_namespace(ns);
