@@ -7,6 +7,9 @@ cd "$(dirname "$0")"
 # System packages: a C compiler and Python headers build the transport's C extension.
 need_apt=()
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+# The C SDK (native/discolink.h) builds its tools and tests with make, gcc and g++.
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 python3 -c 'import sysconfig, os, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)' \
     || need_apt+=(python3-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
@@ -42,6 +45,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stam
     .venv/bin/python -m pip install -q -e '.[test,bench]'
     touch "$stamp"
 fi
+
+# The C tools (cli_device, cli_host, cli_master) and the C tests of native/discolink.h, into
+# build/native (native/Makefile; quick when nothing changed).
+make -s -C native all
 
 # The test plugins: our own DPF instruments (DLSine, DLSine12) and Debian 13's Dragonfly
 # reverbs, into build/plugins (plugins/README.md). Quick when they are already there.

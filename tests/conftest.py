@@ -75,15 +75,21 @@ class Spawner:
 
     def device(self, *args: str, device_id: str = "Sine", timeout: float = 20.0) -> DeviceProcess:
         """Start `python -m bridge device --id ID ARGS...` and wait for its ready line."""
-        cmd = [sys.executable, "-m", "bridge", "device", "--id", device_id, *args]
-        proc = subprocess.Popen(cmd, env=self.env(), stdout=subprocess.PIPE,
+        return self.device_command([sys.executable, "-m", "bridge", "device", "--id", device_id],
+                                   *args, timeout=timeout)
+
+    def device_command(self, command: list[str], *args: str,
+                       timeout: float = 20.0) -> DeviceProcess:
+        """Start any device program (the Python CLI, a C tool) that prints a ready line
+        `device ID ready: ...`, and wait for that line."""
+        proc = subprocess.Popen([*command, *args], env=self.env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, cwd=REPO)
         self.procs.append(proc)
         deadline = time.monotonic() + timeout
         line = proc.stdout.readline()
         if not line.startswith("device ") or time.monotonic() > deadline:
             err = proc.stderr.read() if proc.poll() is not None else ""
-            raise RuntimeError(f"device did not start: {line!r} {err}")
+            raise RuntimeError(f"{command[0]} did not start: {line!r} {err}")
         return DeviceProcess(proc, line.split()[1], line.strip(), list(args))
 
     def run(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
