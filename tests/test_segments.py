@@ -272,7 +272,7 @@ BAD_IDS = [
     ("", "empty"),
     ("   ", "empty"),
     ("x" * 64, "too long"),
-    ("x" * 62, "too long"),  # no room left for ":N"
+    ("x" * 58, "too long"),  # no room left for every ":N" (ID_NAME_MAX_BYTES is 57)
     ("é" * 32, "too long"),  # 32 characters, 64 bytes of UTF-8
     ("Synth" + "€" * 20, "too long"),  # 25 characters, 65 bytes
     ("Synth/1", "'/'"),
@@ -282,6 +282,9 @@ BAD_IDS = [
     ("Syn\x1bth", "U+001B"),
     ("Syn\tth", "U+0009"),
     ("Synth:70000", "65535"),
+    ("a:b", "instance 'b' is not a number"),  # a colon comes only before the instance
+    ("A:", "ends with ':'"),
+    ("A:1:2", "more than one ':'"),
 ]
 
 
@@ -307,11 +310,12 @@ def test_device_id_that_is_not_valid_utf8_is_rejected_naming_the_device_id(names
 
 @pytest.mark.parametrize("good,expected", [
     ("Synthé", "Synthé:0"),
-    ("x" * 61, "x" * 61 + ":0"),
-    ("é" * 30 + "a", "é" * 30 + "a:0"),  # 61 bytes
+    ("x" * 57, "x" * 57 + ":0"),
+    ("é" * 28 + "a", "é" * 28 + "a:0"),  # 57 bytes
+    ("x" * 57 + ":65535", "x" * 57 + ":65535"),  # the longest id: 63 bytes
+    ("X:007", "X:7"),  # normalised
     ("シンセ", "シンセ:0"),
     ("My Synth:7", "My Synth:7"),
-    ("a:b", "a:b:0"),
 ])
 def test_valid_unicode_and_boundary_ids_register(namespace, good, expected):
     with Device() as dev:
