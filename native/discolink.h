@@ -131,7 +131,7 @@ enum { DL_TAIL_NONE = 0, DL_TAIL_BYTES = 1, DL_TAIL_UTF8 = 2 };
 #define DL_FILL_MIN 1 /* demand clock: fewest blocks a device keeps queued */
 #define DL_FILL_MAX 4 /* demand clock: most blocks a device keeps queued */
 #define DL_FILL_DEFAULT 2 /* demand clock: blocks queued unless configured otherwise */
-#define DL_FRAGMENT_LIMIT_BYTES 67108864 /* largest reassembled transfer a receiver must accept */
+#define DL_FRAGMENT_LIMIT_BYTES 67108864 /* largest reassembled transfer on the wire (a receiver may set less) */
 #define DL_OPEN_TRANSFERS_MAX 16 /* open transfers a receiver keeps per sender before discarding */
 #define DL_HANDSHAKE_TIMEOUT_S 2.0 /* seconds: a host gives up on a Handshake unanswered this long */
 #define DL_HANDSHAKE_TIMEOUT_NS 2000000000ull /* the same, in nanoseconds */

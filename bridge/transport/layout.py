@@ -78,7 +78,7 @@ CONSTANTS: list[tuple[str, str]] = [
     ("FILL_MIN", "demand clock: fewest blocks a device keeps queued"),
     ("FILL_MAX", "demand clock: most blocks a device keeps queued"),
     ("FILL_DEFAULT", "demand clock: blocks queued unless configured otherwise"),
-    ("FRAGMENT_LIMIT_BYTES", "largest reassembled transfer a receiver must accept"),
+    ("FRAGMENT_LIMIT_BYTES", "largest reassembled transfer on the wire (a receiver may set less)"),
     ("OPEN_TRANSFERS_MAX", "open transfers a receiver keeps per sender before discarding"),
     ("HANDSHAKE_TIMEOUT_S", "seconds: a host gives up on a Handshake unanswered this long"),
     ("HEARTBEAT_INTERVAL_S", "seconds: a running device refreshes its heartbeat at least "
