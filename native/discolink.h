@@ -301,7 +301,8 @@ typedef struct dl_transport_header {
     uint64_t blocks_read;        /* @208 (host; relaxed): audio blocks the host has read */
     uint32_t fill_blocks;        /* @216 (device; relaxed): blocks the device's demand clock keeps queued (1..4); 0: unknown, or its own or an external clock (since 1.1) */
     uint32_t latency_frames;     /* @220 (device; relaxed): processing latency the audio carries beyond the ring's queue (a plugin's), frames at the current rate (since 1.1) */
-    char reserved[32];           /* @224: zero */
+    uint32_t session_start;      /* @224 (device; release store; acquire load): the audio ring's write_index where the current claim's audio begins: stored when the device sees a new claim, before any block for it (since 1.1) */
+    char reserved[28];           /* @228: zero */
 } dl_transport_header;
 #define DL_TRANSPORT_HEADER_BYTES 256
 #define DL_TRANSPORT_HEADER_MAGIC_OFFSET 0
@@ -337,7 +338,8 @@ typedef struct dl_transport_header {
 #define DL_TRANSPORT_HEADER_BLOCKS_READ_OFFSET 208
 #define DL_TRANSPORT_HEADER_FILL_BLOCKS_OFFSET 216
 #define DL_TRANSPORT_HEADER_LATENCY_FRAMES_OFFSET 220
-#define DL_TRANSPORT_HEADER_RESERVED_OFFSET 224
+#define DL_TRANSPORT_HEADER_SESSION_START_OFFSET 224
+#define DL_TRANSPORT_HEADER_RESERVED_OFFSET 228
 DL_STATIC_ASSERT(sizeof(dl_transport_header) == DL_TRANSPORT_HEADER_BYTES, "dl_transport_header size");
 DL_STATIC_ASSERT(offsetof(dl_transport_header, magic) == DL_TRANSPORT_HEADER_MAGIC_OFFSET, "dl_transport_header.magic offset");
 DL_STATIC_ASSERT(offsetof(dl_transport_header, version_major) == DL_TRANSPORT_HEADER_VERSION_MAJOR_OFFSET, "dl_transport_header.version_major offset");
@@ -372,6 +374,7 @@ DL_STATIC_ASSERT(offsetof(dl_transport_header, blocks_written) == DL_TRANSPORT_H
 DL_STATIC_ASSERT(offsetof(dl_transport_header, blocks_read) == DL_TRANSPORT_HEADER_BLOCKS_READ_OFFSET, "dl_transport_header.blocks_read offset");
 DL_STATIC_ASSERT(offsetof(dl_transport_header, fill_blocks) == DL_TRANSPORT_HEADER_FILL_BLOCKS_OFFSET, "dl_transport_header.fill_blocks offset");
 DL_STATIC_ASSERT(offsetof(dl_transport_header, latency_frames) == DL_TRANSPORT_HEADER_LATENCY_FRAMES_OFFSET, "dl_transport_header.latency_frames offset");
+DL_STATIC_ASSERT(offsetof(dl_transport_header, session_start) == DL_TRANSPORT_HEADER_SESSION_START_OFFSET, "dl_transport_header.session_start offset");
 DL_STATIC_ASSERT(offsetof(dl_transport_header, reserved) == DL_TRANSPORT_HEADER_RESERVED_OFFSET, "dl_transport_header.reserved offset");
 
 typedef struct dl_ring_control {
@@ -735,6 +738,9 @@ int32_t dl_audio_ring_write(dl_audio_ring *ring, const float *const *planes, uin
 int32_t dl_audio_ring_read(dl_audio_ring *ring, float *const *planes, uint32_t channels, uint32_t frames);
 uint32_t dl_ring_fill(const dl_ring_control *control);     /* items queued */
 uint32_t dl_ring_discard(dl_ring_control *control);        /* consumer: drop all; returns how many */
+/* consumer: drop what came before write index `index`, keep the rest (all if `index` is not
+   between the read and write indices); returns how many were dropped */
+uint32_t dl_ring_discard_to(dl_ring_control *control, uint32_t index);
 int32_t dl_message_ring_push(dl_message_ring *ring, const dl_message *m);  /* 1, 0 full, DL_CORRUPT */
 int32_t dl_message_ring_pop(dl_message_ring *ring, dl_message *m);         /* 1, 0 empty, DL_CORRUPT */
 uint32_t dl_message_ring_space(const dl_message_ring *ring);               /* free slots */
@@ -1565,6 +1571,14 @@ uint32_t dl_ring_discard(dl_ring_control *control)
     uint32_t w = DL__LOAD_ACQ(&control->write_index), r = DL__LOAD_RLX(&control->read_index);
     DL__STORE_REL(&control->read_index, w);
     return w - r;
+}
+
+uint32_t dl_ring_discard_to(dl_ring_control *control, uint32_t index)
+{
+    uint32_t w = DL__LOAD_ACQ(&control->write_index), r = DL__LOAD_RLX(&control->read_index);
+    if (index - r > w - r) return dl_ring_discard(control);
+    DL__STORE_REL(&control->read_index, index);
+    return index - r;
 }
 
 int32_t dl_message_ring_push(dl_message_ring *ring, const dl_message *m)
@@ -2748,6 +2762,8 @@ static void dl__device_check_claim(dl_device *d)
     dl__reassembler_reset(&d->rx);
     d->out_head = d->out_count = d->outbox_used = 0; /* half-sent transfers were the previous host's */
     if (d->has_return) dl_ring_discard(d->ret.control);
+    /* the new host's audio starts here: stored before any block for it (1.1, §8.2) */
+    if (d->has_audio) DL__STORE_REL(&d->hdr->session_start, DL__LOAD_ACQ(&d->audio.control->write_index));
     dl__midi_reset(&d->midi);
     d->claimed_by = DL__LOAD_ACQ(&d->hdr->host_pid);
     d->host_alive = dl__pid_exists(d->claimed_by);
@@ -4217,9 +4233,9 @@ dl_result dl_host_connect_info(dl_host *h, const dl_device_info *info)
     } else {
         h->rslot = dl__slot(&h->reg, info->slot);
     }
-    /* step 5: start from fresh responses and audio */
+    /* step 5: start from fresh responses (the audio ring was discarded in step 3; again now
+       could drop the new session's first blocks, which step 7 keeps) */
     dl_ring_discard(h->responses.control);
-    if (h->has_audio) dl_ring_discard(h->audio.control);
     dl__reassembler_reset(&h->rx);
     memset(&h->stats, 0, sizeof(h->stats));
     h->base_blocks_read = DL__LOAD_RLX(&h->hdr->blocks_read);
@@ -4266,6 +4282,14 @@ dl_result dl_host_connect_info(dl_host *h, const dl_device_info *info)
     h->conn.version_major = ack.version_major;
     h->conn.version_minor = ack.version_minor;
     if (!(ack.capabilities & DL_CAP_RETURN_AUDIO)) h->has_return = 0; /* must not write it unless negotiated */
+    /* step 7: keep the audio from where the device says our session starts; drop what came
+       before (a device that had not yet seen our claim). A 1.0 device publishes no start. */
+    if (h->has_audio) {
+        if (ack.version_minor >= 1)
+            dl_ring_discard_to(h->audio.control, DL__LOAD_ACQ(&h->hdr->session_start));
+        else
+            dl_ring_discard(h->audio.control);
+    }
     h->ever_connected = 1;
     snprintf(h->last_device_id, sizeof(h->last_device_id), "%s", info->id);
     /* Give the device a moment to queue its first block, so the first real-time read does

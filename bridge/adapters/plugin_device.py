@@ -188,8 +188,10 @@ class PluginChain:
         """A new host claimed the device (protocol.md §8.2): its notes end, and every stage
         forgets its tails (reverb, delay) so the new host hears nothing of the previous
         session. A VST3's reset costs pedalboard a few ms (it re-activates the plugin); a
-        claim is the moment that can afford it, as the new host is still in its handshake."""
+        claim is the moment that can afford it, as the new host is still in its handshake.
+        A looping input file starts again from its beginning."""
         self.all_notes_off()
+        self._input_pos = 0
         for stage in self.stages:
             try:
                 stage.reset()

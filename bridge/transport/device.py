@@ -698,6 +698,8 @@ class Device:
         self._host_alive = pid_exists(self._claimed_by)
         if self._return is not None:
             self._return.discard()
+        if self._audio_out is not None:  # the new host's audio starts here (§8.2)
+            _shm.store_u32(self._buf, _O["session_start"], self._audio_out.write_index())
         for handler in self._claim_handlers:
             handler(self)
         self._report_connection("claimed", f"host pid {self.host_pid}, link tag "

@@ -244,9 +244,9 @@ class Host:
             if h["audio_ring_offset"] else None
         self._return = AudioRing(buf, h["return_ring_offset"], h["return_channels"],
                                  h["audio_frames"]) if h["return_ring_offset"] else None
+        # The audio ring was discarded before claim_generation moved (above); discarding it
+        # again now could drop blocks of our own session, which step 7 keeps.
         self._responses.discard()
-        if self._audio is not None:
-            self._audio.discard()  # start from fresh audio, not what an earlier host left
         self._reassembler.reset()
         self._waiting.clear()
         self._connected = True
@@ -273,9 +273,14 @@ class Host:
         if not a["capabilities"] & Capability.RETURN_AUDIO:
             self._return = None  # not negotiated: this host must not write the return ring
         if self._audio is not None:
-            # §8.1 step 7: the device saw our claim before it answered, so whatever it wrote
-            # before the ack (not yet knowing of us) is the previous session's sound.
-            self._audio.discard()
+            # §8.1 step 7: the device saw our claim before it answered, and published where
+            # our audio starts: what it wrote before (not yet knowing of us) is the previous
+            # session's sound, and what it wrote after is ours. A 1.0 device publishes no
+            # start: drop all it queued before the ack.
+            if (a["version_major"], a["version_minor"]) >= (1, 1):
+                self._audio.discard_to(_shm.load_u32(buf, _O["session_start"]))
+            else:
+                self._audio.discard()
         self._report_connection("handshake", f"{self.connection}")
         # Give the device a moment to queue its first block, so that the first real-time
         # read does not underrun. A device on a DAW's clock may take longer: no error then.

@@ -336,7 +336,10 @@ TRANSPORT_HEADER = Struct(
         Field("latency_frames", "u32", "processing latency the audio carries beyond the "
               "ring's queue (a plugin's), frames at the current rate (since 1.1)", "device",
               "relaxed"),
-        Field("reserved", _char(32), "zero"),
+        Field("session_start", "u32", "the audio ring's write_index where the current "
+              "claim's audio begins: stored when the device sees a new claim, before any "
+              "block for it (since 1.1)", "device", "release store; acquire load"),
+        Field("reserved", _char(28), "zero"),
     ],
 )
 

@@ -21,7 +21,13 @@ import mmap
 import numpy as np
 
 from . import _shm
-from .layout import AUDIO_RING_FRAMES, MESSAGE_RING_SLOTS, MESSAGE_SIZE, RING_CONTROL_SIZE
+from .layout import (
+    AUDIO_RING_FRAMES,
+    MESSAGE_RING_SLOTS,
+    MESSAGE_SIZE,
+    RING_CONTROL_SIZE,
+    RING_READ_INDEX_OFFSET,
+)
 
 CORRUPT = -1  # returned when a ring's indices are impossible (fill > capacity)
 
@@ -65,6 +71,22 @@ class AudioRing:
     def discard(self) -> int:
         """Consumer: drop everything queued; returns frames dropped."""
         return _shm.ring_discard(self._buf, self._ctl)
+
+    def write_index(self) -> int:
+        """The producer's free-running write index (acquire load)."""
+        return _shm.load_u32(self._buf, self._ctl)
+
+    def discard_to(self, index: int) -> int:
+        """Consumer: drop what was queued before ``index`` (a write index the producer
+        published), keeping what came after it; everything when ``index`` is not between
+        the read and write indices (a stale or absent marker). Returns frames dropped."""
+        read = _shm.load_u32(self._buf, self._ctl + RING_READ_INDEX_OFFSET)
+        queued = (_shm.load_u32(self._buf, self._ctl) - read) & 0xFFFFFFFF
+        drop = (index - read) & 0xFFFFFFFF
+        if drop > queued:
+            return self.discard()
+        _shm.store_u32(self._buf, self._ctl + RING_READ_INDEX_OFFSET, index & 0xFFFFFFFF)
+        return drop
 
 
 class MessageRing:
