@@ -248,10 +248,13 @@ def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_pat
     # gap, repeated or dropped frame breaks that, where it happens. An xrun (JACK skipping
     # cycles on an overloaded machine) may break it where it falls (a gap has a start and
     # an end); everywhere else the sine must run on unbroken, and at its pitch.
-    residual = np.abs(x[:-2] + x[2:] - 2 * np.cos(2 * np.pi * 440 / RATE) * x[1:-1])
-    broken = np.nonzero(residual > 1e-3)[0] + 1
-    glitches = [int(broken[0])] if broken.size else []
-    glitches += [int(b) for a, b in itertools.pairwise(broken) if b - a > PERIOD]
+    def breaks(y: np.ndarray) -> list[int]:
+        residual = np.abs(y[:-2] + y[2:] - 2 * np.cos(2 * np.pi * 440 / RATE) * y[1:-1])
+        broken = np.nonzero(residual > 1e-3)[0] + 1
+        out = [int(broken[0])] if broken.size else []
+        return out + [int(b) for a, b in itertools.pairwise(broken) if b - a > PERIOD]
+
+    glitches = breaks(x)
     assert len(glitches) <= 2 * xruns, (
         f"the recorded sine breaks at {len(glitches)} place(s) (samples "
         f"{glitches[:10]}) with {xruns} xruns")
@@ -262,8 +265,16 @@ def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_pat
     assert end - start >= RATE // 10, f"not 0.1 s unbroken between breaks at {glitches}"
     resolution = RATE / (8 * (end - start))
     assert peak_hz(x[start:end]) == pytest.approx(440, abs=max(1.0, resolution))
-    # jack_rec itself starts its second channel one period late (zeros), so compare after it
-    np.testing.assert_array_equal(audio[PERIOD:, 0], audio[PERIOD:, 1])
+    # jack_rec itself starts its second channel one period late (zeros), so compare after it;
+    # the channels are the same but within a period or two of where an xrun broke either
+    differ = np.nonzero(audio[PERIOD:, 0] != audio[PERIOD:, 1])[0] + PERIOD
+    second = [g + PERIOD for g in breaks(audio[PERIOD:, 1].astype(np.float64))]
+    assert len(second) <= 2 * xruns, f"channel 2 breaks at {second[:10]} with {xruns} xruns"
+    near = glitches + second
+    unexplained = [int(i) for i in differ if not any(abs(i - g) <= 2 * PERIOD for g in near)]
+    assert not unexplained, (
+        f"the two channels differ at {len(unexplained)} samples away from any break "
+        f"(first {unexplained[:5]}; breaks at {near[:10]}, {xruns} xruns)")
     assert "1 MIDI events forwarded" in jh.out[-1]
 
 
