@@ -8,13 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mido
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers_ipc import on_a_terminal
+from helpers_ipc import by_id, on_a_terminal
 from proto_helpers import (
     NOTE_AMPLITUDE_V100,
     REPO,
@@ -155,6 +156,52 @@ def test_the_namespace_option_reaches_every_command_over_the_environment(spawn, 
 # ---- host --------------------------------------------------------------------------------
 
 
+def _assert_counters_match_the_recording(stats: dict, x: np.ndarray, rate: int, block: int,
+                                         note_s: float) -> int:
+    """`host --json`'s underruns and note_to_sound_ms say what the recording ``x`` shows.
+
+    The note is sent with the first block and sounds after the demand clock's queue
+    (rendered before it arrived: silence) and any block the host read short; from then on an
+    underrun is a block the host zero-filled, a run of exact zeros, which the sounding note
+    never has. The note sounds for ``note_s`` (--seconds less the 0.25 s release lead), then
+    fades to exact silence, where an underrun can no longer be seen: those blocks, and the
+    ones before the onset, bound the count from above. Returns the underruns seen."""
+    onset = int(np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())[0])
+    assert stats["note_to_sound_ms"] == pytest.approx(onset / rate * 1000, abs=0.001), (
+        f"note_to_sound_ms {stats['note_to_sound_ms']}, the recording's onset is at frame "
+        f"{onset}")
+    n_blocks = len(x) // block
+    first, off = onset // block + 1, (onset + int(note_s * rate)) // block
+    blocks = x[: n_blocks * block].reshape(n_blocks, block)
+    zero_run = (blocks[:, 1:] == 0) & (blocks[:, :-1] == 0)
+    short = int(np.count_nonzero(zero_run[first:off].any(axis=1)))
+    assert isinstance(stats["underruns"], int)
+    assert short <= stats["underruns"] <= short + first + (n_blocks - off), (
+        f"underruns {stats['underruns']}, but the recording shows {short} zero-filled blocks "
+        f"while the note sounds (blocks {first}..{off - 1})")
+    return short
+
+
+def test_host_json_counts_the_underruns_of_a_device_stalled_mid_session(spawn, tmp_path):
+    """The device is stopped (SIGSTOP) for 150 ms while the note sounds: the host keeps
+    reading, zero-fills, and its --json underruns count those blocks."""
+    dev = spawn.device("--channels", "1", "--blocksize", "128", "--fixed-format")
+    wav = tmp_path / "out.wav"
+    host = spawn.popen("host", "--id", dev.id, "--json", "--seconds", "2", "--record",
+                       str(wav), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: by_id(spawn.namespace)[dev.id].claimed, 20, "the host to connect")
+    time.sleep(0.5)
+    os.kill(dev.pid, signal.SIGSTOP)
+    time.sleep(0.15)
+    os.kill(dev.pid, signal.SIGCONT)
+    out, err = host.communicate(timeout=30)
+    assert host.returncode == 0, err
+    stats = json.loads(out)
+    data, rate = sf.read(str(wav), dtype="float32")
+    seen = _assert_counters_match_the_recording(stats, data, rate, 128, 1.75)
+    assert seen >= 20, f"the 150 ms stall left only {seen} zero-filled blocks"
+
+
 def test_host_json_record_writes_the_negotiated_format_and_a_440_hz_tone(spawn, tmp_path):
     dev = spawn.device("--channels", "3", "--samplerate", "44100", "--blocksize", "128",
                        "--fixed-format")
@@ -170,10 +217,9 @@ def test_host_json_record_writes_the_negotiated_format_and_a_440_hz_tone(spawn, 
     assert (stats["sample_rate"], stats["block_size"], stats["channels"]) == (44100, 128, 3)
     n_blocks = int(np.ceil(44100 / 128))
     assert stats["blocks"] == n_blocks
-    assert isinstance(stats["underruns"], int) and stats["underruns"] >= 0
-    assert isinstance(stats["note_to_sound_ms"], float) and stats["note_to_sound_ms"] >= 0
     data, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     assert rate == 44100 and data.shape == (n_blocks * 128, 3)
+    _assert_counters_match_the_recording(stats, data[:, 0], 44100, 128, 0.75)
     for c in range(3):
         np.testing.assert_array_equal(data[:, c], data[:, 0])
     seg = device_time(data[:, 0])[: 44100 * 4 // 10]

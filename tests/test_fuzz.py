@@ -1,18 +1,21 @@
-"""Property-based fuzzing (hypothesis): a device survives any 256 bytes in its command ring,
-in-process and in a real device process; decode() and the Reassembler never raise anything
-but MalformedMessage/FragmentError."""
+"""Fuzzing: a device survives any 256 bytes in its command ring (hypothesis, in-process);
+real device processes (the sine synth, a plugin chain, an LV2 plugin, midi-monitor) survive
+structure-aware traffic (tests/fuzz_traffic.py); decode() and the Reassembler never raise
+anything but MalformedMessage/FragmentError."""
 
 from __future__ import annotations
 
+import os
+import random
 import struct
-import time
 
+import fuzz_traffic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from proto_helpers import TIMEOUT, device_rings, drain
+from proto_helpers import device_rings, drain
 
-from bridge.transport import Capability, Device, ErrorCode, Host, MalformedMessage, Message, cmd
+from bridge.transport import Capability, Device, ErrorCode, MalformedMessage, Message, cmd
 from bridge.transport.commands import BY_CODE, MIDI_TYPES, FragmentError, Reassembler
 from bridge.transport.layout import (
     MESSAGE_HEADER_SIZE,
@@ -136,41 +139,29 @@ def test_device_survives_arbitrary_messages_and_answers_bad_ones(namespace):
         ping_answered()
 
 
-# ---- a real device process ---------------------------------------------------------------
+# ---- real device processes, structure-aware (tests/fuzz_traffic.py) -----------------------
+
+# Seconds of traffic per device process: about 25 s in all, some 150k messages on an idle
+# machine. tests/fuzz_long.py runs the same for as long as asked (docs/performance.md).
+FUZZ_SECONDS = {"sine": 6.0, "sine-fast": 5.0, "reverb": 5.0, "lv2": 3.0, "midi-monitor": 3.0}
 
 
-def test_device_process_survives_hundreds_of_arbitrary_messages(spawn):
-    dev = spawn.device("--channels", "2")
-    sent = [0]
-    with Host() as host:
-        host.set_local_buffer_info(48000, 256)
-        host.connect(dev.id, timeout=TIMEOUT)
-        bad_before = host.counters()["bad_messages"]
-
-        @fuzz(10)
-        @given(st.lists(any_message, min_size=20, max_size=40))
-        def flood(batch: list[bytes]) -> None:
-            for raw in batch:
-                msg = Message(raw)
-                msg.seq |= 0x80000000  # never the seq of one of our own requests
-                deadline = time.monotonic() + 10
-                while not host.send_command(msg):
-                    host.process_responses()
-                    assert time.monotonic() < deadline, "the device stopped reading commands"
-                    time.sleep(0.001)
-                sent[0] += 1
-            host.process_responses()
-            assert dev.proc.poll() is None, "the device process died"
-
-        flood()
-        assert sent[0] >= 200
-        assert host.ping(timeout=2 * TIMEOUT) > 0
-        assert dev.proc.poll() is None
-        assert host.connected, host.disconnect_reason
-        assert host.counters()["bad_messages"] > bad_before
-    out = dev.stop()
-    assert dev.proc.returncode == 0, out
-    assert "bad messages" in out
+@pytest.mark.parametrize("target", list(FUZZ_SECONDS))
+def test_device_process_survives_well_formed_and_mutated_traffic_and_answers_ping(
+        namespace, target):
+    """MIDI, MidiRaw (every status byte, running status, truncated), fragmented SysEx, UMP of
+    every message type, good and broken fragment sequences, handshakes in and out of range,
+    transport modes and parameters, mutated one time in five: after every batch of 200 the
+    device is alive, answers Ping, has answered nothing with Error INTERNAL, has swallowed no
+    exception (with --monitor), and still renders; at the end it exits 0 on SIGTERM. A failure
+    lists the last messages sent and the seed (DISCOLINK_FUZZ_SEED replays it)."""
+    seed = int(os.environ.get("DISCOLINK_FUZZ_SEED", "0")) or random.randrange(1, 2**31)
+    report = fuzz_traffic.fuzz(fuzz_traffic.TARGETS[target],
+                               fuzz_traffic.environment(namespace),
+                               seconds=FUZZ_SECONDS[target], seed=seed)
+    assert report.messages >= 1000, report  # enough to mean something even when loaded
+    assert report.bad_messages > 0 and report.errors_received > 0, (
+        f"the fuzz traffic never reached the device's checks: {report}")
 
 
 # ---- decode() and the Reassembler ---------------------------------------------------------

@@ -61,6 +61,14 @@ def tool(jack: JackServer, *args: str, **kw) -> subprocess.Popen:
                             subprocess.DEVNULL), stderr=subprocess.DEVNULL, text=True, **kw)
 
 
+def stopped_xruns(proc: Proc, program: str) -> int:
+    """The xruns a bridge counted, from its stopped line (after stop())."""
+    line = next((ln for ln in reversed(proc.out) if ln.startswith(f"{program} ")
+                 and " stopped: " in ln), None)
+    assert line is not None, f"no stopped line from {program}: {proc.out[-3:]} {proc.err[-5:]}"
+    return int(re.search(r"(\d+) xruns", line)[1])
+
+
 def wait_port(jack: JackServer, name: str) -> None:
     wait_until(lambda: name in (jack.ports() or []), 10, f"JACK port {name}")
 
@@ -95,19 +103,20 @@ def test_jack_metro_clicks_arrive_at_the_right_period(spawn, jack):
             conn = host.connect("Metro:0")
             assert (conn.sample_rate, conn.block_size) == (RATE, PERIOD)
             rec = read_available(host, 3 * RATE)[0]
-        xruns = by_id(spawn.namespace)["Metro:0"].xruns
     finally:
         dev.stop()
         metro.terminate()
+    xruns = stopped_xruns(dev, "jack-device")
     clicks = onsets(rec, 0.05, 1000)
     assert len(clicks) >= 5, clicks
     # 120 bpm at 48 kHz: a click every 24,000 samples, exactly, since one clock drives both.
-    # Only an xrun (JACK skipping cycles on an overloaded machine) may drop whole periods.
+    # An xrun (JACK skipping cycles on an overloaded machine) may drop periods from the
+    # interval it falls in, or from a click (moving its onset: two intervals); every
+    # interval no xrun touched is exact.
     gaps = np.diff(clicks).tolist()
-    if xruns == 0:
-        assert gaps == [24000] * len(gaps)
-    else:
-        assert all((24000 - g) % PERIOD == 0 for g in gaps), (gaps, xruns)
+    off = [g for g in gaps if g != 24000]
+    assert len(off) <= 2 * xruns, (
+        f"{len(off)} click intervals are not 24000 samples, with {xruns} xruns: {gaps}")
     assert np.abs(rec).max() == pytest.approx(0.5, abs=0.02)  # jack_metro's default amplitude
 
 
@@ -232,16 +241,40 @@ def test_jack_rec_records_the_sine_device_through_jack_host(spawn, jack, tmp_pat
         jh.stop()
     audio, rate = soundfile.read(wav, dtype="float32")
     assert rate == RATE and audio.shape[1] == 2 and len(audio) >= 1.9 * RATE
-    x = audio[:, 0]
-    assert peak_hz(x) == pytest.approx(440, abs=1)
+    x = audio[:, 0].astype(np.float64)
     assert np.abs(x).max() == pytest.approx(0.25 * 100 / 127, abs=0.005)  # the synth's level
-    frames = x[: len(x) // PERIOD * PERIOD].reshape(-1, PERIOD)
-    rms = np.sqrt((frames ** 2).mean(axis=1))
-    xruns = int(jh.out[-1].split(" xruns")[0].rsplit(" ", 1)[1])
-    if xruns == 0:  # an overloaded machine makes JACK skip cycles; that is not our gap
-        assert rms.min() > 0.1, "a gap in the recording"  # this sine's RMS is 0.139
-    # jack_rec itself starts its second channel one period late (zeros), so compare after it
-    np.testing.assert_array_equal(audio[PERIOD:, 0], audio[PERIOD:, 1])
+    xruns = stopped_xruns(jh, "jack-host")
+    # The synth plays an exact 440 Hz sine, for which x[n-1] + x[n+1] == 2 cos(w) x[n]: any
+    # gap, repeated or dropped frame breaks that, where it happens. An xrun (JACK skipping
+    # cycles on an overloaded machine) may break it where it falls (a gap has a start and
+    # an end); everywhere else the sine must run on unbroken, and at its pitch.
+    def breaks(y: np.ndarray) -> list[int]:
+        residual = np.abs(y[:-2] + y[2:] - 2 * np.cos(2 * np.pi * 440 / RATE) * y[1:-1])
+        broken = np.nonzero(residual > 1e-3)[0] + 1
+        out = [int(broken[0])] if broken.size else []
+        return out + [int(b) for a, b in itertools.pairwise(broken) if b - a > PERIOD]
+
+    glitches = breaks(x)
+    assert len(glitches) <= 2 * xruns, (
+        f"the recorded sine breaks at {len(glitches)} place(s) (samples "
+        f"{glitches[:10]}) with {xruns} xruns")
+    # The pitch, on the longest unbroken stretch (all of it without xruns): within what the
+    # stretch resolves (peak_hz pads 8x), and never coarser than 1.5 Hz.
+    bounds = [0, *glitches, len(x)]
+    start, end = max(itertools.pairwise(bounds), key=lambda ab: ab[1] - ab[0])
+    assert end - start >= RATE // 10, f"not 0.1 s unbroken between breaks at {glitches}"
+    resolution = RATE / (8 * (end - start))
+    assert peak_hz(x[start:end]) == pytest.approx(440, abs=max(1.0, resolution))
+    # jack_rec itself starts its second channel one period late (zeros), so compare after it;
+    # the channels are the same but within a period or two of where an xrun broke either
+    differ = np.nonzero(audio[PERIOD:, 0] != audio[PERIOD:, 1])[0] + PERIOD
+    second = [g + PERIOD for g in breaks(audio[PERIOD:, 1].astype(np.float64))]
+    assert len(second) <= 2 * xruns, f"channel 2 breaks at {second[:10]} with {xruns} xruns"
+    near = glitches + second
+    unexplained = [int(i) for i in differ if not any(abs(i - g) <= 2 * PERIOD for g in near)]
+    assert not unexplained, (
+        f"the two channels differ at {len(unexplained)} samples away from any break "
+        f"(first {unexplained[:5]}; breaks at {near[:10]}, {xruns} xruns)")
     assert "1 MIDI events forwarded" in jh.out[-1]
 
 

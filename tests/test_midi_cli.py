@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from conftest import REPO
@@ -28,6 +27,12 @@ class Monitor:
                                            if i.startswith(device_id)), None),
                              10, "the midi-monitor device to register")
 
+    def wait_lines(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until the monitor has printed ``count`` event lines (it prints an event in
+        the block after it arrives, so this is a block period or two when all is well)."""
+        wait_until(lambda: len(self.lines) >= count or self.proc.poll() is not None, timeout,
+                   f"{count} event lines from midi-monitor (have {len(self.lines)})")
+
     def stop(self) -> tuple[list[str], str]:
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -46,7 +51,7 @@ def test_send_reaches_the_monitor_with_offsets(spawn):
                   "pitchwheel channel=1 pitch=-2000", "sysex data=(1,2,3)")
     assert r.returncode == 0, r.stderr
     assert "sent 4 message(s)" in r.stdout
-    time.sleep(0.1)  # a block period or two for the monitor to take them
+    mon.wait_lines(4)
     lines, err = mon.stop()
     assert len(lines) == 4, (lines, err)
     assert all("offset    77:" in line for line in lines)
@@ -61,7 +66,7 @@ def test_monitor_json_lines_parse(spawn):
     r = spawn.run("send", "--id", mon.id, "start", "songpos pos=100", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["events"] == 2
-    time.sleep(0.1)
+    mon.wait_lines(2)
     lines, _ = mon.stop()
     got = [json.loads(line) for line in lines]
     assert [g["bytes"] for g in got] == ["fa", "f26400"]
@@ -78,7 +83,7 @@ def test_send_to_a_claimed_device_names_the_holder(spawn):
         assert "--force" in r.stderr or "force" in r.stderr
         r = spawn.run("send", "--id", mon.id, "--force", "note_on note=61")
         assert r.returncode == 0, r.stderr
-    time.sleep(0.1)
+    mon.wait_lines(1)
     lines, _ = mon.stop()
     assert len(lines) == 1 and "note=61" in lines[0]
 
@@ -116,7 +121,7 @@ def test_send_waits_for_room_instead_of_dropping_a_long_stream(spawn):
     notes = [f"note_on channel={i % 16} note={i % 128} velocity=1" for i in range(1500)]
     r = spawn.run("send", "--id", mon.id, *notes)
     assert r.returncode == 0, r.stderr
-    time.sleep(0.2)
+    mon.wait_lines(1500)
     lines, _ = mon.stop()
     assert len(lines) == 1500
     assert [json.loads(line)["bytes"] for line in lines[:3]] == ["900001", "910101", "920201"]

@@ -418,3 +418,62 @@ def test_fuzz_control_change_streams_keep_layout_valid(messages):
         tracker.feed(msg)
     assert tracker.stats.malformed == 0
     check_invariants(tracker)
+
+
+# ---- a device process: MIDI 2.0 per-note pitch bend becomes MPE ---------------------------
+
+
+def test_ump_per_note_pitch_bend_moves_each_held_voice_of_a_device_process_on_its_own(spawn):
+    """A MIDI 2.0 host (UMP only) sets up an MPE lower zone (RPN 6), holds two notes on
+    member channels 1 and 2, then bends each note with MIDI 2.0 per-note pitch bend (UMP
+    message type 4): the device's translator turns each into its member channel's bend
+    (MPE), so in the recorded audio each voice's pitch moves on its own, by the amount
+    asked at the members' 48-semitone range."""
+    from helpers_ipc import read_blocks
+    from proto_helpers import tone_amplitude
+
+    from bridge.midi import ump
+    from bridge.midi.mpe import DEFAULT_MEMBER_BEND_RANGE
+    from bridge.transport import Host, cmd
+
+    rate, block, seg = 48000, 256, 60  # 60 blocks (0.32 s) per stage
+    up, down = 2, -3  # semitones asked of note 60 (channel 1), then of note 64 (channel 2)
+
+    def per_note_bend(channel: int, note: int, semitones: int) -> list:
+        value14 = semitones_to_bend(semitones, DEFAULT_MEMBER_BEND_RANGE)
+        return cmd.ump(list(ump.midi2_per_note_pitch_bend(channel, note, value14 << 18)))
+
+    stages = {
+        0: [*cmd.ump(list(ump.midi2_rpn(0, 0, 6, 15 << 25))),  # MCM: lower zone, 15 members
+            *cmd.ump([*ump.midi2_note_on(1, 60, 0xFFFF), *ump.midi2_note_on(2, 64, 0xFFFF)])],
+        seg: per_note_bend(1, 60, up),
+        2 * seg: per_note_bend(2, 64, down),
+    }
+    dev = spawn.device("--channels", "1", "--blocksize", str(block), "--fixed-format",
+                       device_id="Mpe")
+    with Host() as host:
+        host.set_local_buffer_info(rate, block)
+        host.connect(dev.id)
+
+        def feed(k: int) -> None:
+            for m in stages.get(k, []):
+                assert host.send_command(m)
+
+        rec = read_blocks(host, 3 * seg, block, 1, feed=feed)[0]
+        assert host.counters()["bad_messages"] == 0
+    hz = {n: 440.0 * 2 ** ((n - 69) / 12) for n in (60, 60 + up, 64, 64 + down)}
+    full = 0.25  # velocity 0xFFFF -> 127: the synth's full amplitude
+
+    def heard(stage: int) -> dict[float, float]:
+        # skip the first 10 blocks of a stage: the bend lands somewhere in its first block
+        part = rec[(stage * seg + 10) * block:(stage + 1) * seg * block]
+        return {n: tone_amplitude(part, rate, f) / full for n, f in hz.items()}
+
+    expected = [{60: 1, 64: 1}, {60 + up: 1, 64: 1}, {60 + up: 1, 64 + down: 1}]
+    for stage, want in enumerate(expected):
+        got = heard(stage)
+        for note, level in got.items():
+            if note in want:
+                assert level > 0.8, f"stage {stage}: note {note} missing: {got}"
+            else:
+                assert level < 0.1, f"stage {stage}: note {note} should not sound: {got}"

@@ -350,27 +350,48 @@ def test_netjack2_latency_in_the_masters_frame_clock(pair, namespace):
         wait_until(lambda: "nettest:midi\n   discolink-host-NetLoop:midi_in" in "\n".join(
             pair.a.ports("-c") or []), 10, "the MIDI connection")
         time.sleep(0.2)
+        log_from = os.path.getsize(pair.a.log)
         for _ in range(5):
             clients.send(b"click", b"\x90\x45\x64")
             time.sleep(0.15)
             clients.send(b"\x80\x45\x00")
             time.sleep(0.15)
         time.sleep(0.3)
+        with open(pair.a.log, errors="replace") as log:
+            log.seek(log_from)
+            # jackd (A) logs one "Process error" per cycle its graph did not finish in time
+            xruns = log.read().count("ProcessGraphAsyncMaster: Process error")
     finally:
         clients.close()
     clicks = [t for t, what in clients.stamps if what == "click"]
     notes = [t for t, what in clients.stamps if what == "midi"][::2]  # the note ons
     assert len(clicks) == len(notes) == 5
-    net = [o - t for t, o in zip(clicks, clients.onsets["click"], strict=False)]
-    whole = [o - 1 - t for t, o in zip(notes, clients.onsets["sine"], strict=False)]
-    print(f"netjack2 round trip {net} frames, device + netjack2 round trip {whole} frames")
-    assert net == [NET_LATENCY * PERIOD] * 5, clients.onsets
+
+    def trips(sent: list[int], heard: list[int]) -> list[int | None]:
+        """Each send's round trip: the first onset after it, within 20 periods (None: lost)."""
+        return [next((o - t for o in heard if 0 <= o - t < 20 * PERIOD), None) for t in sent]
+
+    net = trips(clicks, clients.onsets["click"])
+    whole = [w - 1 if w is not None else None for w in trips(notes, clients.onsets["sine"])]
+    print(f"netjack2 round trip {net} frames, device + netjack2 round trip {whole} frames, "
+          f"{xruns} xrun cycles on A")
+    # Exactly l periods, for every click no xrun touched: on a loaded machine a cycle where
+    # netjack2's client on A (the slave's proxy) was not finished in time delays or loses
+    # what it carries (seen: 1536 for 1280, and a lost click, with "JackEngine::XRun:
+    # client = dlslave was not finished" in A's log). Each xrun cycle of A may disturb one
+    # click, never more.
+    late = [n for n in net if n != NET_LATENCY * PERIOD]
+    assert len(late) <= xruns, (
+        f"netjack2 round trips {net} (expected {NET_LATENCY * PERIOD}) with {xruns} xrun "
+        f"cycles on A; onsets {clients.onsets}")
     # The sine starts at phase 0 (first sample 0, hence the - 1). The demand clock keeps 2 blocks
     # queued, so a note waits for the blocks in the ring when it arrives: 2 periods, exactly, on a
     # quiet machine. Under load (a test suite beside us) the ring's fill at that moment can be one
     # block off either way: a device that has just refilled puts the note one block later, one
     # that is a block behind puts it one block sooner (CI saw 256, 512, 512, 512, 512). Never
-    # beyond that, and the typical (median) note still takes exactly fill x block.
-    device = sorted(w - NET_LATENCY * PERIOD for w in whole)
-    assert len(device) == 5 and set(device) <= {PERIOD, 2 * PERIOD, 3 * PERIOD}, clients.onsets
-    assert device[2] == 2 * PERIOD, (device, clients.onsets)
+    # beyond that but for a note an xrun of A disturbed, and the typical (median) note still
+    # takes exactly fill x block.
+    device = sorted(w - NET_LATENCY * PERIOD for w in whole if w is not None)
+    odd = [d for d in device if d not in (PERIOD, 2 * PERIOD, 3 * PERIOD)]
+    assert len(odd) + (5 - len(device)) <= xruns, (whole, xruns, clients.onsets)
+    assert device[len(device) // 2] == 2 * PERIOD, (device, clients.onsets)

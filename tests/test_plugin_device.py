@@ -383,19 +383,39 @@ def test_an_effect_plays_a_looping_input_file(spawn, tmp_path):
 
 def test_a_mono_device_adapts_a_stereo_only_effect(spawn):
     """Dragonfly takes stereo only: mono in is copied to both inputs, and its stereo out is
-    averaged down to the device's one channel (the documented channel mapping)."""
+    averaged down to the device's one channel (the documented channel mapping). The same
+    plugin rendered here offline (pedalboard, the same blocks) gives the expected mix: the
+    device's output is its L/R average, sample for sample, and not either channel alone."""
     dev = plugin_device(spawn, "--plugin", PLATE, "--channels", "1", device_id="Mono")
+    blocks, max_lag = 100, 20 * BLOCK  # the input reaches the plugin a few blocks late
+    x = (0.3 * np.sin(2 * np.pi * 330 * np.arange((blocks + 20) * BLOCK) / RATE)).astype(
+        np.float32)
     with Host() as host:
         conn = host.connect(dev.id)
         assert conn.channels == 1 and conn.return_channels == 1
-        t = np.arange(BLOCK) / RATE
 
         def sine(k: int) -> None:
-            x = 0.3 * np.sin(2 * np.pi * 330 * (t + k * BLOCK / RATE))
-            assert host.send_return_audio(x.astype(np.float32)[None])
+            assert host.send_return_audio(x[None, k * BLOCK:(k + 1) * BLOCK])
 
-        wet = read_blocks(host, 100, 1, feed=sine)
-    assert np.abs(wet[0, -40 * BLOCK:]).max() > 0.01
+        wet = read_blocks(host, blocks, 1, feed=sine)[0]
+    plate = pedalboard.load_plugin(PLATE)
+    stereo = np.concatenate([plate.process(np.stack([x[k * BLOCK:(k + 1) * BLOCK]] * 2), RATE,
+                                           buffer_size=BLOCK, reset=False)
+                             for k in range(blocks + 20)], axis=1)
+    level = float(np.sqrt(np.mean(wet[-40 * BLOCK:] ** 2)))
+    assert level > 0.05, f"no wet signal from the device (RMS {level:.4f})"
+
+    def misfit(expected: np.ndarray) -> tuple[float, int]:
+        """Smallest RMS difference, relative to the level, over the device's delays."""
+        return min((float(np.sqrt(np.mean((wet[lag:] - expected[:wet.size - lag]) ** 2)))
+                    / level, lag) for lag in range(max_lag))
+
+    average, _ = misfit(stereo.mean(axis=0))
+    assert average < 1e-3, f"the device's output is not the L/R average (misfit {average:.4f})"
+    for name, channel in (("left", stereo[0]), ("right", stereo[1])):
+        alone, _ = misfit(channel)
+        assert alone > 20 * max(average, 1e-4), (
+            f"the {name} channel alone fits as well as the average ({alone:.4f})")
 
 
 def test_channel_mapping_rules():

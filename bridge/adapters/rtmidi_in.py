@@ -191,7 +191,7 @@ class LiveMidiInputs:
         try:
             midi_in = rtmidi.MidiIn(APIS[self.api_name], name=self.client_name)
             midi_in.ignore_types(sysex=False, timing=True, active_sense=True)
-            midi_in.set_callback(self._on_message)
+            midi_in.set_callback(self._on_message, [None])  # the port's last arrival time
             midi_in.open_port(index, name=f"in {len(self._ever_opened)}")
         except Exception as exc:
             self._failed(port, f"cannot open MIDI input {port!r}: {exc}")
@@ -228,6 +228,16 @@ class LiveMidiInputs:
                 self.report("error", f"MIDI port rescan failed: {type(exc).__name__}: {exc}")
 
     # -- rtmidi's thread ----------------------------------------------------------------
-    def _on_message(self, event: tuple[list[int], float], data: object = None) -> None:
+    def _on_message(self, event: tuple[list[int], float], last: list | None = None) -> None:
+        """An event's arrival time: rtmidi stamps each event's delta to the port's previous
+        one in its JACK thread, before this Python callback waits for the GIL, which on a
+        loaded machine can take tens of milliseconds. So the arrival is the previous one
+        plus the delta, never later than now (that also pulls a late first stamp in)."""
+        now = time.monotonic()
         self.events_received += 1
-        self.stream.push_live(event[0], time.monotonic())
+        when = now
+        if last is not None:
+            if last[0] is not None:
+                when = min(now, last[0] + event[1])
+            last[0] = when
+        self.stream.push_live(event[0], when)
