@@ -33,6 +33,7 @@ from ..midi.stream import CAPABILITIES as stream_capabilities
 from ..midi.stream import MidiStream
 from ..transport import Device, Host, HostError
 from ..transport import commands as cmd
+from ..transport.clock import StopFlag
 from ..transport.layout import MESSAGE_HEADER_SIZE, MESSAGE_PAYLOAD_SIZE, Mode
 
 RECONNECT_INTERVAL_S = 0.5
@@ -146,7 +147,7 @@ class _JackSide:
         self.sample_rate = 0
         self.period = 0
         self._dirty = threading.Event()  # ports came or went: re-apply connection patterns
-        self._stop = threading.Event()
+        self._stop = StopFlag()  # set from signal handlers: takes no lock
         self._lost_reason = ""
         self._refused: tuple[int, int] | None = None  # the JACK settings refused last
         self.midi_dropped = 0  # MIDI events the callback could not pass on (see subclasses)
