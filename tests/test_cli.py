@@ -346,6 +346,12 @@ REFUSALS = [
                      "ACTION"),
     (("plugin", "info"), 2,
      "discolink-bridge plugin info: error: the following arguments are required: PLUGIN"),
+    (("plugin", "info", "/nope.vst3"), 2,
+     "discolink-bridge plugin: error: /nope.vst3: no such file or directory"),
+    (("device", "--plugin", "/nope.vst3"), 2,
+     "discolink-bridge device: error: /nope.vst3: no such file or directory"),
+    (("device", "--plugin", "builtin:Reverb", "--plugin-name", "Nope"), 2,
+     "discolink-bridge device: error: builtin:Reverb: --plugin-name 'Nope' is for a bundle"),
     (("plugin", "scan", "--timeout", "0"), 2,
      "discolink-bridge plugin scan: error: argument --timeout: 0.0 s is out of range"),
     (("rack",), 2, "discolink-bridge rack: error: the following arguments are required: "

@@ -20,6 +20,7 @@ from helpers_ipc import peak_hz, send
 
 from bridge.transport import Host, cmd
 from bridge.transport.host import CommandError
+from bridge.transport.shm import namespace_names
 
 PLUGINS = REPO / "build" / "plugins"
 DLSINE = str(PLUGINS / "DLSine.vst3")
@@ -484,3 +485,15 @@ def test_master_runs_a_plugin_with_its_display_and_saves_state_on_stop(spawn, na
     out, code, before = run_master()  # the second one starts from the saved state
     assert code == 0 and "state restored" in out
     assert before == pytest.approx(0.6, abs=1e-3)
+
+
+def test_a_plugin_name_the_bundle_does_not_hold_is_refused_naming_what_it_holds(spawn,
+                                                                                namespace):
+    """pedalboard ignores a wrong plugin_name for a one-plugin file: we don't."""
+    r = spawn.run("device", "--plugin", DLSINE, "--plugin-name", "Nope")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == (f"discolink-bridge device: error: {DLSINE}: no plugin named 'Nope' "
+                        "(--plugin-name); the file holds one plugin, 'DLSine'\n")
+    assert namespace_names(namespace) == []
+    r = spawn.run("device", "--plugin", "lv2:DLSine", "--plugin-name", "DLSine")
+    assert r.returncode == 2 and "an LV2 URI or name already names one" in r.stderr
