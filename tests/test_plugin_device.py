@@ -299,8 +299,8 @@ def test_stdout_carries_only_the_bridge_lines_whatever_the_plugin_prints(spawn):
 
 
 @pytest.mark.parametrize("args,code,text", [
-    (["--plugin", "/no/such/Synth.vst3"], 1, "/no/such/Synth.vst3: no such file"),
-    (["--plugin", "builtin:Nope"], 1, "no such built-in; choose from Sine"),
+    (["--plugin", "/no/such/Synth.vst3"], 2, "/no/such/Synth.vst3: no such file"),
+    (["--plugin", "builtin:Nope"], 2, "no such built-in; choose from Sine"),
     (["--plugin", "builtin:Reverb", "--plugin", DLSINE], 2,
      "DLSine is an instrument: it takes no audio input"),
     (["--plugin", DLSINE, "--channels", "3-4"], 2, "has 2 output channel(s), not 4"),
@@ -325,7 +325,7 @@ def test_a_file_that_is_not_a_plugin_is_refused(spawn, tmp_path):
     txt = tmp_path / "notes.txt"
     txt.write_text("hello")
     r = spawn.run("device", "--plugin", str(txt), timeout=120)
-    assert r.returncode == 1 and "not a plugin" in r.stderr
+    assert r.returncode == 2 and "not a plugin" in r.stderr  # a usage error
 
 
 def test_builtin_effect_state_and_parameters_round_trip(spawn, tmp_path):

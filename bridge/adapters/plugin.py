@@ -216,7 +216,7 @@ def _load_builtin(name: str, sample_rate: int) -> Stage:
     cls = effects.get(name) or next((c for n, c in effects.items()
                                      if n.lower() == name.lower()), None)
     if cls is None:
-        raise PluginError(f"builtin:{name}: no such built-in; choose from "
+        raise UnknownPluginError(f"builtin:{name}: no such built-in; choose from "
                           f"{', '.join(builtin_names())}")
     plugin = cls()
     return PedalboardStage(BUILTIN_PREFIX + cls.__name__, cls.__name__, "effect", None, None,
