@@ -307,6 +307,8 @@ def test_stdout_carries_only_the_bridge_lines_whatever_the_plugin_prints(spawn):
     (["--plugin", DLSINE, "--channels", "13"], 2, "1 to 12 channels"),
     (["--plugin", DLSINE, "--param", "gain=7"], 2, "out of range 0..1"),
     (["--plugin", DLSINE, "--param", "volume=1"], 2, "no parameter 'volume'"),
+    (["--plugin", DLSINE, "--param", "gian=1"], 2,  # the CLI's way to list them, not a command
+     f"no parameter 'gian'; did you mean gain? ('discolink-bridge plugin info {DLSINE}' lists"),
     (["--tap", "out"], 2, "--tap needs --plugin"),
 ])
 def test_refusals_are_one_clear_line_with_the_right_exit_code(spawn, args, code, text):
@@ -497,3 +499,17 @@ def test_a_plugin_name_the_bundle_does_not_hold_is_refused_naming_what_it_holds(
     assert namespace_names(namespace) == []
     r = spawn.run("device", "--plugin", "lv2:DLSine", "--plugin-name", "DLSine")
     assert r.returncode == 2 and "an LV2 URI or name already names one" in r.stderr
+
+
+def test_dlsine_starts_plays_and_stops_without_dpf_noise_on_stderr(spawn):
+    """pedalboard re-activates a plugin on each prepare and releases the component first;
+    our DPF build (plugins/build.sh, patch 4) takes both quietly."""
+    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Hush")
+    with Host() as host:
+        host.connect(dev.id)
+        send(host, cmd.midi_note_on(0, 69, 100))
+        assert np.abs(read_blocks(host, 8, 2)).max() > 0.01
+    dev.stop()
+    assert dev.proc.returncode == 0, dev.stderr
+    for noise in ("fIsActive", "assertion failure", "DPF warning"):
+        assert noise not in dev.stderr, dev.stderr

@@ -19,6 +19,7 @@ or Inf in it never reaches the link: it is replaced by silence, counted and repo
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from ..transport import commands as cmd
 from ..transport.commands import ErrorCode
 from ..transport.device import Device
 from ..transport.message import Message
+from ..transport.registry import _shown
 from .stage import Parameter, Stage, map_channels
 
 STATE_FORMAT = "discolink-bridge plugin state"
@@ -294,7 +296,10 @@ class PluginChain:
                 c = candidate.lower()
                 if want in (c, qualified + c):
                     return i
-        raise KeyError(f"no parameter {name!r}; ParameterList lists them")
+        names = [self.parameter_name(i) for i in range(len(self.parameters))]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        raise KeyError(f"no parameter {_shown(name)}"
+                       + (f"; did you mean {', '.join(close)}?" if close else ""))
 
     def value(self, i: int) -> float:
         stage, p = self.parameters[i]
@@ -525,7 +530,9 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
         try:
             i = chain.find_parameter(-1, name)
         except KeyError as exc:
-            raise ValueError(f"--param {name}: {exc.args[0]}") from None
+            raise ValueError(f"--param: {exc.args[0]} ('discolink-bridge plugin info "
+                             f"{specs[-1] if len(specs) == 1 else 'PLUGIN'}' lists them)"
+                             ) from None
         try:
             chain.set_parameter(i, value)
         except ValueError as exc:
