@@ -340,6 +340,11 @@ REFUSALS = [
      "discolink-bridge jack-device: error: the following arguments are required: --id"),
     (("jack-device", "--id", "a/b"), 2,
      "discolink-bridge jack-device: error: device id 'a/b' contains '/'"),
+    (("jack-device", "--id", "J", "--client-name", "c" * 300), 2,  # not "cannot reach JACK"
+     f"discolink-bridge jack-device: error: JACK client name '{'c' * 40}'... (300 chars) is "
+     "300 bytes; JACK takes at most 64"),
+    (("jack-host", "--id", "J", "--client-name", "c" * 300), 2,
+     f"discolink-bridge jack-host: error: JACK client name '{'c' * 40}'... (300 chars)"),
     (("jack-host", "--id", "X", "--seconds", "0"), 2,
      "discolink-bridge jack-host: error: argument --seconds: 0.0 s is out of range"),
     (("plugin",), 2, "discolink-bridge plugin: error: the following arguments are required: "
