@@ -428,3 +428,21 @@ def test_master_registers_shows_its_status_on_a_terminal_and_stops_cleanly_on_si
     assert "Master:0" not in registered(namespace)
     out = b"".join(chunks).decode(errors="replace")
     assert "Traceback" not in out, out
+
+
+LONG = "A" * 5000
+
+
+@pytest.mark.parametrize("args", [
+    ("device", "--id", LONG), ("host", "--id", LONG), ("send", "--id", LONG, "start"),
+    ("jack-device", "--id", LONG), ("midi-monitor", "--id", LONG),
+    ("host", "--id", "X", "--link-tag", LONG), ("--namespace", LONG, "list"),
+    ("device", "--plugin", "builtin:Reverb", "--tap", LONG),
+    ("device", "--plugin", "builtin:Reverb", "--param", f"{LONG}=1"),
+    ("send", "--id", "X:0", LONG), ("device", "--plugin", LONG),
+], ids=lambda a: " ".join(x if len(x) < 20 else "LONG" for x in a))
+def test_a_5000_character_value_is_named_in_an_error_not_echoed_in_full(spawn, args):
+    r = spawn.run(*args)
+    assert r.returncode in (1, 2) and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and len(r.stderr) < 500, r.stderr[:300]
+    assert "AAAA" in r.stderr  # still named

@@ -35,7 +35,7 @@ from ..transport import Device, Host, HostError
 from ..transport import commands as cmd
 from ..transport.clock import StopFlag
 from ..transport.layout import MESSAGE_HEADER_SIZE, MESSAGE_PAYLOAD_SIZE, Mode
-from ..transport.registry import _shown
+from ..transport.shm import shown
 
 RECONNECT_INTERVAL_S = 0.5
 CLOSE_DEADLINE_S = 0.3  # longest wait for libjack's close (see _JackSide._close_client)
@@ -59,7 +59,7 @@ def check_client_name(name: str) -> None:
     limit = jack.client_name_size() - 1  # the size counts the terminating NUL
     size = len(name.encode())
     if size > limit:
-        raise ValueError(f"JACK client name {_shown(name)} is {size} bytes; JACK takes at most "
+        raise ValueError(f"JACK client name {shown(name)} is {size} bytes; JACK takes at most "
                          f"{limit}; give a shorter --client-name")
 
 

@@ -36,7 +36,7 @@ from ..transport import commands as cmd
 from ..transport.commands import ErrorCode
 from ..transport.device import Device
 from ..transport.message import Message
-from ..transport.registry import _shown
+from ..transport.shm import shown
 from .stage import Parameter, Stage, map_channels
 
 STATE_FORMAT = "discolink-bridge plugin state"
@@ -298,7 +298,7 @@ class PluginChain:
                     return i
         names = [self.parameter_name(i) for i in range(len(self.parameters))]
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        raise KeyError(f"no parameter {_shown(name)}"
+        raise KeyError(f"no parameter {shown(name)}"
                        + (f"; did you mean {', '.join(close)}?" if close else ""))
 
     def value(self, i: int) -> float:

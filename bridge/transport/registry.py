@@ -50,6 +50,9 @@ from .shm import (
     transport_name,
     unlink,
 )
+from .shm import (
+    shown as _shown,
+)
 
 _STATE = REGISTRY_SLOT.offset("state")
 _HEARTBEAT = REGISTRY_SLOT.offset("heartbeat_ns")
@@ -90,12 +93,6 @@ def validate_device_id(text: str) -> tuple[str, int | None]:
         raise ValueError(f"device id {shown} has an empty NAME before ':'")
     _check_text(name, "device id", ID_NAME_MAX_BYTES, shown_as=shown)
     return name, int(suffix) if colon else None
-
-
-def _shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters: a 5,000-character id is
-    named, not echoed in full."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 def validate_link_tag(tag: str) -> str:

@@ -40,12 +40,18 @@ class SegmentSizeError(SegmentError):
         self.name, self.size, self.expected = name, size, expected
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters: a 5,000-character id or
+    namespace is named, not echoed in full."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
 def namespace_from_env(namespace: str | None = None) -> str:
     """The namespace to use: the argument, else $DISCOLINK_NAMESPACE, else ``default``."""
     ns = namespace if namespace is not None else os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
     if not _NAMESPACE_RE.match(ns):
         raise ValueError(
-            f"invalid namespace {ns!r}: use 1 to {NAMESPACE_MAX_CHARS} characters from "
+            f"invalid namespace {shown(ns)}: use 1 to {NAMESPACE_MAX_CHARS} characters from "
             "A-Z a-z 0-9 _ . -"
         )
     return ns
