@@ -9,6 +9,7 @@ Dragonfly reverbs.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import helpers_ipc
@@ -286,6 +287,23 @@ def test_nan_from_a_plugin_never_reaches_the_link(spawn):
     assert np.abs(healed).max() > 0.4
     dev.stop()
     assert "NaN or Inf in the plugin output" in dev.stderr
+
+
+def test_nan_from_a_plugin_is_said_once_on_stderr_and_counted_without_monitor(spawn):
+    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Nan")
+    with Host() as host:
+        host.connect(dev.id)
+        send(host, cmd.midi_note_on(0, 69, 127))
+        read_blocks(host, 4, 2)
+        host.request(cmd.set_parameter("fault", 1.0))  # DLSine now outputs NaN
+        read_blocks(host, 20, 2)
+    out = dev.stop()
+    said = [ln for ln in dev.stderr.splitlines() if "NaN or Inf" in ln]
+    assert said == [f"discolink-bridge device {dev.id}: DLSine: NaN or Inf in the plugin "
+                    "output; such blocks are replaced by silence (counted in the stopped "
+                    "line)"], dev.stderr
+    silenced = re.search(r", (\d+) non-finite blocks silenced$", out.strip())
+    assert silenced and int(silenced.group(1)) >= 10, out  # (the first few were queued)
 
 
 def test_stdout_carries_only_the_bridge_lines_whatever_the_plugin_prints(spawn):

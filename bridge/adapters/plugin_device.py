@@ -102,6 +102,9 @@ class PluginChain:
         self._outputs: list[np.ndarray | None] = [None] * len(self.stages)
         self.nonfinite_blocks = 0
         self._last_report = 0.0
+        # Said once, for the user (the CLI prints it on stderr; a rack's log keeps it): the
+        # first non-finite block. ``report`` goes on counting them for the debug monitor.
+        self.warn: Callable[[str], None] | None = None
         self.parameters: list[tuple[int, Parameter]] = [
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
         self._release: list[MidiEvent] = []
@@ -261,6 +264,13 @@ class PluginChain:
 
     def _nonfinite(self) -> None:
         self.nonfinite_blocks += 1
+        if self.nonfinite_blocks == 1 and self.warn is not None:
+            try:  # one short write, once per session: acceptable on the audio path
+                stage = self.stages[self.tap.stage if self.tap.stage >= 0 else -1]
+                self.warn(f"{stage.name}: NaN or Inf in the plugin output; such blocks "
+                          "are replaced by silence (counted in the stopped line)")
+            except Exception:
+                pass
         now = time.monotonic()
         if now - self._last_report >= REPORT_INTERVAL_S:
             self._last_report = now
