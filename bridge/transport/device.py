@@ -526,7 +526,8 @@ class Device:
 
         Fragments that do not fit in the response ring now wait in an outbox and go out on
         later ``process_commands`` calls as the host drains the ring: a fragment is never
-        dropped, since one lost fragment loses the whole transfer.
+        dropped, since one lost fragment loses the whole transfer. They leave the last
+        RESPONSE_HEADROOM slots free, so that answers (a Pong) still go out meanwhile.
         """
         messages = cmd.fragments(name, payload, response_to=request)
         if len(messages) == 1 and not self._outbox:
