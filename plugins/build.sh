@@ -75,6 +75,12 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 #     IMidiMapping answers "no mapping"): pedalboard lists every one of them and took ~14 s to
 #     load the plugin and ~15 s more for .parameters. DLSine needs no MIDI CC; hosts then drop
 #     CC messages for these plugins (VST3 has no CC events of its own).
+#  4. pedalboard (JUCE) calls setActive(true) on an active component (each prepare), and the
+#     wrapper's activate() then printed 'assertion failure: "! fIsActive"' on every start; it
+#     now activates only an inactive plugin. JUCE also releases the component before its audio
+#     processor and edit controller: DPF keeps such a component for cleanup at unload (as it
+#     should) but said so on stderr each time; those "DPF warning: asked to delete component
+#     while ..." lines are now debug-build messages (d_debug), the cleanup unchanged.
 DPF_COPY=$OUT/obj/dpf
 patch_dpf() {
     local f=$DPF_COPY/distrho/src/DistrhoPluginVST3.cpp
@@ -96,6 +102,13 @@ patch_dpf() {
         || fail "cannot patch $f"
     grep -q 'MidiCC_start + 0, // discolink-bridge' "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
         || fail "patching DPF (no MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
+    sed -i '/v3_result setActive(const bool active)/,/return V3_OK;/s|^\( *\)fPlugin.activate();$|\1if (! fPlugin.isActive()) fPlugin.activate(); // discolink-bridge|' "$f" \
+        || fail "cannot patch $f"
+    sed -i 's|d_stderr("DPF warning: asked to delete component while|d_debug("DPF warning: asked to delete component while|' "$f" \
+        || fail "cannot patch $f"
+    grep -q 'if (! fPlugin.isActive()) fPlugin.activate(); // discolink-bridge' "$f" \
+        && ! grep -q 'd_stderr("DPF warning: asked to delete component' "$f" \
+        || fail "patching DPF (quiet activation and release) did not apply to DistrhoPluginVST3.cpp"
     touch "$DPF_COPY/.patched"
 }
 if [ ! -f "$DPF_COPY/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$DPF_COPY/.patched" ] \

@@ -6,10 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
+from helpers_ipc import by_id, wait_until
+from proto_helpers import drain, header
 
 from bridge.transport import CommandError, ErrorCode, Host, cmd
+from bridge.transport.ring import MessageRing
+from bridge.transport.shm import Segment
 
 # A device process that keeps the last SetState blob and returns it on GetState.
 STATE_DEVICE = textwrap.dedent("""
@@ -68,3 +73,31 @@ def test_unsupported_state_commands_are_refused_by_the_plain_sine_device(spawn):
             host.request(cmd.fragments("SetState", b"x" * 1000), timeout=5)
         assert err.value.code == ErrorCode.NOT_SUPPORTED
         assert "SetState" in str(err.value)
+
+
+def test_a_pong_finds_room_while_a_transfer_larger_than_the_ring_waits_for_the_host(
+        state_device, namespace):
+    """The device's outbox may fill the response ring only up to a headroom: a host that is
+    slow to drain a 1 MiB answer still gets the answer to its next Ping (protocol answers are
+    never lost to the device's own queued fragments; native/discolink.h does the same)."""
+    blob = os.urandom(1 << 20)
+    with Host() as host:
+        host.connect("State:0")
+        host.request(cmd.fragments("SetState", blob), timeout=20)
+        seg = Segment.attach(by_id(namespace)["State:0"].segment_name)
+        h = header(seg.buf)
+        commands = MessageRing(seg.buf, h["command_ring_offset"], h["message_slots"])
+        responses = MessageRing(seg.buf, h["response_ring_offset"], h["message_slots"])
+        assert host.send_command(cmd.build("GetState"))  # and nobody drains the answer yet
+        def settled() -> bool:  # the outbox stopped filling the ring
+            fill = responses.fill()
+            time.sleep(0.1)
+            return fill > 0 and responses.fill() == fill
+
+        wait_until(settled, 20, "the response ring to stop filling")
+        assert responses.slots - responses.fill() >= 1
+        assert host.send_command(cmd.build("Ping", sent_ns=4242))
+        wait_until(lambda: commands.fill() == 0, 10, "the device to take the Ping")
+        answers = [cmd.decode(m) for m in drain(responses) if m.type == cmd.T.Pong]
+        assert [a["ping_sent_ns"] for a in answers] == [4242]
+        seg.close()

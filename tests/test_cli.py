@@ -386,12 +386,23 @@ REFUSALS = [
      "discolink-bridge jack-device: error: the following arguments are required: --id"),
     (("jack-device", "--id", "a/b"), 2,
      "discolink-bridge jack-device: error: device id 'a/b' contains '/'"),
+    (("jack-device", "--id", "J", "--client-name", "c" * 300), 2,  # not "cannot reach JACK"
+     f"discolink-bridge jack-device: error: JACK client name '{'c' * 40}'... (300 chars) is "
+     "300 bytes; JACK takes at most 64"),
+    (("jack-host", "--id", "J", "--client-name", "c" * 300), 2,
+     f"discolink-bridge jack-host: error: JACK client name '{'c' * 40}'... (300 chars)"),
     (("jack-host", "--id", "X", "--seconds", "0"), 2,
      "discolink-bridge jack-host: error: argument --seconds: 0.0 s is out of range"),
     (("plugin",), 2, "discolink-bridge plugin: error: the following arguments are required: "
                      "ACTION"),
     (("plugin", "info"), 2,
      "discolink-bridge plugin info: error: the following arguments are required: PLUGIN"),
+    (("plugin", "info", "/nope.vst3"), 2,
+     "discolink-bridge plugin: error: /nope.vst3: no such file or directory"),
+    (("device", "--plugin", "/nope.vst3"), 2,
+     "discolink-bridge device: error: /nope.vst3: no such file or directory"),
+    (("device", "--plugin", "builtin:Reverb", "--plugin-name", "Nope"), 2,
+     "discolink-bridge device: error: builtin:Reverb: --plugin-name 'Nope' is for a bundle"),
     (("plugin", "scan", "--timeout", "0"), 2,
      "discolink-bridge plugin scan: error: argument --timeout: 0.0 s is out of range"),
     (("rack",), 2, "discolink-bridge rack: error: the following arguments are required: "
@@ -463,3 +474,21 @@ def test_master_registers_shows_its_status_on_a_terminal_and_stops_cleanly_on_si
     assert "Master:0" not in registered(namespace)
     out = b"".join(chunks).decode(errors="replace")
     assert "Traceback" not in out, out
+
+
+LONG = "A" * 5000
+
+
+@pytest.mark.parametrize("args", [
+    ("device", "--id", LONG), ("host", "--id", LONG), ("send", "--id", LONG, "start"),
+    ("jack-device", "--id", LONG), ("midi-monitor", "--id", LONG),
+    ("host", "--id", "X", "--link-tag", LONG), ("--namespace", LONG, "list"),
+    ("device", "--plugin", "builtin:Reverb", "--tap", LONG),
+    ("device", "--plugin", "builtin:Reverb", "--param", f"{LONG}=1"),
+    ("send", "--id", "X:0", LONG), ("device", "--plugin", LONG),
+], ids=lambda a: " ".join(x if len(x) < 20 else "LONG" for x in a))
+def test_a_5000_character_value_is_named_in_an_error_not_echoed_in_full(spawn, args):
+    r = spawn.run(*args)
+    assert r.returncode in (1, 2) and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and len(r.stderr) < 500, r.stderr[:300]
+    assert "AAAA" in r.stderr  # still named

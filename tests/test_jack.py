@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from helpers_ipc import by_id, read_blocks, wait_until
 from jack_server import JackServer
 
 from bridge.transport import Host, cmd
+from bridge.transport.shm import namespace_names
 
 RATE, PERIOD = 48000, 256
 
@@ -593,3 +595,49 @@ def test_jack_device_stays_registered_while_jackd_is_stalled(spawn, jack):
         assert dev.popen.poll() is None and "Patient:0" in by_id(spawn.namespace)
     finally:
         dev.stop()
+
+
+# ---- starting and stopping --------------------------------------------------------------------
+
+def test_jack_device_with_no_server_says_so_in_one_line_and_leaves_nothing(spawn, namespace,
+                                                                          monkeypatch):
+    """Validated before anything exists in /dev/shm: no registry, no segment; and libjack's
+    own chatter ("Cannot connect to server socket", ...) is not passed on."""
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", f"dlnone{namespace}")
+    monkeypatch.setenv("JACK_NO_START_SERVER", "1")
+    before = sorted(os.listdir("/dev/shm"))
+    r = spawn.run("jack-device", "--id", "Nobody")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "cannot reach JACK server" in r.stderr, r.stderr
+    assert namespace_names(namespace) == []
+    assert not [n for n in sorted(os.listdir("/dev/shm")) if n not in before
+                and namespace in n]
+
+
+def test_both_bridges_stop_within_1s_when_jackd_is_terminated_at_the_same_moment(spawn, jack,
+                                                                                 namespace):
+    """libjack's close blocks ~5 s when its server goes away under it: the bridges close
+    their client on a thread with a deadline, after removing their own segments."""
+    dev = bridge(spawn, "jack-device", "--id", "Vanish")
+    dev.wait_for("ready")
+    host = bridge(spawn, "jack-host", "--id", "Vanish:0")
+    host.wait_for("ready")
+    time.sleep(0.5)  # both running a while (the 5 s close was seen from there)
+    started = time.monotonic()
+    for p in (dev, host):  # the bridges first: jackd then dies while they are closing
+        p.popen.send_signal(signal.SIGTERM)
+    jack.proc.terminate()
+    took = {}
+    for name, p in (("jack-device", dev), ("jack-host", host)):
+        try:
+            p.popen.wait(timeout=10)
+        finally:
+            took[name] = time.monotonic() - started
+            if p.popen.poll() is None:
+                p.popen.kill()
+    assert all(t < 1.0 for t in took.values()), took
+    assert (dev.popen.returncode, host.popen.returncode) == (0, 0), (dev.err, host.err)
+    assert not any("Traceback" in line for line in dev.err + host.err)
+    # the slot and the device's segment are gone (the empty registry stays, as always)
+    assert by_id(namespace) == {}
+    assert [n for n in namespace_names(namespace) if not n.endswith("-registry")] == []

@@ -462,3 +462,33 @@ def test_host_that_only_calls_receive_audio_sees_a_killed_device_disconnected_in
         f"a host calling only receive_audio saw the kill -9 after {took * 1000:.0f} ms "
         f"(reason {reason!r}); the bound is {bound * 1000:.0f} ms")
     assert str(proc.pid) in reason, reason
+
+
+def test_a_device_whose_slot_was_reclaimed_never_stamps_the_heartbeat_of_its_successor(
+        spawn, namespace):
+    """A device stalled past HEARTBEAT_STALE_S loses its slot to a scan, and another device
+    (a separate process) takes that slot. When the first one wakes, it must not keep the
+    newcomer's heartbeat fresh: a newcomer that hangs would then never be reclaimed."""
+    from bridge.transport import Device
+    from bridge.transport.layout import Mode
+
+    with Device() as stalled:
+        stalled.start("Stalled", 0, 48000, 256, Mode.MIDI)
+        slot = stalled.slot
+        registry = Registry(namespace)
+        try:  # what a scan does to a stale slot: free it
+            assert registry.deregister(slot, os.getpid(), stalled.generation)
+            newcomer = spawn.device("--mode", "midi", device_id="Newcomer")
+            assert by_id(namespace)["Newcomer:0"].slot == slot
+            os.kill(newcomer.pid, signal.SIGSTOP)  # hung: its own heartbeat stops
+            try:
+                registry.heartbeat(slot, 12345)  # an old stamp, as a hung device leaves
+                stalled.heartbeat()  # the stalled device wakes: both stamping paths
+                stalled.process_commands()
+                assert registry.heartbeat_ns(slot) == 12345
+                assert not stalled.registered and "lost its registry slot" in \
+                    stalled.last_error
+            finally:
+                os.kill(newcomer.pid, signal.SIGCONT)
+        finally:
+            registry.close()

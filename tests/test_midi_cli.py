@@ -125,3 +125,15 @@ def test_send_waits_for_room_instead_of_dropping_a_long_stream(spawn):
     lines, _ = mon.stop()
     assert len(lines) == 1500
     assert [json.loads(line)["bytes"] for line in lines[:3]] == ["900001", "910101", "920201"]
+
+
+def test_the_monitor_drops_a_sysex_longer_than_its_sysex_limit_and_counts_it(spawn):
+    mon = Monitor(spawn, "--sysex-limit", "16")
+    data = ",".join(str(i) for i in range(20))  # 22 bytes with F0 and F7
+    r = spawn.run("send", "--id", mon.id, "sysex data=(1,2,3)", f"sysex data=({data})",
+                  "note_on note=60 velocity=1")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: any("note_on" in line for line in mon.lines), 10, "the note")
+    lines, err = mon.stop()
+    assert len(lines) == 2 and "f0 01 02 03 f7" in lines[0], lines  # the short one passes
+    assert "2 IPC and 0 live events" in err, err

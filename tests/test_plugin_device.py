@@ -9,6 +9,7 @@ Dragonfly reverbs.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import helpers_ipc
@@ -20,6 +21,7 @@ from helpers_ipc import peak_hz, send
 
 from bridge.transport import Host, cmd
 from bridge.transport.host import CommandError
+from bridge.transport.shm import namespace_names
 
 PLUGINS = REPO / "build" / "plugins"
 DLSINE = str(PLUGINS / "DLSine.vst3")
@@ -287,6 +289,23 @@ def test_nan_from_a_plugin_never_reaches_the_link(spawn):
     assert "NaN or Inf in the plugin output" in dev.stderr
 
 
+def test_nan_from_a_plugin_is_said_once_on_stderr_and_counted_without_monitor(spawn):
+    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Nan")
+    with Host() as host:
+        host.connect(dev.id)
+        send(host, cmd.midi_note_on(0, 69, 127))
+        read_blocks(host, 4, 2)
+        host.request(cmd.set_parameter("fault", 1.0))  # DLSine now outputs NaN
+        read_blocks(host, 20, 2)
+    out = dev.stop()
+    said = [ln for ln in dev.stderr.splitlines() if "NaN or Inf" in ln]
+    assert said == [f"discolink-bridge device {dev.id}: DLSine: NaN or Inf in the plugin "
+                    "output; such blocks are replaced by silence (counted in the stopped "
+                    "line)"], dev.stderr
+    silenced = re.search(r", (\d+) non-finite blocks silenced$", out.strip())
+    assert silenced and int(silenced.group(1)) >= 10, out  # (the first few were queued)
+
+
 def test_stdout_carries_only_the_bridge_lines_whatever_the_plugin_prints(spawn):
     dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Quiet")
     with Host() as host:
@@ -298,14 +317,16 @@ def test_stdout_carries_only_the_bridge_lines_whatever_the_plugin_prints(spawn):
 
 
 @pytest.mark.parametrize("args,code,text", [
-    (["--plugin", "/no/such/Synth.vst3"], 1, "/no/such/Synth.vst3: no such file"),
-    (["--plugin", "builtin:Nope"], 1, "no such built-in; choose from Sine"),
+    (["--plugin", "/no/such/Synth.vst3"], 2, "/no/such/Synth.vst3: no such file"),
+    (["--plugin", "builtin:Nope"], 2, "no such built-in; choose from Sine"),
     (["--plugin", "builtin:Reverb", "--plugin", DLSINE], 2,
      "DLSine is an instrument: it takes no audio input"),
     (["--plugin", DLSINE, "--channels", "3-4"], 2, "has 2 output channel(s), not 4"),
     (["--plugin", DLSINE, "--channels", "13"], 2, "1 to 12 channels"),
     (["--plugin", DLSINE, "--param", "gain=7"], 2, "out of range 0..1"),
     (["--plugin", DLSINE, "--param", "volume=1"], 2, "no parameter 'volume'"),
+    (["--plugin", DLSINE, "--param", "gian=1"], 2,  # the CLI's way to list them, not a command
+     f"no parameter 'gian'; did you mean gain? ('discolink-bridge plugin info {DLSINE}' lists"),
     (["--tap", "out"], 2, "--tap needs --plugin"),
 ])
 def test_refusals_are_one_clear_line_with_the_right_exit_code(spawn, args, code, text):
@@ -324,7 +345,7 @@ def test_a_file_that_is_not_a_plugin_is_refused(spawn, tmp_path):
     txt = tmp_path / "notes.txt"
     txt.write_text("hello")
     r = spawn.run("device", "--plugin", str(txt), timeout=120)
-    assert r.returncode == 1 and "not a plugin" in r.stderr
+    assert r.returncode == 2 and "not a plugin" in r.stderr  # a usage error
 
 
 def test_builtin_effect_state_and_parameters_round_trip(spawn, tmp_path):
@@ -504,3 +525,29 @@ def test_master_runs_a_plugin_with_its_display_and_saves_state_on_stop(spawn, na
     out, code, before = run_master()  # the second one starts from the saved state
     assert code == 0 and "state restored" in out
     assert before == pytest.approx(0.6, abs=1e-3)
+
+
+def test_a_plugin_name_the_bundle_does_not_hold_is_refused_naming_what_it_holds(spawn,
+                                                                                namespace):
+    """pedalboard ignores a wrong plugin_name for a one-plugin file: we don't."""
+    r = spawn.run("device", "--plugin", DLSINE, "--plugin-name", "Nope")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == (f"discolink-bridge device: error: {DLSINE}: no plugin named 'Nope' "
+                        "(--plugin-name); the file holds one plugin, 'DLSine'\n")
+    assert namespace_names(namespace) == []
+    r = spawn.run("device", "--plugin", "lv2:DLSine", "--plugin-name", "DLSine")
+    assert r.returncode == 2 and "an LV2 URI or name already names one" in r.stderr
+
+
+def test_dlsine_starts_plays_and_stops_without_dpf_noise_on_stderr(spawn):
+    """pedalboard re-activates a plugin on each prepare and releases the component first;
+    our DPF build (plugins/build.sh, patch 4) takes both quietly."""
+    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Hush")
+    with Host() as host:
+        host.connect(dev.id)
+        send(host, cmd.midi_note_on(0, 69, 100))
+        assert np.abs(read_blocks(host, 8, 2)).max() > 0.01
+    dev.stop()
+    assert dev.proc.returncode == 0, dev.stderr
+    for noise in ("fIsActive", "assertion failure", "DPF warning"):
+        assert noise not in dev.stderr, dev.stderr

@@ -392,12 +392,12 @@ def test_info_builtin(env):
 
 
 def test_info_and_scan_errors(env, tmp_path, broken):
-    r = cli(env, "info", "/no/such.vst3")
-    assert r.returncode == 1 and "/no/such.vst3" in r.stderr and "Traceback" not in r.stderr
+    r = cli(env, "info", "/no/such.vst3")  # usage errors: 2, as for scan
+    assert r.returncode == 2 and "/no/such.vst3" in r.stderr and "Traceback" not in r.stderr
     notes = tmp_path / "notes.txt"
     notes.write_text("hello\n")
     r = cli(env, "info", str(notes))
-    assert r.returncode == 1 and "not a plugin" in r.stderr
+    assert r.returncode == 2 and "not a plugin" in r.stderr
     r = cli(env, "info", str(broken / "Garbage.vst3"))
     assert r.returncode == 1 and "Garbage.vst3" in r.stderr and "Traceback" not in r.stderr
     r = cli(env, "info", str(broken / "Segv.vst3"))
@@ -405,7 +405,7 @@ def test_info_and_scan_errors(env, tmp_path, broken):
     r = cli(env, "info", str(broken / "Hang.vst3"), "--timeout", "2")
     assert r.returncode == 1 and "timed out after 2 s" in r.stderr
     r = cli(env, "info", "builtin:NoSuchThing")
-    assert r.returncode == 1 and "NoSuchThing" in r.stderr
+    assert r.returncode == 2 and "NoSuchThing" in r.stderr
     r = cli(env, "scan", "/no/such/dir")
     assert r.returncode == 2 and "/no/such/dir" in r.stderr
     assert r.stdout == ""

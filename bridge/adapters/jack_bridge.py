@@ -33,9 +33,12 @@ from ..midi.stream import CAPABILITIES as stream_capabilities
 from ..midi.stream import MidiStream
 from ..transport import Device, Host, HostError
 from ..transport import commands as cmd
+from ..transport.clock import StopFlag
 from ..transport.layout import MESSAGE_HEADER_SIZE, MESSAGE_PAYLOAD_SIZE, Mode
+from ..transport.shm import shown
 
 RECONNECT_INTERVAL_S = 0.5
+CLOSE_DEADLINE_S = 0.3  # longest wait for libjack's close (see _JackSide._close_client)
 _PAYLOAD = MESSAGE_HEADER_SIZE  # where a message's payload starts in its buffer
 Reporter = Callable[[str, str], None]  # (event, detail)
 
@@ -48,10 +51,32 @@ def server_name(server: str | None) -> str:
     return server or os.environ.get("JACK_DEFAULT_SERVER") or "default"
 
 
+def check_client_name(name: str) -> None:
+    """A JACK client name libjack can take (ValueError naming the limit): a name too long
+    otherwise fails as if no server were running."""
+    import jack
+
+    limit = jack.client_name_size() - 1  # the size counts the terminating NUL
+    size = len(name.encode())
+    if size > limit:
+        raise ValueError(f"JACK client name {shown(name)} is {size} bytes; JACK takes at most "
+                         f"{limit}; give a shorter --client-name")
+
+
+def quiet_libjack() -> None:
+    """libjack prints its own errors and notes on stderr ("Cannot connect to server
+    socket", ...); ours say the same in one line, so its are dropped."""
+    import jack
+
+    jack.set_error_function(lambda message: None)
+    jack.set_info_function(lambda message: None)
+
+
 def open_client(name: str, server: str | None) -> object:
     """A JACK client on ``server`` (never starting a server of its own)."""
     import jack
 
+    quiet_libjack()
     try:
         return jack.Client(name, servername=server_name(server), no_start_server=True)
     except jack.JackOpenError as exc:
@@ -146,7 +171,7 @@ class _JackSide:
         self.sample_rate = 0
         self.period = 0
         self._dirty = threading.Event()  # ports came or went: re-apply connection patterns
-        self._stop = threading.Event()
+        self._stop = StopFlag()  # set from signal handlers: takes no lock
         self._lost_reason = ""
         self._refused: tuple[int, int] | None = None  # the JACK settings refused last
         self.midi_dropped = 0  # MIDI events the callback could not pass on (see subclasses)
@@ -192,13 +217,24 @@ class _JackSide:
         self._dirty.set()
 
     def _close_client(self) -> None:
+        """Deactivate and close our client, waiting at most CLOSE_DEADLINE_S: when jackd is
+        going away at the same moment, libjack's close blocks for ~5 s, and a bridge told to
+        stop (or one that must go on with its own clock) cannot wait that long. The close
+        then finishes, or not, on a daemon thread of its own."""
         client, self.client = self.client, None
-        if client is not None:
+        if client is None:
+            return
+
+        def close() -> None:
             try:
                 client.deactivate()
                 client.close()
             except Exception:
                 pass
+
+        closer = threading.Thread(target=close, name="jack-close", daemon=True)
+        closer.start()
+        closer.join(CLOSE_DEADLINE_S)
 
     def _drop_lost_client(self, keeping: str) -> None:
         """jackd went away: make the callback stand aside, close our client, say so once."""
@@ -274,7 +310,10 @@ class JackDeviceBridge(_JackSide):
                              f"{len(self.connect_patterns)} or more")
         self.midi_out_patterns = list(midi_out or [])
         self.device_id = device_id
-        self.device = Device(namespace)
+        check_client_name(self.client_name)
+        self.namespace = namespace
+        self.device: Device | None = None  # made once JACK is reached: a failed start
+        # leaves nothing in /dev/shm, not even a registry
         self.stream: MidiStream | None = None
         self._inports: list = []
         self._midi_out = None
@@ -286,6 +325,7 @@ class JackDeviceBridge(_JackSide):
     def start(self) -> str:
         """Open JACK, register the device at JACK's rate and period, activate, connect."""
         self._open()
+        self.device = Device(self.namespace)
         self.device.start(self.device_id, self.channels, self.sample_rate, self.period,
                           Mode.AUDIO_MIDI, capabilities=stream_capabilities)
         self.stream = MidiStream(self.sample_rate, report=self.device.report_error)
@@ -393,10 +433,13 @@ class JackDeviceBridge(_JackSide):
             pass
 
     def close(self) -> None:
+        """Stop: the callback stands aside, the device deregisters and removes its segment
+        (first, so nothing is left even if libjack then hangs), then the client closes."""
         self._stop.set()
         self.pause_callback()
+        if self.device is not None:
+            self.device.close()
         self._close_client()
-        self.device.close()
 
 
 # ---- a discoLink host as JACK ports ---------------------------------------------------------
@@ -411,6 +454,7 @@ class JackHostBridge(_JackSide):
         super().__init__(client_name or f"discolink-host-{device_id.split(':')[0]}", server,
                          report)
         self.device_id = device_id
+        check_client_name(self.client_name)
         self.link_tag = link_tag
         self.connect_out = list(connect_out or [])
         self.midi_in_patterns = list(midi_in or [])
@@ -612,9 +656,11 @@ class JackHostBridge(_JackSide):
             self._stop.wait(0.05)
 
     def close(self) -> None:
+        """Stop: the callback stands aside, the claim is released, then the client closes
+        (within its deadline)."""
         self.pause_callback()
-        self._close_client()
         self.host.close()
+        self._close_client()
 
 
 def _try(action: Callable[[], object]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ..midi import ipc
 from ..midi.event import MidiEvent
+from ..midi.parser import DEFAULT_SYSEX_LIMIT
 from ..midi.stream import CAPABILITIES as stream_capabilities
 from ..transport import Device, Host
 from ..transport.clock import DeviceRunner
@@ -78,6 +79,7 @@ def start_midi_monitor(device_id: str, print_line: Callable[[str], None], *,
                        block_size: int = 256, as_json: bool = False,
                        midi_in: list[str] | None = None,
                        on_port_event: Callable[[str, str], None] | None = None,
+                       sysex_limit: int = DEFAULT_SYSEX_LIMIT,
                        ) -> tuple[Device, DeviceRunner, InstrumentDevice]:
     """A MIDI-only device on the real-time clock whose blocks print their events."""
     fmt = event_json if as_json else format_event
@@ -91,7 +93,7 @@ def start_midi_monitor(device_id: str, print_line: Callable[[str], None], *,
                  capabilities=stream_capabilities)
     try:
         wiring = InstrumentDevice(device, None, midi_in=midi_in, on_events=on_events,
-                                  on_port_event=on_port_event)
+                                  on_port_event=on_port_event, sysex_limit=sysex_limit)
     except BaseException:
         device.close()
         raise

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..midi.event import MidiEvent
 from .sine import SineSynth
-from .stage import BUILTIN_PREFIX, Parameter, PluginError, Stage
+from .stage import BUILTIN_PREFIX, Parameter, PluginError, Stage, UnknownPluginError
 
 PLUGIN_SUFFIXES = (".vst3", ".component")
 # DPF and other VST3 wrappers expose 2,048 "MIDI Ch. N CC M" parameters that exist only to map
@@ -145,16 +145,21 @@ def load_pedalboard_stage(spec: str, *, plugin_name: str | None = None,
     """Load a plugin file or a built-in (see :func:`bridge.adapters.stage.load_stage`);
     PluginError names the plugin and the reason."""
     if spec.startswith(BUILTIN_PREFIX):
+        if plugin_name is not None:
+            raise UnknownPluginError(f"{spec}: --plugin-name {plugin_name!r} is for a bundle "
+                                     "file that holds several plugins, not a built-in")
         return _load_builtin(spec[len(BUILTIN_PREFIX):], sample_rate)
     path = Path(spec).expanduser()
-    if not path.exists():
-        raise PluginError(f"{spec}: no such file or directory")
+    if not path.exists():  # usage errors (exit 2): nothing by that name to load
+        raise UnknownPluginError(f"{spec}: no such file or directory")
     if path.suffix.lower() not in PLUGIN_SUFFIXES:
-        raise PluginError(f"{spec}: not a plugin (expected a .vst3 bundle"
-                          f"{' or .component' if os.uname().sysname == 'Darwin' else ''}, "
-                          "or builtin:NAME)")
+        raise UnknownPluginError(
+            f"{spec}: not a plugin (expected a .vst3 bundle"
+            f"{' or .component' if os.uname().sysname == 'Darwin' else ''}, or builtin:NAME)")
     import pedalboard
 
+    if plugin_name is not None:
+        _check_plugin_name(spec, plugin_name)
     try:
         plugin = pedalboard.load_plugin(str(path), plugin_name=plugin_name)
     except Exception as exc:  # pedalboard raises ImportError, ValueError, RuntimeError
@@ -177,6 +182,30 @@ def load_pedalboard_stage(spec: str, *, plugin_name: str | None = None,
                           f"{type(exc).__name__}: {exc}") from None
 
 
+def plugin_names_in_file(path: str) -> list[str]:
+    """The names of the plugins a .vst3 (or .component) bundle holds."""
+    import pedalboard
+
+    cls = pedalboard.AudioUnitPlugin if path.lower().endswith(".component") \
+        else pedalboard.VST3Plugin
+    return list(cls.get_plugin_names_for_file(str(Path(path).expanduser())))
+
+
+def _check_plugin_name(spec: str, plugin_name: str) -> None:
+    """--plugin-name must name a plugin of the bundle (pedalboard ignores a wrong name when
+    the file holds one plugin); UnknownPluginError lists what it holds."""
+    try:
+        names = plugin_names_in_file(spec)
+    except Exception:  # the load that follows says what is wrong with the file
+        return
+    if plugin_name in names:
+        return
+    held = (f"the file holds one plugin, {names[0]!r}" if len(names) == 1 else
+            f"it holds {', '.join(repr(n) for n in names)}" if names else "it holds none")
+    raise UnknownPluginError(f"{spec}: no plugin named {plugin_name!r} (--plugin-name); "
+                             f"{held}")
+
+
 def _load_builtin(name: str, sample_rate: int) -> Stage:
     if name in BUILTIN_INSTRUMENTS:
         synth = SineSynth(sample_rate)
@@ -187,7 +216,7 @@ def _load_builtin(name: str, sample_rate: int) -> Stage:
     cls = effects.get(name) or next((c for n, c in effects.items()
                                      if n.lower() == name.lower()), None)
     if cls is None:
-        raise PluginError(f"builtin:{name}: no such built-in; choose from "
+        raise UnknownPluginError(f"builtin:{name}: no such built-in; choose from "
                           f"{', '.join(builtin_names())}")
     plugin = cls()
     return PedalboardStage(BUILTIN_PREFIX + cls.__name__, cls.__name__, "effect", None, None,

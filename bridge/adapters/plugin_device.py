@@ -19,6 +19,7 @@ or Inf in it never reaches the link: it is replaced by silence, counted and repo
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -35,6 +36,7 @@ from ..transport import commands as cmd
 from ..transport.commands import ErrorCode
 from ..transport.device import Device
 from ..transport.message import Message
+from ..transport.shm import shown
 from .stage import Parameter, Stage, map_channels
 
 STATE_FORMAT = "discolink-bridge plugin state"
@@ -100,6 +102,9 @@ class PluginChain:
         self._outputs: list[np.ndarray | None] = [None] * len(self.stages)
         self.nonfinite_blocks = 0
         self._last_report = 0.0
+        # Said once, for the user (the CLI prints it on stderr; a rack's log keeps it): the
+        # first non-finite block. ``report`` goes on counting them for the debug monitor.
+        self.warn: Callable[[str], None] | None = None
         self.parameters: list[tuple[int, Parameter]] = [
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
         self._release: list[MidiEvent] = []
@@ -261,6 +266,13 @@ class PluginChain:
 
     def _nonfinite(self) -> None:
         self.nonfinite_blocks += 1
+        if self.nonfinite_blocks == 1 and self.warn is not None:
+            try:  # one short write, once per session: acceptable on the audio path
+                stage = self.stages[self.tap.stage if self.tap.stage >= 0 else -1]
+                self.warn(f"{stage.name}: NaN or Inf in the plugin output; such blocks "
+                          "are replaced by silence (counted in the stopped line)")
+            except Exception:
+                pass
         now = time.monotonic()
         if now - self._last_report >= REPORT_INTERVAL_S:
             self._last_report = now
@@ -296,7 +308,10 @@ class PluginChain:
                 c = candidate.lower()
                 if want in (c, qualified + c):
                     return i
-        raise KeyError(f"no parameter {name!r}; ParameterList lists them")
+        names = [self.parameter_name(i) for i in range(len(self.parameters))]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        raise KeyError(f"no parameter {shown(name)}"
+                       + (f"; did you mean {', '.join(close)}?" if close else ""))
 
     def value(self, i: int) -> float:
         stage, p = self.parameters[i]
@@ -527,7 +542,9 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
         try:
             i = chain.find_parameter(-1, name)
         except KeyError as exc:
-            raise ValueError(f"--param {name}: {exc.args[0]}") from None
+            raise ValueError(f"--param: {exc.args[0]} ('discolink-bridge plugin info "
+                             f"{specs[-1] if len(specs) == 1 else 'PLUGIN'}' lists them)"
+                             ) from None
         try:
             chain.set_parameter(i, value)
         except ValueError as exc:

@@ -44,8 +44,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Protocol
 
-from .plugin import PLUGIN_SUFFIXES
-from .stage import BUILTIN_PREFIX, LV2_PREFIX, PluginError, Stage, load_stage
+from .plugin import PLUGIN_SUFFIXES, plugin_names_in_file
+from .stage import (
+    BUILTIN_PREFIX,
+    LV2_PREFIX,
+    PluginError,
+    Stage,
+    UnknownPluginError,
+    load_stage,
+)
 
 CACHE_VERSION = 2
 DEFAULT_TIMEOUT = 30.0
@@ -179,14 +186,6 @@ def describe(stage: Stage, path: str) -> dict[str, Any]:
     }
 
 
-def _plugin_names(path: str) -> list[str]:
-    import pedalboard
-
-    cls = pedalboard.AudioUnitPlugin if path.lower().endswith(".component") \
-        else pedalboard.VST3Plugin
-    return list(cls.get_plugin_names_for_file(path))
-
-
 def _exception_text(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -223,7 +222,7 @@ def _probe_main(argv: Sequence[str]) -> int:
     names: list[str | None] = list(args.plugin_name)
     if args.list and not args.probe.rstrip("/").endswith(LV2_SUFFIX):
         try:
-            names = list(_plugin_names(args.probe))
+            names = list(plugin_names_in_file(args.probe))
         except Exception as exc:
             text = _exception_text(exc).replace(f"Unable to scan plugin {args.probe}: ", "")
             send({"error": f"not a loadable plugin: {text}"})
@@ -763,10 +762,10 @@ def info(path_or_builtin: str, *, plugin_name: str | None = None,
             step = f" in {m['step']}" if isinstance(m.get("step"), str) else step
         raise PluginError(f"lv2:{uri}: {failure or 'the probe gave no result'}{step}")
     path = Path(path_or_builtin).expanduser()
-    if not path.exists():
-        raise PluginError(f"{path_or_builtin}: no such file or directory")
+    if not path.exists():  # usage errors (exit 2), as for `plugin scan` and a bad folder
+        raise UnknownPluginError(f"{path_or_builtin}: no such file or directory")
     if path.suffix.lower() not in PLUGIN_SUFFIXES:
-        raise PluginError(f"{path_or_builtin}: not a plugin (expected a .vst3 bundle"
+        raise UnknownPluginError(f"{path_or_builtin}: not a plugin (expected a .vst3 bundle"
                           f"{' or .component' if _is_macos() else ''}, or builtin:NAME)")
     messages, failure = run_probe(str(path), [plugin_name] if plugin_name else None,
                                   timeout=timeout)

@@ -237,6 +237,11 @@ def load_stage(spec: str, *, plugin_name: str | None = None, sample_rate: int = 
     if spec.startswith(LV2_PREFIX):
         from .lv2 import load_lv2_stage
 
+        if plugin_name is not None:
+            raise UnknownPluginError(f"{spec}: --plugin-name {plugin_name!r} is for a bundle "
+                                     "file that holds several plugins; an LV2 URI or name "
+                                     "already names one")
+
         return load_lv2_stage(spec, sample_rate=sample_rate, block_size=block_size)
     from .plugin import load_pedalboard_stage
 

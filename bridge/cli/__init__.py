@@ -55,11 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    return _run(args, f"discolink-bridge {args.command}")
+
+
+MESSAGE_MAX_CHARS = 400  # an error line longer than this is cut in its middle
+
+
+def clipped(message: object) -> str:
+    """An error for the user's terminal: a value the user gave (a 5,000-character path or
+    message) is not echoed in full. Each line longer than MESSAGE_MAX_CHARS keeps its start
+    and its end, which say what and why."""
+    def clip(line: str) -> str:
+        if len(line) <= MESSAGE_MAX_CHARS:
+            return line
+        return f"{line[:240]} ... [{len(line) - 360} characters] ... {line[-120:]}"
+
+    return "\n".join(clip(line) for line in str(message).split("\n"))
+
+
+def _run(args: argparse.Namespace, prog: str) -> int:
     from ..adapters.session import SessionError
     from ..adapters.stage import PluginError
     from ..transport import HostError, RegistryError, SegmentError
 
-    prog = f"discolink-bridge {args.command}"
     try:
         if args.namespace is not None:
             from ..transport.shm import namespace_from_env
@@ -67,21 +85,21 @@ def main(argv: list[str] | None = None) -> int:
             namespace_from_env(args.namespace)
         return args.handler(args)
     except UsageError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {clipped(exc)}", file=sys.stderr)
         return 2
     except ValueError as exc:  # e.g. a bad namespace
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {clipped(exc)}", file=sys.stderr)
         return 2
     except (HostError, RegistryError, SegmentError, SessionError, RuntimeError,
             TimeoutError, PluginError) as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {clipped(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # our reader went away (`... | head`): cleanup already ran
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # keep the exit-time flush from failing again
         return 0
     except OSError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
+        print(f"{prog}: {clipped(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

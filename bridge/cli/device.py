@@ -142,6 +142,8 @@ def _device_setup(args: argparse.Namespace):
         saver = None
         if chain is not None:
             chain.report = device.report_error
+            chain.warn = lambda text: print(f"discolink-bridge device {device.id}: {text}",
+                                            file=sys.stderr, flush=True)
             if args.state is not None:
                 from ..adapters.plugin_device import StateSaver
 
@@ -236,7 +238,9 @@ def _run_device(args: argparse.Namespace, display: bool) -> int:
         print(f"device {device.id} stopped: {s.blocks_written} blocks, {s.overruns} overruns, "
               f"{s.underruns} host underruns, {s.commands_received} commands, "
               f"{s.bad_messages} bad messages, {midi.ipc_events + midi.live_events} MIDI "
-              f"events", flush=True)
+              f"events"
+              + (f", {runner.chain.nonfinite_blocks} non-finite blocks silenced"
+                 if runner.chain is not None else ""), flush=True)
     finally:
         runner.wiring.close()
         _save_state(args, device, runner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,8 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--all", action="store_true",
                     help="every namespace of this user, not just the current one")
     sp.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    sp.add_argument("--force", action="store_true",
+                    help="also remove a corrupt registry (wrong size, bad magic, another "
+                         "protocol) and its namespace's segments, each only if no running "
+                         "process maps it")
     sp.add_argument("--json", action="store_true", help="print a JSON list, one object per "
-                    "namespace: namespace, live, freed, removed")
+                    "namespace: namespace, live, freed, removed, corrupt (why, or null), "
+                    "mapped (name: pids still mapping it)")
     sp.set_defaults(handler=cmd_cleanup)
 
 
@@ -61,25 +67,48 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
+    """Sweep one namespace or all; a corrupt one is reported and the rest go on. Exit 1 when
+    a corrupt registry is left behind (without --force, or mapped by a live process)."""
     from ..transport.registry import sweep_namespace
     from ..transport.shm import namespace_from_env, namespace_prefix, namespaces
 
     names = namespaces() if args.all else [namespace_from_env(args.namespace)]
-    sweeps = [s for ns in names if (s := sweep_namespace(ns, dry_run=args.dry_run))]
+    sweeps = [s for ns in names
+              if (s := sweep_namespace(ns, dry_run=args.dry_run, force=args.force))]
+    left = [s for s in sweeps if s.corrupt and (s.mapped or not args.force)]
     if args.json:
         print(json.dumps([s.to_json() for s in sweeps]))
-        return 0
-    verb = "would remove" if args.dry_run else "removed"
-    for s in sweeps:
-        removed = ", ".join(n[len(namespace_prefix(s.namespace)):] for n in s.removed)
-        parts = [f"{verb} {len(s.removed)} segment(s)" + (f" ({removed})" if removed else "")]
-        if s.freed:
-            parts.append(f"{'would free' if args.dry_run else 'freed'} the slot(s) of dead "
-                         f"device(s) {', '.join(s.freed)}")
-        parts.append(f"kept {len(s.live)} live device(s)" + (
-            f" ({', '.join(s.live)})" if s.live else ""))
-        print(f"namespace {s.namespace!r}: " + "; ".join(parts))
-    if not sweeps:
-        where = "any namespace" if args.all else f"namespace {names[0]!r}"
-        print(f"nothing to clean: no registry for {where}")
-    return 0
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        for s in sweeps:
+            removed = ", ".join(n[len(namespace_prefix(s.namespace)):] for n in s.removed)
+            parts = [f"{verb} {len(s.removed)} segment(s)" + (f" ({removed})" if removed
+                                                               else "")]
+            if s.corrupt:
+                if not args.force:
+                    parts = ["left in place (see below)"]
+                parts += [f"kept {n[len(namespace_prefix(s.namespace)):]}, mapped by pid "
+                          f"{', '.join(map(str, pids))}" for n, pids in s.mapped.items()]
+                print(f"namespace {s.namespace!r}: corrupt ({_short(s.corrupt)}); "
+                      + "; ".join(parts))
+                continue
+            if s.freed:
+                parts.append(f"{'would free' if args.dry_run else 'freed'} the slot(s) of "
+                             f"dead device(s) {', '.join(s.freed)}")
+            parts.append(f"kept {len(s.live)} live device(s)" + (
+                f" ({', '.join(s.live)})" if s.live else ""))
+            print(f"namespace {s.namespace!r}: " + "; ".join(parts))
+        if not sweeps:
+            where = "any namespace" if args.all else f"namespace {names[0]!r}"
+            print(f"nothing to clean: no registry for {where}")
+    for s in left:  # stdout has the summary; each namespace left corrupt is said on stderr
+        how = (f"still mapped by pid {', '.join(str(p) for ps in s.mapped.values() for p in ps)}"
+               if s.mapped else "run 'discolink-bridge cleanup --force' to remove it")
+        print(f"discolink-bridge cleanup: namespace {s.namespace!r}: {_short(s.corrupt)}; "
+              f"{how}", file=sys.stderr)
+    return 1 if left else 0
+
+
+def _short(reason: str) -> str:
+    """A corrupt registry's fault without the advice that follows it."""
+    return reason.split(": it is corrupt")[0]

@@ -45,7 +45,7 @@ def cmd_midi_monitor(args: argparse.Namespace) -> int:
         device, runner, wiring = start_midi_monitor(
             args.id, print_line, namespace=args.namespace, sample_rate=args.samplerate,
             block_size=args.blocksize, as_json=args.json, midi_in=args.midi_in,
-            on_port_event=port_event)
+            on_port_event=port_event, sysex_limit=args.sysex_limit)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     install_stop(runner)

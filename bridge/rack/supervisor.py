@@ -56,20 +56,24 @@ POLICIES = ("always", "on-failure", "never")
 Log = Callable[[str], None]
 
 
-def runtime_dir() -> Path:
+def runtime_dir(create: bool = True) -> Path:
     """Where control sockets live: $XDG_RUNTIME_DIR/discolink-bridge, else a private /tmp
-    folder (created 0700)."""
+    folder (created 0700 unless ``create`` is False: a client that only asks creates
+    nothing)."""
     base = os.environ.get("XDG_RUNTIME_DIR")
     path = Path(base) / "discolink-bridge" if base else \
         Path(f"/tmp/discolink-bridge-{os.getuid()}")
+    if not create:
+        return path
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(path, 0o700)
     return path
 
 
-def control_socket_path(namespace: str) -> Path:
-    """One rack per namespace: its control socket is named after the namespace."""
-    return runtime_dir() / f"rack-{namespace}.sock"
+def control_socket_path(namespace: str, create: bool = True) -> Path:
+    """One rack per namespace: its control socket is named after the namespace (its folder
+    is made unless ``create`` is False)."""
+    return runtime_dir(create) / f"rack-{namespace}.sock"
 
 
 @dataclass
@@ -352,11 +356,12 @@ class Rack:
     def status(self) -> dict:
         """The rack and each device: pid, state, claim, link tag, ring fill, underruns,
         restarts, CPU %."""
-        registry = Registry(self.namespace)
+        registry = Registry.find(self.namespace)  # a look creates no registry
         try:
-            infos = {d.id: d for d in registry.scan()}
+            infos = {d.id: d for d in registry.scan()} if registry is not None else {}
         finally:
-            registry.close()
+            if registry is not None:
+                registry.close()
         rows = []
         with self._lock:
             children = list(self.children.values())
@@ -440,12 +445,12 @@ class Rack:
 
 def ask(namespace: str, verb: str, timeout: float = 30.0) -> dict:
     """Send one verb to the rack running in ``namespace``; RuntimeError when there is none."""
-    path = control_socket_path(namespace)
+    path = control_socket_path(namespace, create=False)  # asking creates nothing
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(str(path))
-    except (FileNotFoundError, ConnectionRefusedError):
+    except (FileNotFoundError, NotADirectoryError, ConnectionRefusedError):
         raise RuntimeError(f"no rack is running in namespace {namespace!r} (no control "
                            f"socket at {path}); start one with: discolink-bridge rack "
                            "FILE.yaml") from None

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -32,6 +31,39 @@ import numpy as np
 
 from .device import BLOCK_SIZE_RANGE, Device
 from .layout import FILL_DEFAULT, FILL_MAX, FILL_MIN, Mode
+
+
+class StopFlag:
+    """A stop request that a signal handler may set. ``threading.Event.set`` takes a lock: a
+    second signal arriving while the first handler holds it runs a handler that waits for it
+    for ever (a double SIGTERM deadlocked a device). Here setting is one attribute store, and
+    ``wait`` polls in short sleeps, which a signal cuts short anyway."""
+
+    __slots__ = ("_set",)
+    POLL_S = 0.01
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until set or ``timeout`` s have passed; returns whether it is set."""
+        deadline = time.monotonic() + timeout
+        while not self._set:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(self.POLL_S, left))
+        return self._set
+
 
 RenderFn = Callable[[np.ndarray], None]  # fills a (channels, frames) float32 array in place
 DEFAULT_RT_PRIORITY = 10  # SCHED_FIFO priority for audio loops (JACK's default is 10 too)
@@ -96,7 +128,7 @@ class DeviceRunner:
         self.on_block = on_block
         self.rt_priority = rt_priority
         self.rt_status = "off"  # after run(): "SCHED_FIFO N", "off", or why it was refused
-        self.stop_event = threading.Event()
+        self.stop_event = StopFlag()  # set from signal handlers (install_stop)
         self.blocks_rendered = 0
         self.render_failures = 0  # blocks whose render callback raised (sent as silence)
         self._block = np.zeros((max(device.channels, 1), device.block_size), np.float32)

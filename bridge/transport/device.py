@@ -69,6 +69,10 @@ _O = TRANSPORT_HEADER.offsets
 _SLOT = struct.Struct(MESSAGE_HEADER.format + "4B"
                       + f"{MESSAGE_SIZE - MESSAGE_HEADER_SIZE - 4}x")
 BATCH_MESSAGES = 64  # messages popped per ring call
+# Queued response fragments never take the last slots of the response ring, so that an
+# answer to the host (Pong, HandshakeAck, Error) still finds room while a long transfer
+# streams; native/discolink.h keeps the same headroom (DL__RESPONSE_HEADROOM).
+RESPONSE_HEADROOM = 64
 SAMPLE_RATE_RANGE = (SAMPLE_RATE_MIN, SAMPLE_RATE_MAX)
 BLOCK_SIZE_RANGE = (BLOCK_SIZE_MIN, BLOCK_SIZE_MAX)
 
@@ -405,7 +409,7 @@ class Device:
         try:
             now = time.monotonic_ns()
             if now >= self._next_heartbeat:
-                self.registry.heartbeat(self.slot, now)
+                self._stamp_heartbeat(now)
                 self._next_heartbeat = now + HEARTBEAT_EVERY_NS
             if now >= self._next_host_check:
                 # kill(pid, 0) only: no /proc on the audio path (a zombie host still counts as
@@ -493,7 +497,19 @@ class Device:
     def heartbeat(self) -> None:
         """Refresh the registry heartbeat (call it from idle loops that skip process_commands)."""
         if self._running:
-            self.registry.heartbeat(self.slot)
+            self._stamp_heartbeat(time.monotonic_ns())
+
+    def _stamp_heartbeat(self, now_ns: int) -> None:
+        """Stamp our slot, only while it is still ours (state, pid and generation): a slot
+        reclaimed after a stall may hold another device now, whose heartbeat is not ours to
+        keep fresh. Real-time safe: three atomic loads and a store."""
+        if not self.registered:
+            return
+        state, pid, generation = self.registry.owner(self.slot)
+        if state == SlotState.ACTIVE and pid == self._pid and generation == self.generation:
+            self.registry.heartbeat(self.slot, now_ns)
+        else:
+            self._check_registration()
 
     def respond(self, message: Message) -> bool:
         """Queue a response to the host. False (and counted) when the response ring is full."""
@@ -510,7 +526,8 @@ class Device:
 
         Fragments that do not fit in the response ring now wait in an outbox and go out on
         later ``process_commands`` calls as the host drains the ring: a fragment is never
-        dropped, since one lost fragment loses the whole transfer.
+        dropped, since one lost fragment loses the whole transfer. They leave the last
+        RESPONSE_HEADROOM slots free, so that answers (a Pong) still go out meanwhile.
         """
         messages = cmd.fragments(name, payload, response_to=request)
         if len(messages) == 1 and not self._outbox:
@@ -529,8 +546,10 @@ class Device:
         return got
 
     def _flush_outbox(self) -> None:
-        outbox = self._outbox
+        outbox, ring = self._outbox, self._responses
         while outbox:
+            if ring.slots - ring.fill() <= RESPONSE_HEADROOM:
+                return  # the rest waits: the last slots are kept for answers
             got = self._push_response(outbox[0])
             if got != 1:
                 if got == CORRUPT:

@@ -18,7 +18,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from . import _shm
 from .layout import (
@@ -41,6 +41,7 @@ from .shm import (
     Segment,
     SegmentError,
     SegmentSizeError,
+    mapping_pids,
     namespace_from_env,
     namespace_names,
     open_fd,
@@ -49,6 +50,9 @@ from .shm import (
     transport_name,
     unlink,
 )
+from .shm import (
+    shown as _shown,
+)
 
 _STATE = REGISTRY_SLOT.offset("state")
 _HEARTBEAT = REGISTRY_SLOT.offset("heartbeat_ns")
@@ -56,6 +60,8 @@ _XRUNS = REGISTRY_SLOT.offset("xruns")
 _FORMAT_OFFSETS = {name: REGISTRY_SLOT.offset(name) for name in ("sample_rate", "block_size",
                                                                  "mode")}
 _INSTANCE_RE = re.compile(r"[0-9]{1,5}")  # ASCII digits only (str.isdigit takes others)
+_CORRUPT = ("it is corrupt or another program's; 'discolink-bridge cleanup --force' removes "
+            "it once no process maps it")
 
 
 class RegistryError(Exception):
@@ -87,12 +93,6 @@ def validate_device_id(text: str) -> tuple[str, int | None]:
         raise ValueError(f"device id {shown} has an empty NAME before ':'")
     _check_text(name, "device id", ID_NAME_MAX_BYTES, shown_as=shown)
     return name, int(suffix) if colon else None
-
-
-def _shown(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters: a 5,000-character id is
-    named, not echoed in full."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
 
 
 def validate_link_tag(tag: str) -> str:
@@ -156,9 +156,10 @@ class DeviceInfo:
 class Registry:
     """One namespace's registry segment, created on first use and shared by every process."""
 
-    def __init__(self, namespace: str | None = None) -> None:
+    def __init__(self, namespace: str | None = None, *, create: bool = True) -> None:
         self.namespace = namespace_from_env(namespace)
         self.name = registry_name(self.namespace)
+        self._create = create  # False: a reader, which never creates one (§2)
         self._thread_lock = threading.Lock()
         self._lock_fd = -1
         self._open()
@@ -174,30 +175,39 @@ class Registry:
         """The namespace's registry if it exists, else None; unlike ``Registry()``, a look
         (a Host, ``list``, ``cleanup``) never leaves a new registry behind."""
         try:
-            os.close(open_fd(registry_name(namespace_from_env(namespace)), os.O_RDWR))
+            return cls(namespace, create=False)
         except FileNotFoundError:
             return None
-        return cls(namespace)
 
     def _open(self) -> None:
+        """Map the registry: open-or-create for a device, open only (FileNotFoundError when
+        there is none, or only an empty object a creator never sized) for a reader."""
         try:
-            self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
+            if self._create:
+                self.segment = Segment.create(self.name, REGISTRY_SIZE, exclusive=False)
+            else:
+                self.segment = Segment.open_sized(self.name, REGISTRY_SIZE)
         except SegmentSizeError as exc:
             raise SegmentError(
-                f"registry {self.name} is {exc.size} bytes, expected {REGISTRY_SIZE}: it is "
-                "corrupt or another program's; 'discolink-bridge cleanup --force' removes "
-                "it") from None
+                f"registry {self.name} is {exc.size} bytes, expected {REGISTRY_SIZE}: "
+                f"{_CORRUPT}") from None
         self.buf = self.segment.buf
         # A descriptor of our own for flock: the lock belongs to this open file description.
         self._lock_fd = open_fd(self.name, os.O_RDWR)
         self._header_checked = False
 
-    def _reopen(self) -> None:
+    def _reopen(self) -> bool:
         """Our registry was removed (a cleanup found it empty): open the one now under its
-        name. The old mapping is left to the garbage collector, as views of it may exist."""
-        os.close(self._lock_fd)
-        self._lock_fd = -1
-        self._open()
+        name; False when a reader finds none. The old mapping is left to the garbage
+        collector, as views of it may exist."""
+        old = self._lock_fd
+        try:
+            self._open()
+        except FileNotFoundError:  # a reader, and none now: it keeps looking at the old one
+            self._lock_fd = old
+            return False
+        os.close(old)
+        return True
 
     def _check_header(self) -> None:
         """Initialise a new registry, or refuse one that is not ours (naming the fault).
@@ -209,7 +219,8 @@ class Registry:
                 version_minor=PROTOCOL_MINOR, header_size=REGISTRY_HEADER.size,
                 slot_size=REGISTRY_SLOT.size, slot_count=REGISTRY_SLOTS)
         elif header["magic"] != REGISTRY_MAGIC:
-            raise SegmentError(f"registry {self.name} has bad magic 0x{header['magic']:08x}")
+            raise SegmentError(f"registry {self.name} has bad magic 0x{header['magic']:08x}: "
+                               f"{_CORRUPT}")
         elif header["version_major"] != PROTOCOL_MAJOR:
             raise SegmentError(
                 f"registry {self.name} has protocol version {header['version_major']}."
@@ -219,7 +230,7 @@ class Registry:
                                                              REGISTRY_SLOT.size):
             raise SegmentError(f"registry {self.name} has {header['slot_count']} slots of "
                                f"{header['slot_size']} bytes; expected {REGISTRY_SLOTS} of "
-                               f"{REGISTRY_SLOT.size}")
+                               f"{REGISTRY_SLOT.size}: {_CORRUPT}")
 
     def close(self) -> None:
         if self._lock_fd >= 0:
@@ -238,7 +249,9 @@ class Registry:
                 if os.fstat(self._lock_fd).st_nlink:
                     break
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-                self._reopen()
+                if not self._reopen():  # removed, none since: a removed one holds no device
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+                    break
             try:
                 if not self._header_checked:
                     self._check_header()
@@ -457,9 +470,16 @@ class Registry:
         unlink(self.name)
 
 
-def sweep_namespace(namespace: str | None = None, *, dry_run: bool = False) -> Sweep | None:
-    """:meth:`Registry.sweep` of the namespace's registry, or None when it has none."""
-    registry = Registry.find(namespace)
+def sweep_namespace(namespace: str | None = None, *, dry_run: bool = False,
+                    force: bool = False) -> Sweep | None:
+    """:meth:`Registry.sweep` of the namespace's registry, or None when it has none. A
+    corrupt registry (protocol.md §3.6) is reported in ``Sweep.corrupt``; with ``force`` it
+    and the namespace's other segments go, each only if no live process maps it."""
+    namespace = namespace_from_env(namespace)
+    try:
+        registry = Registry.find(namespace)
+    except SegmentError as exc:
+        return _sweep_corrupt(namespace, str(exc), dry_run=dry_run, force=force)
     if registry is None:
         return None
     try:
@@ -468,17 +488,37 @@ def sweep_namespace(namespace: str | None = None, *, dry_run: bool = False) -> S
         registry.close()
 
 
+def _sweep_corrupt(namespace: str, reason: str, *, dry_run: bool, force: bool) -> Sweep:
+    """A namespace whose registry cannot be read: nothing is touched unless ``force``, and
+    then only what no live process has mapped (a registry in use must not vanish under its
+    user, §3.6)."""
+    removed, mapped = [], {}
+    for name in namespace_names(namespace):
+        pids = mapping_pids(name)
+        if pids:
+            mapped[name] = pids
+        elif force:
+            removed.append(name)
+            if not dry_run:
+                unlink(name)
+    return Sweep(namespace, [], [], removed, corrupt=reason, mapped=mapped)
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """What :meth:`Registry.sweep` found: live device ids, dead ones freed, names removed."""
+    """What :meth:`Registry.sweep` found: live device ids, dead ones freed, names removed;
+    for a corrupt registry, why, and which of its names live processes map (name -> pids)."""
 
     namespace: str
     live: list[str]
     freed: list[str]
     removed: list[str]
+    corrupt: str = ""
+    mapped: dict[str, list[int]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The public JSON form (``cleanup --json``): ``corrupt`` is null for a sound one."""
+        return {**asdict(self), "corrupt": self.corrupt or None}
 
 
 def _cstr(raw: bytes) -> str:

@@ -40,12 +40,18 @@ class SegmentSizeError(SegmentError):
         self.name, self.size, self.expected = name, size, expected
 
 
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, cut to ``limit`` characters: a 5,000-character id or
+    namespace is named, not echoed in full."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} chars)"
+
+
 def namespace_from_env(namespace: str | None = None) -> str:
     """The namespace to use: the argument, else $DISCOLINK_NAMESPACE, else ``default``."""
     ns = namespace if namespace is not None else os.environ.get(NAMESPACE_ENV, DEFAULT_NAMESPACE)
     if not _NAMESPACE_RE.match(ns):
         raise ValueError(
-            f"invalid namespace {ns!r}: use 1 to {NAMESPACE_MAX_CHARS} characters from "
+            f"invalid namespace {shown(ns)}: use 1 to {NAMESPACE_MAX_CHARS} characters from "
             "A-Z a-z 0-9 _ . -"
         )
     return ns
@@ -112,6 +118,23 @@ class Segment:
         return cls(name, buf, created)
 
     @classmethod
+    def open_sized(cls, name: str, size: int) -> Segment:
+        """Map an existing segment of exactly ``size`` bytes, creating nothing: a reader's
+        open. FileNotFoundError when it does not exist or was never sized (0 bytes),
+        SegmentSizeError when it has another size."""
+        fd = open_fd(name, os.O_RDWR)
+        try:
+            current = os.fstat(fd).st_size
+            if current == 0:
+                raise FileNotFoundError(errno.ENOENT, "segment never sized", name)
+            if current != size:
+                raise SegmentSizeError(name, current, size)
+            buf = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        return cls(name, buf, False)
+
+    @classmethod
     def attach(cls, name: str, min_size: int = 0) -> Segment:
         """Map an existing segment read-write; clear errors for missing or truncated ones."""
         try:
@@ -160,6 +183,32 @@ def list_names(prefix: str) -> list[str]:
     except FileNotFoundError:  # pragma: no cover - not Linux
         return []
     return sorted("/" + e for e in entries if ("/" + e).startswith(prefix))
+
+
+def mapping_pids(name: str) -> list[int]:
+    """The pids of live processes that map the segment ``name`` now (Linux: its inode in
+    /proc/<pid>/maps; a removed object of the same name does not count). Processes whose maps
+    we may not read are skipped: their segments are not ours to judge."""
+    try:
+        inode = os.stat("/dev/shm" + name).st_ino
+    except FileNotFoundError:
+        return []
+    path = ("/dev/shm" + name).encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/maps", "rb") as f:
+                maps = f.read()
+        except OSError:  # gone, or not ours
+            continue
+        for line in maps.splitlines():
+            fields = line.split(None, 5)
+            if len(fields) == 6 and fields[5] == path and fields[4] == str(inode).encode():
+                pids.append(int(entry))
+                break
+    return pids
 
 
 def open_fd(name: str, flags: int) -> int:
