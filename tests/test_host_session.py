@@ -121,6 +121,24 @@ def test_host_memory_does_not_grow_with_a_day_long_session(spawn, tmp_path):
     assert_holds_the_note(wav, 3.5)
 
 
+def test_host_streams_a_long_send_wav_instead_of_loading_it(spawn, tmp_path):
+    """A --send WAV used to be read whole (and copied per channel): a 200 s file now costs
+    the host what a 2 s one does."""
+    dev = spawn.device("--return")
+
+    def rss_kib_with(src: Path) -> int:
+        proc = start_host(spawn, "--id", dev.id, "--send", str(src), "--seconds", "30")
+        time.sleep(1.5)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+        return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS:")).split()[1])
+
+    short = rss_kib_with(tone_wav(tmp_path / "short.wav", 2.0))
+    long = rss_kib_with(tone_wav(tmp_path / "long.wav", 200.0))  # 38 MB of float32
+    assert long - short < 12 * 1024, f"{short} KiB with 2 s, {long} KiB with 200 s"
+
+
 def test_demo_record_is_kept_when_the_demo_is_stopped_with_sigterm(spawn, namespace,
                                                                    tmp_path):
     wav = tmp_path / "demo.wav"

@@ -1,5 +1,6 @@
 """A take streamed to disk as it comes: the real-time loop hands each block to a preallocated
-ring, and a writer thread of its own moves the blocks into a WAV file.
+ring, and a writer thread of its own moves the blocks into a WAV file. ``WavFeeder`` is the
+same in the other direction, for a WAV sent through a device's return ring.
 
 Nothing of a take is kept in memory beyond the ring (a few seconds), so a day-long session
 costs what a two-second one does, and a take survives its host: the file's header is
@@ -153,6 +154,83 @@ class TakeWriter:
         except Exception as exc:
             self.error = self.error or f"cannot write recording {self.path}: {_reason(exc)}"
         return self.error
+
+
+class WavFeeder:
+    """Streams a WAV file as blocks of (channels, block_size) float32 for a return ring: a
+    reader thread keeps a preallocated ring of ``RING_SECONDS`` filled ahead, and ``pull``,
+    the real-time side, copies the next block out without blocking or allocating.
+
+    Mono is spread to every channel; a file of fewer channels fills the first ones. A block
+    the reader has not made ready in time (a slow disk) goes out as silence and is counted
+    (``late_blocks``); the file's frames stay in order after it.
+    """
+
+    def __init__(self, path: Path, channels: int, block_size: int) -> None:
+        import soundfile as sf
+
+        self.path, self.channels, self.block_size = path, channels, block_size
+        self._file = sf.SoundFile(str(path))
+        self.frames = self._file.frames
+        self._spread = self._file.channels == 1 and channels > 1
+        slots = max(4, int(np.ceil(RING_SECONDS * self._file.samplerate / block_size)))
+        self._ring = np.zeros((slots, channels, block_size), np.float32)
+        self._slots = [self._ring[i] for i in range(slots)]
+        self._blocks = int(np.ceil(self.frames / block_size))
+        self._filled = 0  # written by the reader only
+        self._pulled = 0  # written by the loop only
+        self.late_blocks = 0
+        self.error = ""
+        self._stop = threading.Event()
+        self._fill()  # the first RING_SECONDS before the loop starts
+        self._thread = threading.Thread(target=self._run, name="send-reader", daemon=True)
+        self._thread.start()
+
+    def pull(self, out: np.ndarray) -> None:
+        """The next block of the file into ``out``; silence past its end or when late."""
+        pulled = self._pulled
+        if pulled >= self._blocks:
+            out.fill(0)
+            return
+        if pulled >= self._filled:
+            out.fill(0)
+            self.late_blocks += 1
+        else:
+            np.copyto(out, self._slots[pulled % len(self._slots)])
+        self._pulled = pulled + 1  # a late block is skipped, so the file keeps its time
+
+    def _fill(self) -> None:
+        n_slots, block = len(self._slots), self.block_size
+        while self._filled < self._blocks and self._filled - self._pulled < n_slots:
+            k = self._filled
+            if k < self._pulled:  # the loop went past it (late): skip it in the file
+                self._file.seek(min(self.frames, self._pulled * block))
+                self._filled = self._pulled
+                continue
+            data = self._file.read(block, dtype="float32", always_2d=True)  # (frames, ch)
+            slot = self._slots[k % n_slots]
+            slot.fill(0)
+            if self._spread:
+                slot[:, : data.shape[0]] = data[:, 0]
+            else:
+                n = min(self.channels, data.shape[1])
+                slot[:n, : data.shape[0]] = data[:, :n].T
+            self._filled = k + 1  # publish after the copy
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            try:
+                self._fill()
+            except Exception as exc:  # the file vanished or went bad under us
+                self.error = f"cannot read audio file {self.path}: {_reason(exc)}"
+                return
+            if self._filled >= self._blocks:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._file.close()
 
 
 def _reason(exc: BaseException) -> str:

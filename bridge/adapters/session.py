@@ -20,7 +20,7 @@ import numpy as np
 from ..transport import Host, HostError, Message, RegistryError, SegmentError, cmd
 from ..transport.commands import ErrorCode
 from .jack_bridge import RECONNECT_INTERVAL_S
-from .recorder import TakeWriter, check_record_path
+from .recorder import TakeWriter, WavFeeder, check_record_path
 
 ONSET_WINDOW_S = 2.0  # how long after the first note its sound is looked for
 RELINK_HANDSHAKE_S = 0.5  # a reattach try waits this long for the device's answer
@@ -87,12 +87,6 @@ def read_midi_file(path: Path) -> tuple[list[tuple[float, bytes]], float]:
     return events, now
 
 
-def midi_file_events(path: Path, sample_rate: int) -> tuple[list[tuple[int, Message]], float]:
-    """A MIDI file's channel messages as (frame, MidiRaw) pairs, and its length in seconds."""
-    events, length = read_midi_file(path)
-    return [(round(t * sample_rate), cmd.midi_raw(data)) for t, data in events], length
-
-
 def check_wav(path: Path, option: str = "--send"):
     """soundfile's info of a WAV to be sent; SessionPlanError (one line) if it can't be read."""
     import soundfile as sf
@@ -108,12 +102,10 @@ def check_wav(path: Path, option: str = "--send"):
         raise SessionPlanError(f"cannot read audio file {path}: {why}") from None
 
 
-def read_wav(path: Path, sample_rate: int, channels: int) -> np.ndarray:
-    """A WAV as float32 (channels, frames) for a return ring of ``channels``: mono is spread
-    to every channel, fewer channels are padded with silence, more are refused (they would
-    be dropped)."""
-    import soundfile as sf
-
+def open_send(path: Path, sample_rate: int, channels: int, block_size: int) -> WavFeeder:
+    """A WAV streamed into a return ring of ``channels``: mono is spread to every channel,
+    fewer channels fill the first ones, more are refused (they would be dropped), and so is
+    another sample rate (SessionPlanError)."""
     info = check_wav(path)
     if info.samplerate != sample_rate:
         raise SessionPlanError(f"{path} is {info.samplerate} Hz but the device runs at "
@@ -123,17 +115,10 @@ def read_wav(path: Path, sample_rate: int, channels: int) -> np.ndarray:
                                f"ring has {channels}; give a mono file or one of at most "
                                f"{channels} channels")
     try:
-        data, _rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, sf.LibsndfileError) as exc:
-        raise SessionPlanError(f"cannot read audio file {path}: {exc}") from None
-    data = data.T
-    if data.shape[0] == 1 and channels > 1:
-        data = np.repeat(data, channels, axis=0)
-    elif data.shape[0] < channels:
-        out = np.zeros((channels, data.shape[1]), np.float32)
-        out[: data.shape[0]] = data
-        data = out
-    return np.ascontiguousarray(data, dtype=np.float32)
+        return WavFeeder(path, channels, block_size)
+    except Exception as exc:
+        why = getattr(exc, "strerror", None) or str(exc).strip() or type(exc).__name__
+        raise SessionPlanError(f"cannot read audio file {path}: {why}") from None
 
 
 def check_plan(plan: SessionPlan) -> tuple[list[tuple[float, bytes]], float]:
@@ -260,22 +245,27 @@ class _Session:
             events.append((max(0, int((seconds - 0.25) * rate)), cmd.midi_note_off(0, plan.note)))
         if plan.seconds is not None:
             length = plan.seconds
-        send = None
-        if plan.send is not None:
-            if not conn.return_channels:
-                raise SessionError(f"device {conn.device} has no return ring; start it with "
-                                   "--return to use --send")
-            send = read_wav(plan.send, rate, conn.return_channels)
-            length = max(length, send.shape[1] / rate) if plan.seconds is None else length
-        n_blocks = max(1, int(np.ceil(length * rate / block)))
+        if plan.send is not None and not conn.return_channels:
+            raise SessionError(f"device {conn.device} has no return ring; start it with "
+                               "--return to use --send")
         events.sort(key=lambda e: e[0])
         first_note = next((f for f, m in events if _is_note_on(m)), None)
         host.on_response(self._on_response)
-        writer = TakeWriter(plan.record, rate, channels, block) if plan.record else None
+        send = writer = None
         try:
+            if plan.send is not None:
+                send = open_send(plan.send, rate, conn.return_channels, block)
+                length = max(length, send.frames / rate) if plan.seconds is None else length
+            n_blocks = max(1, int(np.ceil(length * rate / block)))
+            writer = TakeWriter(plan.record, rate, channels, block) if plan.record else None
             stats = self._loop(conn, events, send, n_blocks, first_note, writer)
         finally:
             error = writer.close() if writer is not None else ""
+            if send is not None:
+                send.close()
+                error = error or send.error
+        if send is not None:
+            stats["send_late_blocks"] = send.late_blocks
         if writer is not None:
             self.log(f"recorded {writer.frames_written / rate:.2f} s, {channels} ch, {rate} Hz "
                      f"to {plan.record}")
@@ -319,10 +309,7 @@ class _Session:
                             dropped += 1
                         k_event += 1
                     if ret is not None:
-                        a, b = k * block, min((k + 1) * block, send.shape[1])
-                        ret.fill(0)
-                        if a < b:
-                            ret[:, : b - a] = send[:, a:b]
+                        send.pull(ret)
                         host.send_return_audio(ret)
                     got = host.receive_audio(buf)
                     host.process_responses()
@@ -341,6 +328,8 @@ class _Session:
                         k_event += 1  # no device to take it
                         dropped += 1
                     buf.fill(0)
+                    if send is not None:
+                        send.pull(ret)  # the file keeps the take's time while the device is away
                     if relinker.back.is_set():
                         relinker.join()
                         relinker = None
