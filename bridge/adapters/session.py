@@ -374,10 +374,10 @@ class _Session:
             "commands_sent": counts["commands_sent"],
             "commands_dropped": counts["commands_dropped"] + dropped,
             "peak": round(peak, 6),
-            "link_losses": losses,
             "disconnected": gone,
-            "stopped_early": stop.is_set(),
             "record": str(plan.record) if plan.record else None,
+            "link_losses": losses,
+            "stopped_early": stop.is_set(),
         }
 
 
