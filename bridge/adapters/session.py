@@ -266,6 +266,12 @@ class _Session:
                 error = error or send.error
         if send is not None:
             stats["send_late_blocks"] = send.late_blocks
+            if send.late_blocks:
+                self.news("send late", f"{send.late_blocks} block(s) of {plan.send} went out "
+                          "as silence: the file was not read in time (a slow disk)")
+        if writer is not None and writer.dropped_blocks:
+            self.news("take incomplete", f"{writer.dropped_blocks} block(s) are missing from "
+                      f"{plan.record}: the disk fell behind the writer's ring")
         if writer is not None:
             self.log(f"recorded {writer.frames_written / rate:.2f} s, {channels} ch, {rate} Hz "
                      f"to {plan.record}")
