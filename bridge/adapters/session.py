@@ -359,7 +359,7 @@ class _Session:
             host.send_command(cmd.midi_cc(0, 123, 0))  # all notes off
         counts = {name: before[name] + getattr(host.stats, name) for name in before}
         if relinker is not None:
-            gone = f"device lost ({lost_why}) and not back"
+            gone = lost_why  # lost and not back: why it went
         else:
             gone = "" if host.connected else host.disconnect_reason
 
