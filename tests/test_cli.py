@@ -413,6 +413,28 @@ REFUSALS = [
     (("rack", "reload"), 1, "discolink-bridge rack: no rack is running in namespace"),
     (("demo", "--seconds", "0"), 2,
      "discolink-bridge demo: error: argument --seconds: 0.0 s is out of range"),
+    # a --record, --send or --midi-file that can't work is refused before connecting
+    (("host", "--id", "A", "--record", "out.txt"), 2,
+     "discolink-bridge host: error: --record out.txt: takes are written as WAV"),
+    (("host", "--id", "A", "--record", "/tmp"), 2,
+     "discolink-bridge host: error: --record /tmp is a folder"),
+    (("host", "--id", "A", "--record", "/nonexistent-dir/k.wav"), 2,
+     "discolink-bridge host: error: --record /nonexistent-dir/k.wav: folder /nonexistent-dir "
+     "does not exist"),
+    (("host", "--id", "A", "--record", "/sys/k.wav"), 2,
+     "discolink-bridge host: error: --record /sys/k.wav: cannot write there: "),
+    (("host", "--id", "A", "--send", "/tmp"), 2,
+     "discolink-bridge host: error: --send /tmp is a folder, not an audio file"),
+    (("host", "--id", "A", "--send", "/etc/passwd"), 2,
+     "discolink-bridge host: error: cannot read audio file /etc/passwd: "),
+    (("host", "--id", "A", "--midi-file", "/etc/passwd"), 2,
+     "discolink-bridge host: error: cannot read MIDI file /etc/passwd: MThd not found"),
+    (("host", "--id", "A", "--note", "-1"), 2,
+     "discolink-bridge host: error: argument --note: -1 is out of the MIDI range 0..127"),
+    (("send", "--id", "A", ""), 2,
+     "discolink-bridge send: error: message 1 is empty; write one in mido's text format"),
+    (("demo", "--record", "demo.txt"), 2,
+     "discolink-bridge demo: error: --record demo.txt: takes are written as WAV"),
 ]
 
 

@@ -12,7 +12,7 @@ from ..midi import ipc
 from ..midi.event import MidiEvent
 from ..midi.parser import DEFAULT_SYSEX_LIMIT
 from ..midi.stream import CAPABILITIES as stream_capabilities
-from ..transport import Device, Host
+from ..transport import Device, ErrorCode, Host, cmd
 from ..transport.clock import DeviceRunner
 from ..transport.layout import Mode
 from .instrument import InstrumentDevice
@@ -32,12 +32,29 @@ def send_midi(device_id: str, events: list[MidiEvent], *, namespace: str | None 
     (a Ping behind them comes back), and release the claim.
 
     Raises DeviceNotFound, DeviceClaimed (naming the holder's pid and link tag unless
-    ``force``), HandshakeError, or TimeoutError when the device stops answering.
+    ``force``), HandshakeError, TimeoutError when the device stops answering, ValueError
+    (nothing sent) for an offset past the device's block, and RuntimeError when the device
+    refuses what it was sent (an audio-only device answers WRONG_MODE).
     """
     messages = ipc.encode_all(events)  # encode everything first: a bad event sends nothing
+    refused: list[str] = []
+
+    def on_error(msg, _host) -> None:
+        if msg.type == cmd.T.Error:
+            e = cmd.decode(msg)
+            try:
+                refused.append(f"{ErrorCode(e['code']).name}: {e['text']}")
+            except ValueError:  # a code this version does not know
+                refused.append(f"error {e['code']}: {e['text']}")
+
     with Host(namespace) as host:
         conn = host.connect(device_id, link_tag, force=force, timeout=timeout,
                             prime_timeout=0.0)
+        late = [e.offset for e in events if e.offset >= conn.block_size]
+        if late:
+            raise ValueError(f"sample offset {late[0]} is past the end of {conn.device}'s "
+                             f"{conn.block_size}-frame block (offsets 0..{conn.block_size - 1})")
+        host.on_response(on_error)
         deadline = time.monotonic() + timeout
         for m in messages:
             while host.free_command_slots() == 0:  # ring full: let the device drain it
@@ -50,6 +67,9 @@ def send_midi(device_id: str, events: list[MidiEvent], *, namespace: str | None 
                 raise RuntimeError(f"device {conn.device}: {why}")
         rtt = host.ping(timeout=timeout)  # commands are FIFO: the Pong follows our MIDI
         host.disconnect()
+    if refused:
+        raise RuntimeError(f"device {conn.device} refused {len(refused)} of {len(messages)} "
+                           f"command(s) ({refused[0]})")
     return SendResult(conn.device, len(events), len(messages), rtt * 1000.0)
 
 

@@ -7,6 +7,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 
 from ..midi.parser import DEFAULT_SYSEX_LIMIT
 from ..transport.clock import DEFAULT_RT_PRIORITY
@@ -68,8 +69,11 @@ def seconds(text: str) -> float:
 
 
 def midi7(text: str) -> int:
-    value = positive_int(text) if text != "0" else 0
-    if value > 127:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= value <= 127:
         raise argparse.ArgumentTypeError(f"{value} is out of the MIDI range 0..127")
     return value
 
@@ -107,11 +111,25 @@ def check_rt_priority(priority: int) -> None:
 
 def install_stop(runner) -> None:
     """SIGINT and SIGTERM stop a device's runner: the loop ends and cleanup runs."""
-    def stop(signum, frame):
-        runner.stop_event.set()
+    stop_on_signals(runner.stop_event, (signal.SIGINT, signal.SIGTERM))
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+
+def stop_on_signals(event: threading.Event | None = None,
+                    signals: tuple = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP),
+                    ) -> tuple[threading.Event, list[int]]:
+    """Each of ``signals`` sets ``event`` (made if None) instead of killing the process, so
+    the work in hand (a take being written) ends cleanly. Returns the event, and the list
+    the signals received are appended to."""
+    event = event or threading.Event()
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        event.set()
+
+    for sig in signals:
+        signal.signal(sig, stop)
+    return event, received
 
 
 def bridge_news(event: str, detail: str) -> None:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .common import print_stats, seconds
+from .common import UsageError, bridge_news, print_stats, seconds, stop_on_signals
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "phrase on its Pad device as a host, record demo.wav, "
                                     "print the session's stats and the rack's status, stop.")
     sp.add_argument("--record", type=Path, default=Path("demo.wav"), metavar="OUT.wav",
-                    help="where to write the recording (default demo.wav)")
+                    help="where to write the recording as it comes (default demo.wav; kept "
+                    "on Ctrl-C, SIGTERM or SIGHUP)")
     sp.add_argument("--seconds", type=seconds, default=3.0, help="length (default 3)")
     sp.add_argument("--json", action="store_true", help="print the stats as JSON")
     sp.set_defaults(handler=cmd_demo)
@@ -50,12 +51,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     its Pad device and record it, print the rack's status, stop it."""
     import tempfile
 
-    from ..adapters.session import SessionPlan, run_session
+    from ..adapters.recorder import check_record_path
+    from ..adapters.session import SessionPlan, SessionPlanError, run_session
     from ..rack.supervisor import ask, format_status
     from ..transport import Host
 
     if not DEMO_RACK.is_file():
         raise RuntimeError(f"the demo rack {DEMO_RACK} is missing (run from a checkout)")
+    try:
+        check_record_path(args.record)  # before the rack starts: a bad path costs nothing
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    stop, signals = stop_on_signals()
     namespace = args.namespace or os.environ.get("DISCOLINK_NAMESPACE") or \
         f"demo{os.getpid()}"
     env = dict(os.environ, DISCOLINK_NAMESPACE=namespace, PYTHONUNBUFFERED="1")
@@ -77,14 +84,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
             with Host(namespace) as host:
                 plan = SessionPlan(device="Pad:0", link_tag="demo", midi_file=phrase,
                                    seconds=args.seconds, record=args.record)
-                stats = run_session(plan, host, log=say)
-            status = ask(namespace, "status")
-            status.pop("ok", None)
+                try:
+                    stats = run_session(plan, host, log=say, stop=stop, news=bridge_news)
+                except SessionPlanError as exc:
+                    raise UsageError(str(exc)) from None
             print_stats(stats, args.json)
-            if args.json:
-                print(json.dumps({"rack": status}))
-            else:
-                print(format_status(status))
+            if not stop.is_set():  # stopped by a signal: the rack may be going too (Ctrl-C)
+                status = ask(namespace, "status")
+                status.pop("ok", None)
+                if args.json:
+                    print(json.dumps({"rack": status}))
+                else:
+                    print(format_status(status))
         finally:
             rack.send_signal(signal.SIGTERM)
             try:
@@ -93,4 +104,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 rack.kill()
                 rack.wait()
         say("rack stopped")
+    if signals:
+        return 128 + signals[0]
     return 1 if stats["disconnected"] else 0

@@ -10,12 +10,14 @@ from ..transport.clock import set_realtime_priority
 from .common import (
     UsageError,
     block_size,
+    bridge_news,
     check_rt_priority,
     midi7,
     print_stats,
     rt_arg,
     sample_rate,
     seconds,
+    stop_on_signals,
 )
 
 
@@ -29,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "its lowest instance)")
     sp.add_argument("--link-tag", default="", metavar="TAG",
                     help="tag stored with the claim, for session recall")
-    sp.add_argument("--note", type=midi7, default=69, help="MIDI note to play (default 69, A4)")
+    sp.add_argument("--note", type=midi7, help="MIDI note to play, 0..127 (default 69, A4; "
+                    "not played to an audio-only device unless given)")
     sp.add_argument("--velocity", type=midi7, default=100, help="note velocity (default 100)")
     sp.add_argument("--midi-file", type=Path, metavar="F.mid",
                     help="play this MIDI file in time instead of --note")
@@ -38,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--seconds", type=seconds, metavar="S",
                     help="how long to run (default 2 s, or the MIDI file's length + 0.5 s)")
     sp.add_argument("--record", type=Path, metavar="OUT.wav",
-                    help="write the received audio here (32-bit float WAV)")
+                    help="write the received audio here as it comes (32-bit float WAV; kept "
+                    "on Ctrl-C, SIGTERM or SIGHUP, and readable up to about the last second "
+                    "after a crash)")
     sp.add_argument("--samplerate", type=sample_rate, default=48000,
                     help="sample rate to ask for in the handshake (default 48000)")
     sp.add_argument("--blocksize", type=block_size, default=256,
@@ -79,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_host(args: argparse.Namespace) -> int:
-    from ..adapters.session import SessionPlan, run_session
+    from ..adapters.session import SessionPlan, SessionPlanError, run_session
+    from ..transport import DeviceClaimed
     from ..transport.registry import validate_device_id, validate_link_tag
 
     try:
@@ -88,26 +94,41 @@ def cmd_host(args: argparse.Namespace) -> int:
         check_rt_priority(args.rt_priority)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    for path in (args.midi_file, args.send):
-        if path is not None and not path.is_file():
-            raise UsageError(f"no such file: {path}")
-    plan = SessionPlan(device=args.id, link_tag=args.link_tag, note=args.note,
-                       velocity=args.velocity, midi_file=args.midi_file, send=args.send,
-                       seconds=args.seconds, record=args.record, sample_rate=args.samplerate,
+    plan = SessionPlan(device=args.id, link_tag=args.link_tag,
+                       note=69 if args.note is None else args.note,
+                       note_is_default=args.note is None, velocity=args.velocity,
+                       midi_file=args.midi_file, send=args.send, seconds=args.seconds,
+                       record=args.record, sample_rate=args.samplerate,
                        block_size=args.blocksize, force=args.force)
     log = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
     if args.rt_priority:
         refused = set_realtime_priority(args.rt_priority)
         if refused:
             log(f"normal scheduling: {refused}")
-    stats = run_session(plan, log=log, namespace=args.namespace)
+    stop, signals = stop_on_signals()
+    try:
+        stats = run_session(plan, log=log, namespace=args.namespace, stop=stop,
+                            news=bridge_news)
+    except SessionPlanError as exc:
+        raise UsageError(str(exc)) from None
+    except DeviceClaimed as exc:
+        raise RuntimeError(claimed(exc)) from None
     print_stats(stats, args.json)
+    if signals:
+        return 128 + signals[0]
     return 1 if stats["disconnected"] else 0
+
+
+def claimed(exc) -> str:
+    """A DeviceClaimed in the words of the command line (its flag is --force)."""
+    return (f"device {exc.device} is claimed by host pid {exc.holder_pid} (link tag "
+            f"{exc.link_tag!r}); stop that host, or pass --force to take the device over")
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     from ..adapters.midi_tools import send_midi
     from ..midi.event import from_mido, parse_mido_text
+    from ..transport import DeviceClaimed
     from ..transport.registry import validate_device_id, validate_link_tag
 
     try:
@@ -117,14 +138,20 @@ def cmd_send(args: argparse.Namespace) -> int:
             raise ValueError(f"--at-offset {args.at_offset} must be 0..4294967295")
         events = []
         for n, text in enumerate(args.messages, 1):
+            if not text.strip():
+                raise ValueError(f"message {n} is empty; write one in mido's text format, "
+                                 "e.g. 'note_on channel=0 note=60 velocity=100'")
             try:
                 events.append(from_mido(parse_mido_text(text), args.at_offset))
             except ValueError as exc:
                 raise ValueError(f"message {n}: {exc}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    result = send_midi(args.id, events, namespace=args.namespace, link_tag=args.link_tag,
-                       force=args.force)
+    try:
+        result = send_midi(args.id, events, namespace=args.namespace, link_tag=args.link_tag,
+                           force=args.force)
+    except DeviceClaimed as exc:
+        raise RuntimeError(claimed(exc)) from None
     if args.json:
         print(json.dumps(result.__dict__))
     else:

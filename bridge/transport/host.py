@@ -61,7 +61,12 @@ class DeviceNotFound(HostError):
 
 
 class DeviceClaimed(HostError):
-    pass
+    """Another live host holds the device: ``holder_pid`` and its ``link_tag`` say which."""
+
+    def __init__(self, text: str, device: str = "", holder_pid: int = 0,
+                 link_tag: str = "") -> None:
+        super().__init__(text)
+        self.device, self.holder_pid, self.link_tag = device, holder_pid, link_tag
 
 
 class HandshakeError(HostError):
@@ -298,9 +303,10 @@ class Host:
                 return
             if pid_alive(current) and not force:
                 tag = TRANSPORT_HEADER.read_field(seg.buf, 0, "link_tag").split(b"\0")[0]
+                tag = tag.decode(errors="replace")
                 raise DeviceClaimed(
-                    f"device {info.id} is claimed by host pid {current} (link tag "
-                    f"{tag.decode(errors='replace')!r}); disconnect that host, or use force")
+                    f"device {info.id} is claimed by host pid {current} (link tag {tag!r}); "
+                    "disconnect that host, or connect with force=True", info.id, current, tag)
             ok, _ = _shm.cas_u32(seg.buf, _O["host_pid"], current, self.pid)
             if ok:
                 return
