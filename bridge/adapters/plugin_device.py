@@ -35,12 +35,14 @@ from ..transport import commands as cmd
 from ..transport.commands import ErrorCode
 from ..transport.device import Device
 from ..transport.message import Message
+from .persist import FileLock, InUseError, atomic_write_text
 from .stage import Parameter, Stage, map_channels
 
 STATE_FORMAT = "discolink-bridge plugin state"
 STATE_VERSION = 1
 REPORT_INTERVAL_S = 1.0  # at most one non-finite-audio report per second
 AUTOSAVE_INTERVAL_S = 1.0  # state snapshots after changes, at most this often
+SAVE_WARN_INTERVAL_S = 10.0  # failed state saves are said at most this often (the first at once)
 
 T = cmd.T
 
@@ -418,23 +420,58 @@ def read_state_file(path: Path) -> dict | None:
     return data
 
 
+def state_lock_path(path: Path) -> Path:
+    """The lock file that guards a state file: ``F.lock`` beside ``F`` (``F`` itself is
+    replaced at every save, so a lock on it would not last)."""
+    return path.with_name(path.name + ".lock")
+
+
+def lock_state_file(path: Path) -> FileLock:
+    """Check that ``--state`` ``path`` can be written, and lock it for this process's life.
+    ValueError (exit 2) for a path that can't serve: a folder, a missing or unwritable
+    folder; InUseError (exit 1) when another live process holds it."""
+    if path.is_dir():
+        raise ValueError(f"--state {path} is a folder; give a file such as {path}/state.json")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"--state {path}: its folder {folder} {what}; create it first")
+    lock = FileLock(state_lock_path(path))
+    try:
+        # creating the lock file proves the folder is writable, before any work is done
+        return lock.acquire(f"--state {path}")
+    except InUseError as exc:
+        raise InUseError(f"{exc}; two devices must not share a state file") from None
+    except OSError as exc:
+        raise ValueError(f"--state {path}: cannot write in {folder}: "
+                         f"{exc.strerror or exc}") from None
+
+
 def write_state_file(path: Path, device_id: str, state: dict) -> None:
-    """Save the device id and a chain state, atomically (a crash leaves the old file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"device_id": device_id, "chain": state}, indent=1))
-    tmp.replace(path)
+    """Save the device id and a chain state, atomically and durably (a crash leaves the old
+    file or the new one)."""
+    atomic_write_text(path, json.dumps({"device_id": device_id, "chain": state}, indent=1))
 
 
 class StateSaver:
     """Writes the snapshots a chain hands over (``chain.on_state_change``) to a ``--state``
-    file, from a thread of its own: the audio thread only stores a reference."""
+    file, from a thread of its own: the audio thread only stores a reference.
+
+    A failed save is said at once through ``warn`` (then at most every
+    ``SAVE_WARN_INTERVAL_S``, with a count of the ones in between) and counted in
+    ``failures``; the CLI turns a nonzero count into exit code 1, so a state that was not
+    kept never passes for saved."""
 
     def __init__(self, path: Path, device_id: Callable[[], str],
-                 report: Callable[[str, str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.device_id = device_id
-        self.report = report or (lambda where, text: None)
+        self.warn = warn or (lambda text: None)
         self.saves = 0
+        self.failures = 0
+        self.last_failure = ""
+        self._unsaid = 0  # failures not yet said (rate limit)
+        self._last_warn = -math.inf
         self._latest: dict | None = None
         self._due = threading.Event()
         self._stop = False
@@ -445,17 +482,32 @@ class StateSaver:
         self._latest = state
         self._due.set()
 
+    def save(self, state: dict, *, final: bool = False) -> bool:
+        """Write ``state`` now; False (said, counted) when it fails. ``final``: the save on
+        stop, whose failure is always said."""
+        try:
+            write_state_file(self.path, self.device_id(), state)
+        except OSError as exc:
+            self.failures += 1
+            self.last_failure = f"could not save --state {self.path}: {exc.strerror or exc}"
+            self._unsaid += 1
+            now = time.monotonic()
+            if final or now - self._last_warn >= SAVE_WARN_INTERVAL_S:
+                more = f" ({self._unsaid - 1} more failed since the last report)" \
+                    if self._unsaid > 1 else ""
+                self.warn(self.last_failure + more)
+                self._unsaid, self._last_warn = 0, now
+            return False
+        self.saves += 1
+        return True
+
     def _run(self) -> None:
         while not self._stop:
             self._due.wait()
             self._due.clear()
             state, self._latest = self._latest, None
             if state is not None:
-                try:
-                    write_state_file(self.path, self.device_id(), state)
-                    self.saves += 1
-                except OSError as exc:
-                    self.report("state", f"could not save {self.path}: {exc}")
+                self.save(state)
 
     def close(self) -> None:
         self._stop = True
