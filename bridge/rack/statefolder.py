@@ -32,9 +32,9 @@ def lock_state_folder(folder: Path) -> FileLock:
 
 def read_saved_ids(path: Path, config: RackConfig) -> tuple[dict[str, str], list[str]]:
     """The saved ``Name:N`` of each device of ``config`` that ``path`` holds, and a line for
-    each problem found. An entry is kept only if it is a valid id with an instance, has its
-    device's Name (and its exact instance when the file gives one), and is no other
-    device's; everything else is left out and reported. A missing file is no problem."""
+    each problem found. An entry is kept only if it is a valid id with an instance and its
+    device's Name (its exact instance when the rack file gives one); everything else is left
+    out and reported. A missing file is no problem."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -44,10 +44,9 @@ def read_saved_ids(path: Path, config: RackConfig) -> tuple[dict[str, str], list
     ids = data.get("device_ids") if isinstance(data, dict) else None
     if not isinstance(ids, dict):
         return {}, [f"{path}: no device_ids mapping; rebuilt from the rack file"]
-    wanted: dict[str, tuple[str, int | None]] = {}
-    for dev in config.devices:
-        wanted[dev.id] = validate_device_id(dev.id)
-    claimed = {(name, n): dev_id for dev_id, (name, n) in wanted.items() if n is not None}
+    # the rack file's rules make each Name either one bare id or explicit instances only, so
+    # an entry with its own device's Name can't be another device's id
+    wanted = {dev.id: validate_device_id(dev.id) for dev in config.devices}
     out: dict[str, str] = {}
     problems: list[str] = []
     for dev_id, saved in ids.items():
@@ -58,15 +57,11 @@ def read_saved_ids(path: Path, config: RackConfig) -> tuple[dict[str, str], list
             got = validate_device_id(saved) if isinstance(saved, str) else None
         except ValueError:
             got = None
-        owner = claimed.get(got) if got else None
         if got is None or got[1] is None or got[0] != name:
             why = f"{saved!r} is not an id {name}:N"
         elif instance is not None and got[1] != instance:
             why = f"{saved!r} differs from the file's {dev_id!r}"
-        elif owner is not None and owner != dev_id:
-            why = f"{saved!r} belongs to device {owner!r}"
         else:
-            claimed[got] = dev_id
             out[dev_id] = f"{got[0]}:{got[1]}"
             continue
         problems.append(f"{path}: device {dev_id!r}: {why}; ignored, it asks for "
