@@ -21,7 +21,6 @@ from test_rack import RackProcess, write
 from bridge.adapters import persist
 from bridge.adapters.plugin_device import write_state_file
 from bridge.rack.config import parse_rack
-from bridge.rack.statefolder import read_saved_ids
 from bridge.transport import Host, cmd, shm
 
 REVERB = ("--plugin", "builtin:Reverb", "--blocksize", "256")
@@ -182,6 +181,8 @@ devices:
     ('{"device_ids": {"S": "X:1"}}', "'X:1' is not an id S:N"),
 ])
 def test_every_kind_of_bad_rack_json_entry_is_left_out(tmp_path, content, problem):
+    from bridge.rack.statefolder import read_saved_ids
+
     config = parse_rack("name: r\ndevices:\n  - {id: S, kind: synth}\n  - {id: X:1, kind: "
                         "synth}\n", environ={"XDG_STATE_HOME": str(tmp_path)})
     path = tmp_path / "rack.json"
