@@ -1021,3 +1021,17 @@ def test_a_file_that_is_not_utf8_is_refused_at_line_and_column(tmp_path):
         load_rack(path, environ=NOENV)
     assert str(info.value) == (f"{path}:3:11: not UTF-8 text: byte 0xe9 here can't be "
                                "decoded; save the file as UTF-8")
+
+
+def test_the_documented_limits_are_the_codes():
+    """docs/configuration.md's limits table states each limit's constant and its value."""
+    from bridge.rack.config import RACK_FILE_MAX_BYTES, YAML_DEPTH_MAX
+    from bridge.transport.layout import REGISTRY_SLOTS
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    table = re.search(r"### Limits\n\n(.*?)\n\n", doc, re.S).group(1)
+    for name, value in (("REGISTRY_SLOTS", f"{REGISTRY_SLOTS}"),
+                        ("RACK_FILE_MAX_BYTES", f"{RACK_FILE_MAX_BYTES:,} bytes"),
+                        ("YAML_DEPTH_MAX", f"{YAML_DEPTH_MAX} levels")):
+        row = next(ln for ln in table.splitlines() if f"`{name}`" in ln)
+        assert f"| {value}" in row, row

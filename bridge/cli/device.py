@@ -84,7 +84,8 @@ def device_args(sp: argparse.ArgumentParser) -> None:
     plugin.add_argument("--state", type=Path, metavar="FILE",
                         help="restore the device id and plugin state from FILE at start "
                              "(if it exists), and save them there when they change and "
-                             "on stop")
+                             "on stop; FILE is locked (FILE.lock) while the device runs, "
+                             "and its folder must exist")
     plugin.add_argument("--preset", type=Path, metavar="PRESET",
                         help="load this preset at start (unless --state restores one): "
                              "a .vstpreset file, or an LV2 preset's name, URI or .ttl")
