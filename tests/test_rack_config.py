@@ -1035,3 +1035,25 @@ def test_the_documented_limits_are_the_codes():
                         ("YAML_DEPTH_MAX", f"{YAML_DEPTH_MAX} levels")):
         row = next(ln for ln in table.splitlines() if f"`{name}`" in ln)
         assert f"| {value}" in row, row
+
+
+@pytest.mark.skipif(not (PLUGINS / "lv2" / "DLSine.lv2").exists(),
+                    reason="run ./setup.sh: it builds the LV2 test plugins")
+def test_lv2_parameter_values_are_checked_against_their_turtle_ranges():
+    """LV2 ranges come from the plugin's Turtle (nothing instantiated), in a chain mixed with
+    built-ins too; the device's own check says the same at start."""
+    assert problems("""\
+        name: r
+        devices:
+          - id: Keys
+            kind: chain
+            plugins: [lv2:DLSine, builtin:Reverb]
+            params:
+              DLSine.gain: 4
+              Reverb.room_size: 3
+              Reverb.wet_level: 0.5
+        """) == [
+        "rack.yaml:7:20: devices[0].params[\"DLSine.gain\"]: parameter 'Gain': 4 is out of "
+        "range 0..1",
+        "rack.yaml:8:25: devices[0].params[\"Reverb.room_size\"]: Room Size value must be "
+        "between 0.0 and 1.0."]

@@ -56,6 +56,21 @@ class Tap:
     channels: tuple[int, ...] | None  # 0-based; None: all
 
 
+def match_parameter(parameters: Sequence[tuple[str, Parameter]], name: str) -> int | None:
+    """Which of ``parameters`` ((stage name, parameter) pairs, first stage first) ``name``
+    means: a key or display name, bare or as ``Stage.name``, ignoring case; the first match
+    wins. None when nothing matches. The one rule for --param, the rack's params and
+    SetParameter by name."""
+    want = name.lower()
+    for i, (stage, p) in enumerate(parameters):
+        qualified = f"{stage}.".lower()
+        for candidate in (p.key, p.name):
+            c = candidate.lower()
+            if want in (c, qualified + c):
+                return i
+    return None
+
+
 def parse_channels(text: str) -> tuple[int, ...]:
     """``3-4`` / ``1,3,5`` / ``2`` (1-based) as 0-based indices; ValueError names the fault."""
     out: list[int] = []
@@ -104,6 +119,7 @@ class PluginChain:
         self._last_report = 0.0
         self.parameters: list[tuple[int, Parameter]] = [
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
+        self._named_parameters = [(self.stages[i].name, p) for i, p in self.parameters]
         self._release: list[MidiEvent] = []
         # Persistence: after a change, render() hands a state snapshot to on_state_change (at
         # most once per AUTOSAVE_INTERVAL_S); the callee writes it away from the audio thread.
@@ -289,14 +305,10 @@ class PluginChain:
             if index >= len(self.parameters):
                 raise KeyError(f"no parameter {index}; there are {len(self.parameters)}")
             return index
-        want = name.lower()
-        for i, (stage, p) in enumerate(self.parameters):
-            qualified = f"{self.stages[stage].name}.".lower()
-            for candidate in (p.key, p.name):
-                c = candidate.lower()
-                if want in (c, qualified + c):
-                    return i
-        raise KeyError(f"no parameter {name!r}; ParameterList lists them")
+        found = match_parameter(self._named_parameters, name)
+        if found is None:
+            raise KeyError(f"no parameter {name!r}; ParameterList lists them")
+        return found
 
     def value(self, i: int) -> float:
         stage, p = self.parameters[i]

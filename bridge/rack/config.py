@@ -53,7 +53,7 @@ from pydantic_core import PydanticCustomError
 
 from ..adapters.plugin import PLUGIN_SUFFIXES, builtin_names
 from ..adapters.plugin_device import parse_channels
-from ..adapters.stage import BUILTIN_PREFIX, LV2_PREFIX, PluginError
+from ..adapters.stage import BUILTIN_PREFIX, LV2_PREFIX, Parameter, PluginError
 from ..transport.layout import (
     BLOCK_SIZE_MAX,
     BLOCK_SIZE_MIN,
@@ -797,10 +797,9 @@ RACK_LOCK_FILE = "rack.lock"
 def _start_rules(rack: RackConfig, state_dir_given: bool,
                  flagged: set[int]) -> list[_Problem]:
     """What would stop a valid-looking rack when it starts: a state folder it can't write,
-    two devices (or a device and the rack) with one state file, and for devices made of
-    built-ins only, the chain itself and its parameter values (loading built-ins takes
-    milliseconds; VST3 and LV2 plugins are checked when their device starts). ``flagged``:
-    devices that already have a problem, whose chain isn't built."""
+    a state file it can't write or that two devices (or a device and the rack) share, and
+    parameter values (:func:`_stage_rules`). ``flagged``: devices that already have a
+    problem, whose stages aren't checked."""
     out: list[_Problem] = []
     folder = rack.state_folder()
     problem = state_folder_problem(folder)
@@ -808,67 +807,91 @@ def _start_rules(rack: RackConfig, state_dir_given: bool,
         what = "--state-dir " if state_dir_given else "" if rack.state_dir else \
             "the default state folder "
         out.append((("state_dir",), "value", f"{what}{folder}: {problem}"))
-    owners: dict[str, int] = {
-        os.path.realpath(folder / RACK_IDS_FILE): -1, os.path.realpath(folder / RACK_LOCK_FILE): -1}
+    owners = {os.path.realpath(folder / RACK_IDS_FILE): -1,
+              os.path.realpath(folder / RACK_LOCK_FILE): -1}
     for i, dev in enumerate(rack.devices[:REGISTRY_SLOTS]):
         if dev.kind not in _PLUGIN_KINDS:
             continue
-        loc = ("devices", i, "state" if dev.state else "id")
-        path = Path(rack.state_file(dev))
-        if dev.state:
-            if path.is_dir():
-                out.append((loc, "value", f"{path} is a folder; give a file"))
-                continue
-            if path.parent != folder:  # the rack creates its own state folder, no other
-                if not path.parent.is_dir():
-                    out.append((loc, "value", f"the state file's folder {path.parent} does "
-                                "not exist; create it"))
-                    continue
-                problem = state_folder_problem(path.parent)
-                if problem:
-                    out.append((loc, "value", f"state file {path}: {problem}"))
-                    continue
-        real = os.path.realpath(path)
-        j = owners.setdefault(real, i)
-        if j == -1:
-            out.append((loc, "value", f"state file {path} is the rack's own file; give this "
-                        "device another id or state:"))
-        elif j != i:
-            out.append((loc, "value", f"state file {path} is devices[{j}]'s "
-                        f"({rack.devices[j].id!r}) too: the two would overwrite each other's "
-                        "plugin state; give each device its own state:"))
+        problem = _state_file_problem(rack, dev, owners, i)
+        if problem:
+            out.append((("devices", i, "state" if dev.state else "id"), "value", problem))
         if i not in flagged:
-            out += _builtin_chain_rules(rack, dev, i)
+            out += _stage_rules(rack, dev, i)
     return out
 
 
-def _builtin_chain_rules(rack: RackConfig, dev: DeviceConfig, i: int) -> list[_Problem]:
-    """Build a device made of built-ins only as its process would, and set its params: a
-    value out of range is reported at the parameter, not in the device's log at start."""
+def _state_file_problem(rack: RackConfig, dev: DeviceConfig, owners: dict[str, int],
+                        i: int) -> str | None:
+    """Why device ``i`` can't keep its state file; ``owners`` maps each real path taken so
+    far to its device (-1: the rack's own files)."""
+    path = Path(rack.state_file(dev))
+    if dev.state and path.is_dir():
+        return f"{path} is a folder; give a file"
+    if dev.state and path.parent != rack.state_folder():  # the rack makes only its own folder
+        if not path.parent.is_dir():
+            return f"the state file's folder {path.parent} does not exist; create it"
+        problem = state_folder_problem(path.parent)
+        if problem:
+            return f"state file {path}: {problem}"
+    j = owners.setdefault(os.path.realpath(path), i)
+    if j == -1:
+        return f"state file {path} is the rack's own file; give this device another id or state:"
+    if j != i:
+        return (f"state file {path} is devices[{j}]'s ({rack.devices[j].id!r}) too: the two "
+                "would overwrite each other's plugin state; give each device its own state:")
+    return None
+
+
+def _stage_rules(rack: RackConfig, dev: DeviceConfig, i: int) -> list[_Problem]:
+    """Check a device's ``params`` (and, for built-ins only, its chain) as its process would,
+    where that is cheap: built-ins load in milliseconds, and are built and set like the
+    device does (pedalboard checks their ranges); an LV2 plugin's parameters and ranges come
+    from its Turtle through lilv, nothing instantiated. A device with a VST3 stage is left to
+    its start: loading one runs the plugin's code and can take seconds."""
     specs = dev.stages()
-    if not specs or not all(s.startswith(BUILTIN_PREFIX) for s in specs):
+    if not specs or not all(s.startswith((BUILTIN_PREFIX, LV2_PREFIX)) for s in specs):
         return []
-    from ..adapters.plugin_device import build_chain
+    from ..adapters.plugin_device import build_chain, match_parameter
+    from ..adapters.stage import load_stage
 
     s = rack.effective(dev)
+    stages: list[tuple[str, list[Parameter], Any]] = []  # (name, parameters, loaded stage)
     try:
-        chain = build_chain(specs, sample_rate=s["sample_rate"], block_size=s["block_size"],
-                            channels=None if dev.channels is None else str(dev.channels),
-                            tap=resolve_tap(specs, dev.tap) if dev.tap else None)
+        if all(spec.startswith(BUILTIN_PREFIX) for spec in specs):
+            chain = build_chain(specs, sample_rate=s["sample_rate"],
+                                block_size=s["block_size"],
+                                channels=None if dev.channels is None else str(dev.channels),
+                                tap=resolve_tap(specs, dev.tap) if dev.tap else None)
+            stages = [(st.name, st.parameters, st) for st in chain.stages]
+        elif dev.params:
+            for spec in specs:
+                if spec.startswith(BUILTIN_PREFIX):
+                    st = load_stage(spec, sample_rate=s["sample_rate"],
+                                    block_size=s["block_size"])
+                    stages.append((st.name, st.parameters, st))
+                else:
+                    from ..adapters import lv2
+
+                    info = lv2.describe_plugin(lv2.world(), _lv2_plugin(spec))
+                    stages.append((info.name, [p.parameter for p in info.ports if p.parameter],
+                                   None))
     except (ValueError, PluginError) as exc:
         return [(("devices", i), "value", str(exc))]
+    named = [(name, p) for name, params, _ in stages for p in params]
+    owner = [st for _, params, st in stages for _ in params]
     out: list[_Problem] = []
     for key, value in dev.params.items():
         loc = ("devices", i, "params", key)
-        try:
-            index = chain.find_parameter(-1, key)
-        except KeyError:
-            names = [chain.parameter_name(k) for k in range(len(chain.parameters))]
+        index = match_parameter(named, key)
+        if index is None:
+            names = [p.key if len(stages) == 1 else f"{stage}.{p.key}" for stage, p in named]
             out.append((loc, "key", f"no parameter {key!r}{_did_you_mean(key, names)}; "
                         f"parameters: {', '.join(names)}"))
             continue
         try:
-            chain.set_parameter(index, value)
+            checked = named[index][1].check(value)
+            if owner[index] is not None:  # a built-in: pedalboard itself checks the range
+                owner[index].set(named[index][1].key, checked)
         except ValueError as exc:
             out.append((loc, "value", str(exc)))
     return out
