@@ -12,10 +12,13 @@ position of its key and of its value translates pydantic's error locations. Bad 
 reported at the value, unknown and misplaced keys at the key, a missing field at the mapping
 that lacks it.
 
-Nothing is loaded to validate: plugin files must exist and end in ``.vst3``/``.component``,
-``builtin:NAME`` must be one of :func:`bridge.adapters.plugin.builtin_names`, and
-``lv2:URI``/``lv2:NAME`` must name an installed LV2 plugin (lilv reads the LV2 path's
-Turtle; nothing is instantiated), with did-you-mean when it doesn't. Relative paths
+No VST3 or LV2 plugin is loaded to validate: plugin files must exist and end in
+``.vst3``/``.component``, ``builtin:NAME`` must be one of
+:func:`bridge.adapters.plugin.builtin_names`, and ``lv2:URI``/``lv2:NAME`` must name an
+installed LV2 plugin (lilv reads the LV2 path's Turtle; nothing is instantiated), with
+did-you-mean when it doesn't. Built-ins, which load in milliseconds, are loaded to check
+parameter values; LV2 values are checked against their Turtle ranges. Beyond the schema, the
+loader refuses what would stop the rack at start (see :func:`parse_rack`). Relative paths
 (plugin, plugins, preset, state, input, state_dir) resolve against the YAML file's folder, and
 the validated config holds them absolute.
 
