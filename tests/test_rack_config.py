@@ -956,11 +956,20 @@ def test_a_state_folder_that_can_not_be_written_is_refused_where_it_is_set(tmp_p
     a_file.write_text("")
     assert problems(f"name: r\nstate_dir: {a_file}/sub\ndevices: [{{id: S, kind: synth}}]\n"
                     ) == [f"rack.yaml:2:12: state_dir: {a_file}/sub: {a_file} is not a folder"]
-    # the default folder is checked too, and checking creates nothing
+    # the default folder and --state-dir are checked too (not at a place in the file), and
+    # checking creates nothing
+    text = "name: r\ndevices: [{id: S, kind: synth}]\n"
     home = tmp_path / "home"
     home.mkdir()
-    rack("name: r\ndevices: [{id: S, kind: synth}]\n", {"XDG_STATE_HOME": str(home)})
+    rack(text, {"XDG_STATE_HOME": str(home)})
     assert list(home.iterdir()) == []
+    assert problems(text, {"XDG_STATE_HOME": "/proc/1/x"}) == [
+        "rack.yaml: the default state folder /proc/1/x/discolink-bridge/r: cannot create it in "
+        "/proc/1: No such file or directory"]
+    with pytest.raises(ConfigError) as info:
+        parse_rack(text, "rack.yaml", environ=NOENV, state_dir=Path("/proc/1/nope"))
+    assert str(info.value) == ("rack.yaml: --state-dir /proc/1/nope: cannot create it in "
+                               "/proc/1: No such file or directory")
 
 
 def test_a_state_file_in_a_missing_folder_is_refused(tmp_path):

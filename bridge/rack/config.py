@@ -798,18 +798,20 @@ RACK_LOCK_FILE = "rack.lock"
 
 
 def _start_rules(rack: RackConfig, state_dir_given: bool,
-                 flagged: set[int]) -> list[_Problem]:
+                 flagged: set[int]) -> list[tuple[_Loc | None, str, str]]:
     """What would stop a valid-looking rack when it starts: a state folder it can't write,
     a state file it can't write or that two devices (or a device and the rack) share, and
     parameter values (:func:`_stage_rules`). ``flagged``: devices that already have a
-    problem, whose stages aren't checked."""
-    out: list[_Problem] = []
+    problem, whose stages aren't checked. A problem whose loc is None isn't in the file (the
+    default state folder, --state-dir)."""
+    out: list[tuple[_Loc | None, str, str]] = []
     folder = rack.state_folder()
     problem = state_folder_problem(folder)
-    if problem:
-        what = "--state-dir " if state_dir_given else "" if rack.state_dir else \
-            "the default state folder "
-        out.append((("state_dir",), "value", f"{what}{folder}: {problem}"))
+    if problem and rack.state_dir and not state_dir_given:
+        out.append((("state_dir",), "value", f"{folder}: {problem}"))
+    elif problem:
+        what = "--state-dir" if state_dir_given else "the default state folder"
+        out.append((None, "value", f"{what} {folder}: {problem}"))
     owners = {os.path.realpath(folder / RACK_IDS_FILE): -1,
               os.path.realpath(folder / RACK_LOCK_FILE): -1}
     for i, dev in enumerate(rack.devices[:REGISTRY_SLOTS]):
@@ -1208,7 +1210,8 @@ def _parse(text: str, filename: str, base_dir: Path | None,
             rack.state_dir = str(Path(state_dir).expanduser().resolve())
         flagged = {loc[1] for loc in bad if len(loc) > 1 and loc[0] == "devices"}
         for loc, at, message in _start_rules(rack, state_dir is not None, flagged):
-            issues.append(issue(loc, at, message))
+            issues.append(issue(loc, at, message) if loc is not None else
+                          ConfigIssue(filename, 0, 0, "", message))  # not from the file
     if issues:
         unique = {(i.line, i.column, i.path, i.message): i for i in issues}
         raise ConfigError(sorted(unique.values(), key=lambda i: (i.line, i.column)))
