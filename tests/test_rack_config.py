@@ -1019,7 +1019,7 @@ def test_a_file_over_the_size_cap_is_refused_unread(tmp_path):
         load_rack(path, environ=NOENV)
     size = path.stat().st_size
     assert str(info.value) == (f"{path}: the file is {size:,} bytes; a rack file may be at "
-                               f"most {RACK_FILE_MAX_BYTES:,} bytes (1 MiB): is it the right "
+                               f"most {RACK_FILE_MAX_BYTES:,} bytes (256 KiB): is it the right "
                                "file?")
 
 
