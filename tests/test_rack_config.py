@@ -873,3 +873,196 @@ def test_fingerprints_change_when_and_only_when_relevant(edit, expected):
 def test_the_namespace_is_part_of_the_fingerprint():
     assert changed(BASE, {"DISCOLINK_NAMESPACE": "other"}) == {"Sine", "Fixed", "Pad",
                                                                "Metro"}
+
+
+# ---- what `rack` would refuse, `rack check` refuses (issue 11, items 5, 8 and 10) -----------
+
+def synths(count: int) -> str:
+    return "name: r\ndevices:\n" + "".join(f"  - {{id: S{i}, kind: synth}}\n"
+                                            for i in range(count))
+
+
+def test_more_devices_than_registry_slots_are_refused_at_the_first_extra_one():
+    from bridge.transport.layout import REGISTRY_SLOTS
+
+    rack(synths(REGISTRY_SLOTS))  # a full registry is fine
+    assert problems(synths(REGISTRY_SLOTS + 1)) == [
+        f"rack.yaml:{REGISTRY_SLOTS + 3}:5: devices[{REGISTRY_SLOTS}]: {REGISTRY_SLOTS + 1} "
+        f"devices, but a namespace's registry has {REGISTRY_SLOTS} slots: a rack runs at "
+        f"most {REGISTRY_SLOTS} devices (this is device {REGISTRY_SLOTS + 1}); split the rest "
+        "into a rack in another namespace"]
+
+
+@pytest.mark.parametrize("first, second", [("Sine", "Sine:0"), ("Sine:0", "Sine"),
+                                           ("Sine", "Sine:3")])
+def test_a_bare_id_next_to_an_explicit_instance_of_its_name_is_refused(first, second):
+    """A bare Name takes the lowest free Name:N at start, so it races a Name:N for one
+    instance: which device fails would depend on start order."""
+    lines = problems(f"""\
+        name: r
+        devices:
+          - {{id: {first}, kind: synth}}
+          - {{id: {second}, kind: synth}}
+        """)
+    assert len(lines) == 1 and lines[0].startswith("rack.yaml:4:10: devices[1].id: id "
+                                                   f"'{second}' clashes with '{first}' of "
+                                                   "devices[0] (line 3)"), lines
+    assert "give every Sine device an explicit instance (Sine:0, Sine:1, ...)" in lines[0]
+    rack("name: r\ndevices:\n  - {id: Sine:0, kind: synth}\n  - {id: Sine:1, kind: synth}\n"
+         "  - {id: Other, kind: synth}\n")
+
+
+def test_ids_are_compared_as_the_protocol_reads_them():
+    assert problems("""\
+        name: r
+        devices:
+          - {id: X:7, kind: synth}
+          - {id: X:007, kind: synth}
+        """) == ["rack.yaml:4:10: devices[1].id: duplicate device id 'X:007' (that is X:7): "
+                 "devices[0] (line 3) has it already; ids must be unique in a rack"]
+
+
+def test_two_devices_with_one_state_file_are_refused(tmp_path):
+    assert problems(f"""\
+        name: r
+        devices:
+          - {{id: A, kind: plugin, plugin: builtin:Reverb, state: {tmp_path}/s.json}}
+          - {{id: B, kind: plugin, plugin: builtin:Delay, state: {tmp_path}/./s.json}}
+        """, {"XDG_STATE_HOME": str(tmp_path)}) == [
+        f"rack.yaml:4:57: devices[1].state: state file {tmp_path}/s.json is devices[0]'s ('A') "
+        "too: the two would overwrite each other's plugin state; give each device its own "
+        "state:"]
+
+
+def test_a_device_state_file_can_not_be_the_racks_own_file(tmp_path):
+    lines = problems("""\
+        name: r
+        devices:
+          - {id: rack, kind: plugin, plugin: builtin:Reverb}
+        """, {"XDG_STATE_HOME": str(tmp_path)})
+    assert lines == [f"rack.yaml:3:10: devices[0].id: state file {tmp_path}/discolink-bridge/"
+                     "r/rack.json is the rack's own file; give this device another id or "
+                     "state:"]
+
+
+def test_a_state_folder_that_can_not_be_written_is_refused_where_it_is_set(tmp_path):
+    assert problems("""\
+        name: r
+        state_dir: /proc/1/nope
+        devices: [{id: S, kind: synth}]
+        """) == ["rack.yaml:2:12: state_dir: /proc/1/nope: cannot create it in /proc/1: No "
+                 "such file or directory"]
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    assert problems(f"name: r\nstate_dir: {a_file}/sub\ndevices: [{{id: S, kind: synth}}]\n"
+                    ) == [f"rack.yaml:2:12: state_dir: {a_file}/sub: {a_file} is not a folder"]
+    # the default folder and --state-dir are checked too (not at a place in the file), and
+    # checking creates nothing
+    text = "name: r\ndevices: [{id: S, kind: synth}]\n"
+    home = tmp_path / "home"
+    home.mkdir()
+    rack(text, {"XDG_STATE_HOME": str(home)})
+    assert list(home.iterdir()) == []
+    assert problems(text, {"XDG_STATE_HOME": "/proc/1/x"}) == [
+        "rack.yaml: the default state folder /proc/1/x/discolink-bridge/r: cannot create it in "
+        "/proc/1: No such file or directory"]
+    with pytest.raises(ConfigError) as info:
+        parse_rack(text, "rack.yaml", environ=NOENV, state_dir=Path("/proc/1/nope"))
+    assert str(info.value) == ("rack.yaml: --state-dir /proc/1/nope: cannot create it in "
+                               "/proc/1: No such file or directory")
+
+
+def test_a_state_file_in_a_missing_folder_is_refused(tmp_path):
+    assert problems(f"""\
+        name: r
+        devices:
+          - {{id: A, kind: plugin, plugin: builtin:Reverb, state: {tmp_path}/no/s.json}}
+        """, {"XDG_STATE_HOME": str(tmp_path)}) == [
+        f"rack.yaml:3:58: devices[0].state: the state file's folder {tmp_path}/no does not "
+        "exist; create it"]
+
+
+def test_a_builtin_parameter_out_of_its_range_is_refused_at_the_parameter():
+    assert problems("""\
+        name: r
+        devices:
+          - id: Pad
+            kind: chain
+            plugins: [builtin:Sine, builtin:Reverb]
+            params:
+              Reverb.room_size: 7
+              Reverb.wet_level: 0.5
+              room_sise: 0.5
+        """) == [
+        'rack.yaml:7:25: devices[0].params["Reverb.room_size"]: Room Size value must be '
+        "between 0.0 and 1.0.",
+        "rack.yaml:9:7: devices[0].params.room_sise: no parameter 'room_sise' (did you mean "
+        "Reverb.room_size?); parameters: Reverb.damping, Reverb.dry_level, "
+        "Reverb.freeze_mode, Reverb.room_size, Reverb.wet_level, Reverb.width"]
+
+
+def test_a_5000_deep_nested_list_is_refused_where_it_gets_too_deep():
+    from bridge.rack.config import YAML_DEPTH_MAX
+
+    text = "name: r\ndevices: " + "[" * 5000 + "]" * 5000 + "\n"
+    assert problems(text) == [
+        f"rack.yaml:2:{9 + YAML_DEPTH_MAX}: YAML error: lists and mappings nested more than "
+        f"{YAML_DEPTH_MAX} deep (a rack file needs about 5 levels)"]
+
+
+def test_a_file_over_the_size_cap_is_refused_unread(tmp_path):
+    from bridge.rack.config import RACK_FILE_MAX_BYTES
+
+    path = tmp_path / "huge.yaml"
+    path.write_text(synths(1) + "# padding\n" * (RACK_FILE_MAX_BYTES // 10))
+    with pytest.raises(ConfigError) as info:
+        load_rack(path, environ=NOENV)
+    size = path.stat().st_size
+    assert str(info.value) == (f"{path}: the file is {size:,} bytes; a rack file may be at "
+                               f"most {RACK_FILE_MAX_BYTES:,} bytes (256 KiB): is it the right "
+                               "file?")
+
+
+def test_a_file_that_is_not_utf8_is_refused_at_line_and_column(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: r\ndevices:\n  - {id: Séquence, kind: synth}\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_rack(path, environ=NOENV)
+    assert str(info.value) == (f"{path}:3:11: not UTF-8 text: byte 0xe9 here can't be "
+                               "decoded; save the file as UTF-8")
+
+
+def test_the_documented_limits_are_the_codes():
+    """docs/configuration.md's limits table states each limit's constant and its value."""
+    from bridge.rack.config import RACK_FILE_MAX_BYTES, YAML_DEPTH_MAX
+    from bridge.transport.layout import REGISTRY_SLOTS
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    table = re.search(r"### Limits\n\n(.*?)\n\n", doc, re.S).group(1)
+    for name, value in (("REGISTRY_SLOTS", f"{REGISTRY_SLOTS}"),
+                        ("RACK_FILE_MAX_BYTES", f"{RACK_FILE_MAX_BYTES:,} bytes"),
+                        ("YAML_DEPTH_MAX", f"{YAML_DEPTH_MAX} levels")):
+        row = next(ln for ln in table.splitlines() if f"`{name}`" in ln)
+        assert f"| {value}" in row, row
+
+
+@pytest.mark.skipif(not (PLUGINS / "lv2" / "DLSine.lv2").exists(),
+                    reason="run ./setup.sh: it builds the LV2 test plugins")
+def test_lv2_parameter_values_are_checked_against_their_turtle_ranges():
+    """LV2 ranges come from the plugin's Turtle (nothing instantiated), in a chain mixed with
+    built-ins too; the device's own check says the same at start."""
+    assert problems("""\
+        name: r
+        devices:
+          - id: Keys
+            kind: chain
+            plugins: [lv2:DLSine, builtin:Reverb]
+            params:
+              DLSine.gain: 4
+              Reverb.room_size: 3
+              Reverb.wet_level: 0.5
+        """) == [
+        "rack.yaml:7:20: devices[0].params[\"DLSine.gain\"]: parameter 'Gain': 4 is out of "
+        "range 0..1",
+        "rack.yaml:8:25: devices[0].params[\"Reverb.room_size\"]: Room Size value must be "
+        "between 0.0 and 1.0."]

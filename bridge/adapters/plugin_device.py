@@ -37,12 +37,14 @@ from ..transport.commands import ErrorCode
 from ..transport.device import Device
 from ..transport.message import Message
 from ..transport.shm import shown
+from .persist import FileLock, InUseError, atomic_write_text
 from .stage import Parameter, Stage, map_channels
 
 STATE_FORMAT = "discolink-bridge plugin state"
 STATE_VERSION = 1
 REPORT_INTERVAL_S = 1.0  # at most one non-finite-audio report per second
 AUTOSAVE_INTERVAL_S = 1.0  # state snapshots after changes, at most this often
+SAVE_WARN_INTERVAL_S = 10.0  # failed state saves are said at most this often (the first at once)
 
 T = cmd.T
 
@@ -54,6 +56,21 @@ class Tap:
     name: str
     stage: int
     channels: tuple[int, ...] | None  # 0-based; None: all
+
+
+def match_parameter(parameters: Sequence[tuple[str, Parameter]], name: str) -> int | None:
+    """Which of ``parameters`` ((stage name, parameter) pairs, first stage first) ``name``
+    means: a key or display name, bare or as ``Stage.name``, ignoring case; the first match
+    wins. None when nothing matches. The one rule for --param, the rack's params and
+    SetParameter by name."""
+    want = name.lower()
+    for i, (stage, p) in enumerate(parameters):
+        qualified = f"{stage}.".lower()
+        for candidate in (p.key, p.name):
+            c = candidate.lower()
+            if want in (c, qualified + c):
+                return i
+    return None
 
 
 def parse_channels(text: str) -> tuple[int, ...]:
@@ -107,6 +124,7 @@ class PluginChain:
         self.warn: Callable[[str], None] | None = None
         self.parameters: list[tuple[int, Parameter]] = [
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
+        self._named_parameters = [(self.stages[i].name, p) for i, p in self.parameters]
         self._release: list[MidiEvent] = []
         # Persistence: after a change, render() hands a state snapshot to on_state_change (at
         # most once per AUTOSAVE_INTERVAL_S); the callee writes it away from the audio thread.
@@ -301,17 +319,14 @@ class PluginChain:
             if index >= len(self.parameters):
                 raise KeyError(f"no parameter {index}; there are {len(self.parameters)}")
             return index
-        want = name.lower()
-        for i, (stage, p) in enumerate(self.parameters):
-            qualified = f"{self.stages[stage].name}.".lower()
-            for candidate in (p.key, p.name):
-                c = candidate.lower()
-                if want in (c, qualified + c):
-                    return i
-        names = [self.parameter_name(i) for i in range(len(self.parameters))]
-        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        raise KeyError(f"no parameter {shown(name)}"
-                       + (f"; did you mean {', '.join(close)}?" if close else ""))
+        found = match_parameter(self._named_parameters, name)
+        if found is None:
+            names = [self.parameter_name(i) for i in range(len(self.parameters))]
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+            raise KeyError(f"no parameter {shown(name)}"
+                           + (f"; did you mean {', '.join(close)}?" if close else
+                              "; ParameterList lists them"))
+        return found
 
     def value(self, i: int) -> float:
         stage, p = self.parameters[i]
@@ -435,23 +450,58 @@ def read_state_file(path: Path) -> dict | None:
     return data
 
 
+def state_lock_path(path: Path) -> Path:
+    """The lock file that guards a state file: ``F.lock`` beside ``F`` (``F`` itself is
+    replaced at every save, so a lock on it would not last)."""
+    return path.with_name(path.name + ".lock")
+
+
+def lock_state_file(path: Path) -> FileLock:
+    """Check that ``--state`` ``path`` can be written, and lock it for this process's life.
+    ValueError (exit 2) for a path that can't serve: a folder, a missing or unwritable
+    folder; InUseError (exit 1) when another live process holds it."""
+    if path.is_dir():
+        raise ValueError(f"--state {path} is a folder; give a file such as {path}/state.json")
+    folder = path.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ValueError(f"--state {path}: its folder {folder} {what}; create it first")
+    lock = FileLock(state_lock_path(path))
+    try:
+        # creating the lock file proves the folder is writable, before any work is done
+        return lock.acquire(f"--state {path}")
+    except InUseError as exc:
+        raise InUseError(f"{exc}; two devices must not share a state file") from None
+    except OSError as exc:
+        raise ValueError(f"--state {path}: cannot write in {folder}: "
+                         f"{exc.strerror or exc}") from None
+
+
 def write_state_file(path: Path, device_id: str, state: dict) -> None:
-    """Save the device id and a chain state, atomically (a crash leaves the old file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"device_id": device_id, "chain": state}, indent=1))
-    tmp.replace(path)
+    """Save the device id and a chain state, atomically and durably (a crash leaves the old
+    file or the new one)."""
+    atomic_write_text(path, json.dumps({"device_id": device_id, "chain": state}, indent=1))
 
 
 class StateSaver:
     """Writes the snapshots a chain hands over (``chain.on_state_change``) to a ``--state``
-    file, from a thread of its own: the audio thread only stores a reference."""
+    file, from a thread of its own: the audio thread only stores a reference.
+
+    A failed save is said at once through ``warn`` (then at most every
+    ``SAVE_WARN_INTERVAL_S``, with a count of the ones in between) and counted in
+    ``failures``; the CLI turns a nonzero count into exit code 1, so a state that was not
+    kept never passes for saved."""
 
     def __init__(self, path: Path, device_id: Callable[[], str],
-                 report: Callable[[str, str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.device_id = device_id
-        self.report = report or (lambda where, text: None)
+        self.warn = warn or (lambda text: None)
         self.saves = 0
+        self.failures = 0
+        self.last_failure = ""
+        self._unsaid = 0  # failures not yet said (rate limit)
+        self._last_warn = -math.inf
         self._latest: dict | None = None
         self._due = threading.Event()
         self._stop = False
@@ -462,17 +512,32 @@ class StateSaver:
         self._latest = state
         self._due.set()
 
+    def save(self, state: dict, *, final: bool = False) -> bool:
+        """Write ``state`` now; False (said, counted) when it fails. ``final``: the save on
+        stop, whose failure is always said."""
+        try:
+            write_state_file(self.path, self.device_id(), state)
+        except OSError as exc:
+            self.failures += 1
+            self.last_failure = f"could not save --state {self.path}: {exc.strerror or exc}"
+            self._unsaid += 1
+            now = time.monotonic()
+            if final or now - self._last_warn >= SAVE_WARN_INTERVAL_S:
+                more = f" ({self._unsaid - 1} more failed since the last report)" \
+                    if self._unsaid > 1 else ""
+                self.warn(self.last_failure + more)
+                self._unsaid, self._last_warn = 0, now
+            return False
+        self.saves += 1
+        return True
+
     def _run(self) -> None:
         while not self._stop:
             self._due.wait()
             self._due.clear()
             state, self._latest = self._latest, None
             if state is not None:
-                try:
-                    write_state_file(self.path, self.device_id(), state)
-                    self.saves += 1
-                except OSError as exc:
-                    self.report("state", f"could not save {self.path}: {exc}")
+                self.save(state)
 
     def close(self) -> None:
         self._stop = True

@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Protocol
 
+from .persist import atomic_write_text
 from .plugin import PLUGIN_SUFFIXES, plugin_names_in_file
 from .stage import (
     BUILTIN_PREFIX,
@@ -594,15 +595,7 @@ def save_cache(bundles: dict[str, dict], path: Path | None = None) -> None:
     data = {"version": CACHE_VERSION, "pedalboard": _pedalboard_version(), "bundles": bundles}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".plugin-scan.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, json.dumps(data, indent=1))
     except OSError as exc:
         print(f"discolink-bridge: could not write the plugin cache {path}: {exc}",
               file=sys.stderr)

@@ -84,7 +84,8 @@ def device_args(sp: argparse.ArgumentParser) -> None:
     plugin.add_argument("--state", type=Path, metavar="FILE",
                         help="restore the device id and plugin state from FILE at start "
                              "(if it exists), and save them there when they change and "
-                             "on stop")
+                             "on stop; FILE is locked (FILE.lock) while the device runs, "
+                             "and its folder must exist")
     plugin.add_argument("--preset", type=Path, metavar="PRESET",
                         help="load this preset at start (unless --state restores one): "
                              "a .vstpreset file, or an LV2 preset's name, URI or .ttl")
@@ -110,8 +111,9 @@ def _device_setup(args: argparse.Namespace):
         if not 1 <= args.fill <= 4:
             raise ValueError(f"--fill must be 1..4 blocks, got {args.fill}")
         check_rt_priority(args.rt_priority)
+        state_lock = None
         if args.plugin:
-            device_id, channels, chain, saved = _plugin_setup(args)
+            device_id, channels, chain, saved, state_lock = _plugin_setup(args)
         else:
             for flag in ("plugin_name", "tap", "state", "input", "preset"):
                 if getattr(args, flag):
@@ -147,7 +149,11 @@ def _device_setup(args: argparse.Namespace):
             if args.state is not None:
                 from ..adapters.plugin_device import StateSaver
 
-                saver = StateSaver(args.state, lambda: device.id, device.report_error)
+                def warn(text: str) -> None:
+                    device.report_error("state", text)
+                    print(f"discolink-bridge device: {text}", file=sys.stderr, flush=True)
+
+                saver = StateSaver(args.state, lambda: device.id, warn)
                 chain.on_state_change = saver
         instrument = chain if chain is not None else SineSynth(args.samplerate)
         wiring = InstrumentDevice(device, instrument, midi_in=args.midi_in,
@@ -162,6 +168,7 @@ def _device_setup(args: argparse.Namespace):
     runner.wiring = wiring
     runner.chain = chain
     runner.saver = saver
+    runner.state_lock = state_lock  # held for the process's life
     runner.restored = saved is not None
     return device, runner
 
@@ -174,9 +181,11 @@ def _channel_count(text: str) -> int:
 
 
 def _plugin_setup(args: argparse.Namespace):
-    """Load the chain for ``device --plugin``: (device id, channels, chain, saved state)."""
-    from ..adapters.plugin_device import build_chain, read_state_file
+    """Load the chain for ``device --plugin``: (device id, channels, chain, saved state,
+    the --state file's lock). The state file is checked and locked before anything loads."""
+    from ..adapters.plugin_device import build_chain, lock_state_file, read_state_file
 
+    lock = lock_state_file(args.state) if args.state else None
     saved = read_state_file(args.state) if args.state else None
     if saved is not None and len(saved["chain"].get("stages", [])) != len(args.plugin):
         raise ValueError(f"--state {args.state} holds a chain of "
@@ -187,7 +196,7 @@ def _plugin_setup(args: argparse.Namespace):
                         state=saved["chain"] if saved else None, preset=args.preset)
     device_id = args.id if args.id is not None else (saved["device_id"] if saved else None) \
         or re.sub(r"[^A-Za-z0-9_.-]+", "", chain.stages[0].name) or "Plugin"
-    return device_id, chain.channels, chain, saved
+    return device_id, chain.channels, chain, saved, lock
 
 
 def _protect_stdout() -> None:
@@ -243,23 +252,23 @@ def _run_device(args: argparse.Namespace, display: bool) -> int:
                  if runner.chain is not None else ""), flush=True)
     finally:
         runner.wiring.close()
-        _save_state(args, device, runner)
+        saved_ok = _save_state(runner)
         device.close()
-    return 0
+    return 0 if saved_ok else 1
 
 
-def _save_state(args: argparse.Namespace, device, runner) -> None:
-    if runner.chain is None or args.state is None or not device.id:
-        return
-    from ..adapters.plugin_device import write_state_file
-
-    if runner.saver is not None:
-        runner.saver.close()
-    try:
-        write_state_file(args.state, device.id, runner.chain.get_state())
-    except OSError as exc:
-        print(f"discolink-bridge device: could not save --state {args.state}: {exc}",
-              file=sys.stderr)
+def _save_state(runner) -> bool:
+    """The save on stop; False (exit 1) when this or any earlier save of --state failed."""
+    saver = runner.saver
+    if saver is None or not saver.device_id():
+        return True
+    saver.close()
+    final_ok = saver.save(runner.chain.get_state(), final=True)
+    if saver.failures:
+        print(f"discolink-bridge device: {saver.failures} save(s) of --state {saver.path} "
+              f"failed; the file {'holds the final state' if final_ok else 'is out of date'}",
+              file=sys.stderr, flush=True)
+    return not saver.failures
 
 
 def _live_display(args: argparse.Namespace, device, runner, fmt: str, plugins: str) -> None:

@@ -51,15 +51,13 @@ def _rack_namespace(args: argparse.Namespace) -> str:
 
 def cmd_rack(args: argparse.Namespace) -> int:
     from ..rack import config as rack_config
-    from ..rack.supervisor import Rack, ask, format_status
+    from ..rack.supervisor import Rack, format_status
 
     if args.target == "schema":
         print(json.dumps(rack_config.json_schema(), indent=1))
         return 0
     if args.target == "reload":
-        reply = ask(_rack_namespace(args), "reload", timeout=120)
-        print(reply.get("message") or reply.get("error"))
-        return 0 if reply.get("ok") else 1
+        return _reload(args)
     if args.target == "check":
         if args.file is None:
             raise UsageError("rack check needs a FILE")
@@ -72,20 +70,14 @@ def cmd_rack(args: argparse.Namespace) -> int:
         what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() \
             else "does not exist"
         raise UsageError(f"rack file {path} {what}; give a YAML file such as configs/demo.yaml")
-    env = dict(os.environ)
-    if args.namespace:
-        env["DISCOLINK_NAMESPACE"] = args.namespace
-    try:
-        config = rack_config.load_rack(path, environ=env)
-    except rack_config.ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        print(f"discolink-bridge rack: {path}: {len(exc.issues)} error(s); nothing started",
-              file=sys.stderr)
+    state_dir = args.state_dir.resolve() if args.state_dir else None
+    config = _checked(args, path, state_dir, "nothing started")
+    if config is None:
         return 2
     if args.target == "check":
         print(f"{path}: ok, rack {config.name!r} with {len(config.devices)} device(s)")
         return 0
-    rack = Rack(path, config, state_dir=args.state_dir.resolve() if args.state_dir else None)
+    rack = Rack(path.resolve(), config, state_dir=state_dir)  # status names it for reload
     signal.signal(signal.SIGINT, lambda *_: rack.stop())
     signal.signal(signal.SIGTERM, lambda *_: rack.stop())
     signal.signal(signal.SIGHUP, lambda *_: rack.request_reload())
@@ -100,6 +92,44 @@ def cmd_rack(args: argparse.Namespace) -> int:
         rack.shutdown()
     print(f"rack {config.name} stopped", flush=True)
     return 0
+
+
+def _checked(args: argparse.Namespace, path: Path, state_dir: Path | None, outcome: str):
+    """The validated rack file, or None after printing its problems (the caller exits 2):
+    one validator for check, run and reload."""
+    from ..rack import config as rack_config
+
+    env = dict(os.environ)
+    if args.namespace:
+        env["DISCOLINK_NAMESPACE"] = args.namespace
+    try:
+        return rack_config.load_rack(path, environ=env, state_dir=state_dir)
+    except rack_config.ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"discolink-bridge rack: {path}: {len(exc.issues)} error(s); {outcome}",
+              file=sys.stderr)
+        return None
+
+
+def _reload(args: argparse.Namespace) -> int:
+    """Check the running rack's file here first, with the same validator, so an invalid
+    file exits 2 and is never sent; then ask the rack to reload it."""
+    from ..rack.supervisor import ask
+
+    namespace = _rack_namespace(args)
+    status = ask(namespace, "status")
+    if status.get("ok") and status.get("file"):
+        state_dir = Path(status["state_dir"]) if status.get("state_dir") else None
+        if _checked(args, Path(status["file"]), state_dir,
+                    "not reloaded, the rack runs as it was") is None:
+            return 2
+    reply = ask(namespace, "reload", timeout=120)
+    text = reply.get("message") or reply.get("error")
+    if reply.get("ok"):
+        print(text)
+        return 0
+    print(f"discolink-bridge rack: {text}", file=sys.stderr)
+    return 2 if str(text).startswith("reload rejected") else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -12,10 +12,13 @@ position of its key and of its value translates pydantic's error locations. Bad 
 reported at the value, unknown and misplaced keys at the key, a missing field at the mapping
 that lacks it.
 
-Nothing is loaded to validate: plugin files must exist and end in ``.vst3``/``.component``,
-``builtin:NAME`` must be one of :func:`bridge.adapters.plugin.builtin_names`, and
-``lv2:URI``/``lv2:NAME`` must name an installed LV2 plugin (lilv reads the LV2 path's
-Turtle; nothing is instantiated), with did-you-mean when it doesn't. Relative paths
+No VST3 or LV2 plugin is loaded to validate: plugin files must exist and end in
+``.vst3``/``.component``, ``builtin:NAME`` must be one of
+:func:`bridge.adapters.plugin.builtin_names`, and ``lv2:URI``/``lv2:NAME`` must name an
+installed LV2 plugin (lilv reads the LV2 path's Turtle; nothing is instantiated), with
+did-you-mean when it doesn't. Built-ins, which load in milliseconds, are loaded to check
+parameter values; LV2 values are checked against their Turtle ranges. Beyond the schema, the
+loader refuses what would stop the rack at start (see :func:`parse_rack`). Relative paths
 (plugin, plugins, preset, state, input, state_dir) resolve against the YAML file's folder, and
 the validated config holds them absolute.
 
@@ -29,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,13 +56,15 @@ from pydantic_core import PydanticCustomError
 
 from ..adapters.plugin import PLUGIN_SUFFIXES, builtin_names
 from ..adapters.plugin_device import parse_channels
-from ..adapters.stage import BUILTIN_PREFIX, LV2_PREFIX, PluginError
+from ..adapters.stage import BUILTIN_PREFIX, LV2_PREFIX, Parameter, PluginError
 from ..transport.layout import (
     BLOCK_SIZE_MAX,
     BLOCK_SIZE_MIN,
     FILL_DEFAULT,
     FILL_MAX,
     FILL_MIN,
+    MAX_CHANNELS,
+    REGISTRY_SLOTS,
     SAMPLE_RATE_MAX,
     SAMPLE_RATE_MIN,
 )
@@ -86,9 +92,15 @@ Restart = Literal["always", "on-failure", "never"]
 
 KINDS: tuple[str, ...] = get_args(Kind)
 RESTART_POLICIES: tuple[str, ...] = get_args(Restart)
-MAX_CHANNELS = 12
 PRESET_SUFFIX = ".vstpreset"
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# A rack file larger than this is refused before it is parsed: a full 16-device rack is a few
+# KiB, and PyYAML parses about 70 KiB/s on a loaded 2-core machine, so the cap bounds a check
+# or a reload to a few seconds (docs/configuration.md, docs/performance.md).
+RACK_FILE_MAX_BYTES = 256 << 10
+# Deepest nesting of lists and mappings read; a rack needs about 5 levels. Deeper YAML is
+# refused at the node that goes too deep (PyYAML's composer recurses once per level).
+YAML_DEPTH_MAX = 64
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _PLUGIN_KINDS = ("plugin", "chain")
 _LOCAL_KINDS = ("synth", "plugin", "chain")  # devices run by `bridge device`
@@ -714,7 +726,20 @@ def _rack_rules(data: dict, skip: frozenset = frozenset(),
     if not devices:
         out.append((("devices",), "value",
                     "no devices: a rack needs at least one (list them under devices:)"))
-    first: dict[str, int] = {}
+    if len(devices) > REGISTRY_SLOTS:
+        out.append((("devices", REGISTRY_SLOTS), "value",
+                    f"{len(devices)} devices, but a namespace's registry has "
+                    f"{REGISTRY_SLOTS} slots: a rack runs at most {REGISTRY_SLOTS} devices "
+                    f"(this is device {REGISTRY_SLOTS + 1}); split the rest into a rack in "
+                    "another namespace"))
+
+    def where(j: int) -> str:
+        line = line_of(("devices", j, "id")) if line_of else None
+        return f"devices[{j}]" + (f" (line {line})" if line else "")
+
+    first: dict[tuple[str, int | None], int] = {}  # canonical (Name, N) -> device index
+    bare: dict[str, int] = {}  # Name -> the first device whose id is a bare Name
+    explicit: dict[str, int] = {}  # Name -> the first device whose id is Name:N
     for i, d in enumerate(devices):
         if not isinstance(d, dict) or ("devices", i) in skip:
             continue
@@ -722,15 +747,159 @@ def _rack_rules(data: dict, skip: frozenset = frozenset(),
         dev_id = d.get("id")
         if not isinstance(dev_id, str) or ("devices", i, "id") in skip:
             continue
-        if dev_id in first:
-            j = first[dev_id]
-            line = line_of(("devices", j, "id")) if line_of else None
-            where = f"devices[{j}]" + (f" (line {line})" if line else "")
-            out.append((("devices", i, "id"), "value",
-                        f"duplicate device id {dev_id!r}: {where} has it already; ids must "
-                        "be unique in a rack"))
-        else:
-            first[dev_id] = i
+        try:
+            name, instance = validate_device_id(dev_id)
+        except ValueError:
+            continue  # reported by the field's own check
+        loc = ("devices", i, "id")
+        if (name, instance) in first:
+            same = "" if instance is None or dev_id == f"{name}:{instance}" else \
+                f" (that is {name}:{instance})"
+            out.append((loc, "value", f"duplicate device id {dev_id!r}{same}: "
+                        f"{where(first[name, instance])} has it already; ids must be unique "
+                        "in a rack"))
+            continue
+        first[name, instance] = i
+        # A bare Name takes the lowest free Name:N when it starts, so next to a Name:N the
+        # two race for one instance: which one wins would depend on start order.
+        other = explicit.get(name) if instance is None else bare.get(name)
+        if other is not None:
+            other_id = devices[other]["id"]
+            bare_id = dev_id if instance is None else other_id
+            out.append((loc, "value",
+                        f"id {dev_id!r} clashes with {other_id!r} of {where(other)}: "
+                        f"{bare_id!r} takes the lowest free {name}:N, so the two race for "
+                        f"one instance; give every {name} device an explicit instance "
+                        f"({name}:0, {name}:1, ...)"))
+        (bare if instance is None else explicit).setdefault(name, i)
+    return out
+
+
+def state_folder_problem(folder: Path) -> str | None:
+    """Why a rack can't keep its state in ``folder``, or None when it can: the folder, or
+    the nearest part of its path that exists, must be a folder this process can create
+    entries in. Probed by creating and removing a temporary folder, which tells the truth
+    for root too (os.access doesn't) and leaves nothing behind."""
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".discolink-check-", dir=probe))
+    except OSError as exc:
+        how = "write in it" if probe == Path(folder) else f"create it in {probe}"
+        return f"cannot {how}: {exc.strerror or exc}"
+    return None
+
+
+# Files of the state folder that are the rack's own, not any device's.
+RACK_IDS_FILE = "rack.json"
+RACK_LOCK_FILE = "rack.lock"
+
+
+def _start_rules(rack: RackConfig, state_dir_given: bool,
+                 flagged: set[int]) -> list[tuple[_Loc | None, str, str]]:
+    """What would stop a valid-looking rack when it starts: a state folder it can't write,
+    a state file it can't write or that two devices (or a device and the rack) share, and
+    parameter values (:func:`_stage_rules`). ``flagged``: devices that already have a
+    problem, whose stages aren't checked. A problem whose loc is None isn't in the file (the
+    default state folder, --state-dir)."""
+    out: list[tuple[_Loc | None, str, str]] = []
+    folder = rack.state_folder()
+    problem = state_folder_problem(folder)
+    if problem and rack.state_dir and not state_dir_given:
+        out.append((("state_dir",), "value", f"{folder}: {problem}"))
+    elif problem:
+        what = "--state-dir" if state_dir_given else "the default state folder"
+        out.append((None, "value", f"{what} {folder}: {problem}"))
+    owners = {os.path.realpath(folder / RACK_IDS_FILE): -1,
+              os.path.realpath(folder / RACK_LOCK_FILE): -1}
+    for i, dev in enumerate(rack.devices[:REGISTRY_SLOTS]):
+        if dev.kind not in _PLUGIN_KINDS:
+            continue
+        problem = _state_file_problem(rack, dev, owners, i)
+        if problem:
+            out.append((("devices", i, "state" if dev.state else "id"), "value", problem))
+        if i not in flagged:
+            out += _stage_rules(rack, dev, i)
+    return out
+
+
+def _state_file_problem(rack: RackConfig, dev: DeviceConfig, owners: dict[str, int],
+                        i: int) -> str | None:
+    """Why device ``i`` can't keep its state file; ``owners`` maps each real path taken so
+    far to its device (-1: the rack's own files)."""
+    path = Path(rack.state_file(dev))
+    if dev.state and path.is_dir():
+        return f"{path} is a folder; give a file"
+    if dev.state and path.parent != rack.state_folder():  # the rack makes only its own folder
+        if not path.parent.is_dir():
+            return f"the state file's folder {path.parent} does not exist; create it"
+        problem = state_folder_problem(path.parent)
+        if problem:
+            return f"state file {path}: {problem}"
+    j = owners.setdefault(os.path.realpath(path), i)
+    if j == -1:
+        return f"state file {path} is the rack's own file; give this device another id or state:"
+    if j != i:
+        return (f"state file {path} is devices[{j}]'s ({rack.devices[j].id!r}) too: the two "
+                "would overwrite each other's plugin state; give each device its own state:")
+    return None
+
+
+def _stage_rules(rack: RackConfig, dev: DeviceConfig, i: int) -> list[_Problem]:
+    """Check a device's ``params`` (and, for built-ins only, its chain) as its process would,
+    where that is cheap: built-ins load in milliseconds, and are built and set like the
+    device does (pedalboard checks their ranges); an LV2 plugin's parameters and ranges come
+    from its Turtle through lilv, nothing instantiated. A device with a VST3 stage is left to
+    its start: loading one runs the plugin's code and can take seconds."""
+    specs = dev.stages()
+    if not specs or not all(s.startswith((BUILTIN_PREFIX, LV2_PREFIX)) for s in specs):
+        return []
+    from ..adapters.plugin_device import build_chain, match_parameter
+    from ..adapters.stage import load_stage
+
+    s = rack.effective(dev)
+    stages: list[tuple[str, list[Parameter], Any]] = []  # (name, parameters, loaded stage)
+    try:
+        if all(spec.startswith(BUILTIN_PREFIX) for spec in specs):
+            chain = build_chain(specs, sample_rate=s["sample_rate"],
+                                block_size=s["block_size"],
+                                channels=None if dev.channels is None else str(dev.channels),
+                                tap=resolve_tap(specs, dev.tap) if dev.tap else None)
+            stages = [(st.name, st.parameters, st) for st in chain.stages]
+        elif dev.params:
+            for spec in specs:
+                if spec.startswith(BUILTIN_PREFIX):
+                    st = load_stage(spec, sample_rate=s["sample_rate"],
+                                    block_size=s["block_size"])
+                    stages.append((st.name, st.parameters, st))
+                else:
+                    from ..adapters import lv2
+
+                    info = lv2.describe_plugin(lv2.world(), _lv2_plugin(spec))
+                    stages.append((info.name, [p.parameter for p in info.ports if p.parameter],
+                                   None))
+    except (ValueError, PluginError) as exc:
+        return [(("devices", i), "value", str(exc))]
+    named = [(name, p) for name, params, _ in stages for p in params]
+    owner = [st for _, params, st in stages for _ in params]
+    out: list[_Problem] = []
+    for key, value in dev.params.items():
+        loc = ("devices", i, "params", key)
+        index = match_parameter(named, key)
+        if index is None:
+            names = [p.key if len(stages) == 1 else f"{stage}.{p.key}" for stage, p in named]
+            out.append((loc, "key", f"no parameter {key!r}{_did_you_mean(key, names)}; "
+                        f"parameters: {', '.join(names)}"))
+            continue
+        try:
+            checked = named[index][1].check(value)
+            if owner[index] is not None:  # a built-in: pedalboard itself checks the range
+                owner[index].set(named[index][1].key, checked)
+        except ValueError as exc:
+            out.append((loc, "value", str(exc)))
     return out
 
 
@@ -738,7 +907,21 @@ def _rack_rules(data: dict, skip: frozenset = frozenset(),
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without YAML 1.1's base-60 numbers, so ``tap: 1:2`` stays text."""
+    """SafeLoader without YAML 1.1's base-60 numbers, so ``tap: 1:2`` stays text, and with
+    a nesting limit (YAML_DEPTH_MAX) reported at the node that passes it."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > YAML_DEPTH_MAX:
+                raise yaml.composer.ComposerError(
+                    None, None, f"lists and mappings nested more than {YAML_DEPTH_MAX} deep "
+                    "(a rack file needs about 5 levels)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -783,8 +966,8 @@ def _scan(loader: _Loader, node: yaml.Node, loc: _Loc, pos: _Positions,
           dups: list[tuple[_Loc, yaml.Mark, str]], active: set[int]) -> None:
     """Record positions under ``node`` and every duplicate key. A duplicate's positions
     replace the first one's: the constructed data holds the last value."""
-    if id(node) in active or len(pos.marks) > _SCAN_LIMIT:  # a recursive alias, or a bomb
-        return
+    if id(node) in active or len(pos.marks) > _SCAN_LIMIT or len(loc) > YAML_DEPTH_MAX:
+        return  # a recursive alias, a bomb, or aliases nested deep: no positions needed
     active.add(id(node))
     try:
         if isinstance(node, yaml.MappingNode):
@@ -844,7 +1027,8 @@ def _yaml_issue(filename: str, text: str, exc: yaml.YAMLError) -> ConfigIssue:
         problem += "; only plain YAML is allowed, no tags"
     if "expected <block end>" in problem:
         problem += "; is the indentation consistent?"
-    what = "YAML error" if isinstance(exc, yaml.constructor.ConstructorError) else \
+    nested = problem.startswith("lists and mappings nested")
+    what = "YAML error" if nested or isinstance(exc, yaml.constructor.ConstructorError) else \
         "YAML syntax error"
     return ConfigIssue(filename, line, column, "", f"{what}: {problem}")
 
@@ -938,11 +1122,34 @@ def _message(err: dict) -> tuple[_Loc, str, str]:
 
 
 def parse_rack(text: str, filename: str = "<string>", *, base_dir: Path | None = None,
-               environ: Mapping[str, str] | None = None) -> RackConfig:
+               environ: Mapping[str, str] | None = None,
+               state_dir: Path | None = None) -> RackConfig:
     """Validate rack YAML ``text``; ConfigError lists every problem. Relative paths resolve
     against ``base_dir`` (default: the current folder). ``environ`` (default os.environ):
     $DISCOLINK_NAMESPACE overrides defaults.namespace, $XDG_STATE_HOME places the default
-    state folder."""
+    state folder. ``state_dir`` (``rack --state-dir``) replaces the file's state folder.
+
+    Beyond the schema, it checks what would stop the rack from starting: the device count
+    against the registry's slots, clashing ids and state files, a state folder that can't
+    be written, and built-in plugins' parameter values (built-ins load in milliseconds)."""
+    if len(text) > RACK_FILE_MAX_BYTES and len(text.encode()) > RACK_FILE_MAX_BYTES:
+        raise ConfigError([_too_large(filename, len(text.encode()))])
+    try:
+        return _parse(text, filename, base_dir, environ, state_dir)
+    except RecursionError:  # deep data through aliases that the depth limit can't see
+        raise ConfigError([ConfigIssue(
+            filename, 0, 0, "", f"YAML error: the data nests too deep to check (more than "
+            f"{YAML_DEPTH_MAX} levels of lists and mappings, through aliases)")]) from None
+
+
+def _too_large(filename: str, size: int) -> ConfigIssue:
+    return ConfigIssue(filename, 0, 0, "", f"the file is {size:,} bytes; a rack file may be "
+                       f"at most {RACK_FILE_MAX_BYTES:,} bytes ({RACK_FILE_MAX_BYTES >> 10} "
+                       "KiB): is it the right file?")
+
+
+def _parse(text: str, filename: str, base_dir: Path | None,
+           environ: Mapping[str, str] | None, state_dir: Path | None) -> RackConfig:
     env = os.environ if environ is None else environ
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     loader = _Loader(text)
@@ -988,6 +1195,7 @@ def parse_rack(text: str, filename: str = "<string>", *, base_dir: Path | None =
     for loc, at, message in _rack_rules(data, frozenset(bad),
                                         lambda loc: pos.find(loc, "value")[0]):
         if loc not in bad:
+            bad.add(loc)
             issues.append(issue(loc, at, message))
 
     env_ns = env.get(NAMESPACE_ENV) or None
@@ -997,6 +1205,14 @@ def parse_rack(text: str, filename: str = "<string>", *, base_dir: Path | None =
         except ValueError as exc:
             issues.append(issue(("defaults", "namespace"), "value",
                                 f"${NAMESPACE_ENV} overrides it, but: {exc}"))
+    if rack is not None:
+        rack._state_home = env.get("XDG_STATE_HOME") or ""
+        if state_dir is not None:
+            rack.state_dir = str(Path(state_dir).expanduser().resolve())
+        flagged = {loc[1] for loc in bad if len(loc) > 1 and loc[0] == "devices"}
+        for loc, at, message in _start_rules(rack, state_dir is not None, flagged):
+            issues.append(issue(loc, at, message) if loc is not None else
+                          ConfigIssue(filename, 0, 0, "", message))  # not from the file
     if issues:
         unique = {(i.line, i.column, i.path, i.message): i for i in issues}
         raise ConfigError(sorted(unique.values(), key=lambda i: (i.line, i.column)))
@@ -1004,21 +1220,35 @@ def parse_rack(text: str, filename: str = "<string>", *, base_dir: Path | None =
     if env_ns is not None:
         rack.defaults = rack.defaults.model_copy(update={"namespace": env_ns})
         rack._namespace_overridden = True
-    rack._state_home = env.get("XDG_STATE_HOME") or ""
     return rack
 
 
-def load_rack(path: Path, *, environ: Mapping[str, str] | None = None) -> RackConfig:
+def load_rack(path: Path, *, environ: Mapping[str, str] | None = None,
+              state_dir: Path | None = None) -> RackConfig:
     """Read and validate a rack file; relative paths in it resolve against its folder.
-    ConfigError lists every problem, as ``file:line:column: path: message``."""
+    ConfigError lists every problem, as ``file:line:column: path: message``. A file larger
+    than RACK_FILE_MAX_BYTES is refused unread; one that isn't UTF-8 is refused at the line
+    and column of its first bad byte."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise ConfigError([ConfigIssue(str(path), 0, 0, "",
-                                       f"cannot read the rack file: {reason}")]) from None
-    return parse_rack(text, str(path), base_dir=path.resolve().parent, environ=environ)
+        with path.open("rb") as f:
+            raw = f.read(RACK_FILE_MAX_BYTES + 1)
+            if len(raw) > RACK_FILE_MAX_BYTES:
+                raise ConfigError([_too_large(str(path), os.fstat(f.fileno()).st_size)])
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(str(path), 0, 0, "", "cannot read the rack file: "
+                                       f"{exc.strerror or exc}")]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start:exc.start].decode("utf-8", "replace")) + 1
+        raise ConfigError([ConfigIssue(
+            str(path), raw.count(b"\n", 0, exc.start) + 1, column, "",
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} here can't be decoded; save the "
+            "file as UTF-8")]) from None
+    return parse_rack(text, str(path), base_dir=path.resolve().parent, environ=environ,
+                      state_dir=state_dir)
 
 
 # ---- schema, fingerprints, command lines ------------------------------------------------------

@@ -33,10 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..adapters.persist import FileLock
 from ..transport import Registry, _shm, shm
 from ..transport.layout import TRANSPORT_HEADER
 from ..transport.registry import sweep_namespace
 from .config import (
+    RACK_IDS_FILE,
     ConfigError,
     DeviceConfig,
     RackConfig,
@@ -44,6 +46,7 @@ from .config import (
     device_fingerprint,
     load_rack,
 )
+from .statefolder import lock_state_folder, read_saved_ids, write_saved_ids
 
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
@@ -117,24 +120,22 @@ class Rack:
         self._lock = threading.RLock()
         self._server: socket.socket | None = None
         self.socket_path = control_socket_path(self.namespace)
+        self._state_lock: FileLock | None = None
 
     # -- persistence --------------------------------------------------------------------
     @property
     def ids_file(self) -> Path:
-        return self.state_dir / "rack.json"
+        return self.state_dir / RACK_IDS_FILE
 
     def _saved_ids(self) -> dict[str, str]:
-        try:
-            data = json.loads(self.ids_file.read_text())
-            return {str(k): str(v) for k, v in data.get("device_ids", {}).items()}
-        except (OSError, ValueError, AttributeError):
-            return {}
+        ids, problems = read_saved_ids(self.ids_file, self.config)
+        for line in problems:  # never obeyed: the entry is dropped and rewritten
+            self.log(f"rack {self.config.name}: {line}")
+        return ids
 
     def _save_ids(self) -> None:
         ids = {c.config.id: c.device_id for c in self.children.values()}
-        tmp = self.ids_file.with_name("rack.json.tmp")
-        tmp.write_text(json.dumps({"rack": self.config.name, "device_ids": ids}, indent=1))
-        tmp.replace(self.ids_file)
+        write_saved_ids(self.ids_file, self.config, ids)
 
     # -- the command line of each device (one mapping: config.device_argv) -------------
     def argv(self, dev: DeviceConfig, device_id: str) -> list[str]:
@@ -145,6 +146,7 @@ class Rack:
     def start(self) -> None:
         """Create the state folder and control socket, then start every device."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock = lock_state_folder(self.state_dir)  # held until shutdown ends
         saved = self._saved_ids()
         for dev in self.config.devices:
             wanted = saved.get(dev.id, dev.id)
@@ -267,6 +269,8 @@ class Rack:
         self._wait_exit(children)
         self._close_socket()
         sweep_namespace(self.namespace)  # the registry goes too when no device is left
+        if self._state_lock is not None:
+            self._state_lock.release()
 
     def _terminate(self, child: Child) -> None:
         child.stopping = True
@@ -291,9 +295,7 @@ class Rack:
     def reload(self) -> str:
         """Re-read the file; apply only what changed. Returns a one-line summary."""
         try:
-            new = load_rack(self.path)
-            if self.state_dir_override is not None:
-                new.state_dir = str(self.state_dir_override)
+            new = load_rack(self.path, state_dir=self.state_dir_override)
         except ConfigError as exc:
             text = f"reload rejected, the rack is unchanged:\n{exc}"
             self.log(f"rack {self.config.name}: {text}")
