@@ -89,13 +89,16 @@ def cmd_rack(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: rack.stop())
     signal.signal(signal.SIGTERM, lambda *_: rack.stop())
     signal.signal(signal.SIGHUP, lambda *_: rack.request_reload())
-    try:
-        rack.start()
+
+    def ready() -> None:
         print(format_status(rack.status()), flush=True)
         print(f"rack {config.name} ready: {len(rack.children)} device(s), namespace "
               f"{rack.namespace!r}, pid {os.getpid()}; Ctrl-C stops it, SIGHUP or "
               "'discolink-bridge rack reload' re-reads the file", flush=True)
-        rack.run()
+
+    try:
+        rack.start()
+        rack.run(on_ready=ready)
     finally:
         rack.shutdown()
     print(f"rack {config.name} stopped", flush=True)
