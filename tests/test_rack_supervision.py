@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -294,3 +295,40 @@ def spawn_argv() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "bridge"]
+
+
+def test_status_and_restarts_go_on_while_a_big_reload_parses(spawn, tmp_path):
+    """Ordering, not timing: while the rack parses a 1 MB file (30,000 patterns, seconds of
+    work), ``status`` answers and a killed device comes back, both before the reload ends."""
+    path = write(tmp_path / "rack.yaml", BASIC)
+    rack = RackProcess(spawn, path, tmp_path / "state")
+    rack.wait_for("rack basic ready")
+    try:
+        patterns = "".join(f"      - 'no such port {i:06d}'\n" for i in range(30_000))
+        write(path, BASIC + "  - id: Gamma\n    kind: synth\n    midi_in:\n" + patterns)
+        replies: list[dict] = []
+        reload = threading.Thread(target=lambda: replies.append(
+            ask(spawn.namespace, "reload", timeout=300)))
+        reload.start()
+        victim = by_id(spawn.namespace)["Alpha:0"].pid
+        time.sleep(0.3)  # the request is in (connected in-process): the rack is parsing
+        os.kill(victim, signal.SIGKILL)
+        status = ask(spawn.namespace, "status")
+        time.sleep(0.2)  # a "reloaded" line the rack printed before it answered is read by now
+
+        def reloading() -> bool:
+            return not replies and not any("reloaded" in ln for ln in rack.err)
+
+        assert reloading(), "the reload ended before status answered"
+        assert {d["name"] for d in status["devices"]} == {"Alpha", "Beta"}
+
+        def back() -> bool:
+            info = by_id(spawn.namespace).get("Alpha:0")
+            return info is not None and info.pid != victim
+
+        wait_until(back, 30, "Alpha to come back")
+        assert reloading(), "the reload ended before Alpha came back"
+        reload.join(timeout=300)
+        assert replies[0]["ok"] and "1 added" in replies[0]["message"], replies
+    finally:
+        rack.stop()
