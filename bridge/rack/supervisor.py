@@ -160,7 +160,6 @@ class Rack:
         self.namespace = config.namespace
         self.state_dir = config.state_folder()
         self.children: dict[str, Child] = {}
-        self._retiring: list[Child] = []  # removed by a reload, still exiting
         self._spawn_queue: collections.deque[Child] = collections.deque()
         self._stop = threading.Event()
         self._force = threading.Event()
@@ -313,11 +312,6 @@ class Rack:
                 child.state = "stopped"
                 continue
             self._ended(child, proc.returncode, now)
-        for child in list(self._retiring):
-            if child.proc is None or child.proc.poll() is not None:
-                child.proc = None
-                child.state = "stopped"
-                self._retiring.remove(child)
 
     def _ended(self, child: Child, code: int | None, now: float) -> None:
         """A device ended on its own (or was killed as hung): record why, then apply its
@@ -403,9 +397,8 @@ class Rack:
             if self._reload.is_set():
                 self._reload.clear()
                 self._reload_in_thread()
-            if self._ready_pending is not None and (
-                    all(c.state != "starting" for c in self._ready_pending)
-                    or self._stop.is_set()):
+            if self._ready_pending is not None and not self._stop.is_set() and \
+                    all(c.state != "starting" for c in self._ready_pending):
                 self._ready_pending = None
                 if on_ready is not None:
                     on_ready()
@@ -430,7 +423,7 @@ class Rack:
                 child.queued = False
                 _close(child)
             self._spawn_queue.clear()
-            children = list(self.children.values()) + self._retiring
+            children = list(self.children.values())
         for child in children:
             self._terminate(child)
         self._wait_exit(children)
