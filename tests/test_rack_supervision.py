@@ -56,6 +56,12 @@ def _proc_state(pid: int) -> str:
     return f"{pid}: {', '.join(keep)}, threads in {wchan}"
 
 
+def with_big_gamma(patterns: int) -> str:
+    """BASIC and one more synth, Gamma, listening to ``patterns`` midi_in patterns."""
+    return BASIC + "  - id: Gamma\n    kind: synth\n    midi_in:\n" + "".join(
+        f"      - 'no such port {i:06d}'\n" for i in range(patterns))
+
+
 def test_devices_die_within_a_second_of_their_rack_being_killed(spawn, tmp_path):
     rack = RackProcess(spawn, write(tmp_path / "rack.yaml", BASIC), tmp_path / "state")
     rack.wait_for("rack basic ready")
@@ -201,8 +207,7 @@ def test_a_device_configuration_too_big_for_argv_is_started_on_reload(spawn, tmp
     rack = RackProcess(spawn, path, tmp_path / "state")
     rack.wait_for("rack basic ready")
     try:
-        patterns = "".join(f"      - 'no such port {i:06d}'\n" for i in range(150_000))
-        write(path, BASIC + "  - id: Gamma\n    kind: synth\n    midi_in:\n" + patterns)
+        write(path, with_big_gamma(150_000))
         r = spawn.run("rack", "reload", timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "1 added, 0 removed, 0 restarted, 2 untouched" in r.stdout
@@ -298,14 +303,13 @@ def spawn_argv() -> list[str]:
 
 
 def test_status_and_restarts_go_on_while_a_big_reload_parses(spawn, tmp_path):
-    """Ordering, not timing: while the rack parses a 1 MB file (30,000 patterns, seconds of
+    """Ordering, not timing: while the rack parses a 0.9 MB file (30,000 patterns, seconds of
     work), ``status`` answers and a killed device comes back, both before the reload ends."""
     path = write(tmp_path / "rack.yaml", BASIC)
     rack = RackProcess(spawn, path, tmp_path / "state")
     rack.wait_for("rack basic ready")
     try:
-        patterns = "".join(f"      - 'no such port {i:06d}'\n" for i in range(30_000))
-        write(path, BASIC + "  - id: Gamma\n    kind: synth\n    midi_in:\n" + patterns)
+        write(path, with_big_gamma(30_000))
         replies: list[dict] = []
         reload = threading.Thread(target=lambda: replies.append(
             ask(spawn.namespace, "reload", timeout=300)))
