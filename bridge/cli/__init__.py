@@ -52,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, lists: dict[str, list[str]] | None = None) -> int:
+    """Run the command line ``argv``; ``lists`` extends list options by dest after parsing
+    (the rack hands long pattern lists over this way: argparse is quadratic in them)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for dest, values in (lists or {}).items():
+        setattr(args, dest, [*(getattr(args, dest, None) or []), *values])
     return _run(args, f"discolink-bridge {args.command}")
 
 

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..transport.layout import HEARTBEAT_STALE_S
 from .common import UsageError
 
 
@@ -37,8 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sp = sub.add_parser("status", help="ask the running rack how its devices are",
                         description="Ask the rack running in the namespace (through its "
-                                    "control socket) for each device's pid, state, claim, "
-                                    "link tag, ring fill, underruns, restarts and CPU %.")
+                                    "control socket) for each device's pid, state (hung: "
+                                    f"no heartbeat for {HEARTBEAT_STALE_S:.0f} s, it is "
+                                    "being restarted), claim, "
+                                    "link tag, ring fill, underruns, restarts and CPU %, "
+                                    "and the last error line of each device that failed.")
     sp.add_argument("--json", action="store_true", help="print the answer as JSON")
     sp.set_defaults(handler=cmd_status)
 
@@ -81,13 +85,16 @@ def cmd_rack(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: rack.stop())
     signal.signal(signal.SIGTERM, lambda *_: rack.stop())
     signal.signal(signal.SIGHUP, lambda *_: rack.request_reload())
-    try:
-        rack.start()
+
+    def ready() -> None:
         print(format_status(rack.status()), flush=True)
         print(f"rack {config.name} ready: {len(rack.children)} device(s), namespace "
               f"{rack.namespace!r}, pid {os.getpid()}; Ctrl-C stops it, SIGHUP or "
               "'discolink-bridge rack reload' re-reads the file", flush=True)
-        rack.run()
+
+    try:
+        rack.start()
+        rack.run(on_ready=ready)
     finally:
         rack.shutdown()
     print(f"rack {config.name} stopped", flush=True)

@@ -523,3 +523,25 @@ class Sweep:
 
 def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
+
+
+def live_heartbeats(namespace: str | None = None) -> dict[int, int]:
+    """``{device pid: heartbeat_ns}`` of every ACTIVE slot, read lock-free from a fresh
+    mapping. A supervisor's watchdog uses it: it never waits for the registry lock (a stopped
+    device may hold it) and never reclaims anything. Empty when there is no valid registry."""
+    try:
+        seg = Segment.attach(registry_name(namespace_from_env(namespace)), REGISTRY_SIZE)
+    except SegmentError:
+        return {}
+    try:
+        if REGISTRY_HEADER.unpack_from(seg.buf)["magic"] != REGISTRY_MAGIC:
+            return {}
+        beats = {}
+        for i in range(REGISTRY_SLOTS):
+            base = registry_slot_base(i)
+            if _shm.load_u32(seg.buf, base + _STATE) == SlotState.ACTIVE:
+                pid = REGISTRY_SLOT.read_field(seg.buf, base, "device_pid")
+                beats[pid] = _shm.load_u64(seg.buf, base + _HEARTBEAT)
+        return beats
+    finally:
+        seg.close()
