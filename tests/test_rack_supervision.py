@@ -234,10 +234,15 @@ def test_a_reload_that_fails_part_way_leaves_the_rack_as_it_was_and_says_why(
         write(path, BASIC.replace("  - id: Alpha\n    kind: synth\n",
                                   "  - id: Alpha\n    kind: synth\n    channels: 1\n")
               + "  - id: Gamma\n    kind: synth\n")
+        # The client checks the file first and refuses it (a configuration error) ...
         r = spawn.run("rack", "reload")
-        assert r.returncode == 1
-        assert "reload rejected, the rack is unchanged" in r.stdout, r.stdout
-        assert f"{state / 'Gamma.log'}" in r.stdout, r.stdout
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert f"{state / 'Gamma.log'}" in r.stderr, r.stderr
+        # ... and the rack, asked directly (a client that skips the check), refuses it too.
+        reply = ask(spawn.namespace, "reload", timeout=120)
+        text = reply.get("message") or reply.get("error") or ""
+        assert "reload rejected, the rack is unchanged" in text, reply
+        assert f"{state / 'Gamma.log'}" in text, reply
         assert {i: d.pid for i, d in by_id(spawn.namespace).items()} == before
         status = rack.status()
         assert set(status) == {"Alpha", "Beta"}
@@ -287,10 +292,10 @@ def test_a_rename_that_would_move_the_state_folder_is_rejected(spawn, tmp_path):
         write(path, BASIC.replace("name: basic", "name: renamed"))
         r = subprocess.run([*spawn_argv(), "rack", "reload"], env=env, capture_output=True,
                            text=True, timeout=60)
-        assert r.returncode == 1
+        assert r.returncode == 2, r.stdout + r.stderr  # a configuration error
         folder = tmp_path / "xdg" / "discolink-bridge"
         assert "reload rejected, the rack is unchanged: it would move the state folder " \
-               f"from {folder / 'basic'} to {folder / 'renamed'}" in r.stdout, r.stdout
+               f"from {folder / 'basic'} to {folder / 'renamed'}" in r.stderr, r.stderr
         assert {i: d.pid for i, d in by_id(spawn.namespace).items()} == before
     finally:
         rack.send_signal(signal.SIGTERM)
