@@ -107,17 +107,21 @@ fi
 # -ffast-math (the output must follow the documented formula).
 CXXFLAGS_DPF=(-std=gnu++11 -O2 -fPIC -DPIC -DNDEBUG -fvisibility=hidden -fdata-sections
               -ffunction-sections -fno-gnu-unique -Wall -Wextra -pipe
-              -I"$SRC" -I"$DPF_COPY/distrho" -DDISTRHO_PLUGIN_TARGET_VST3)
+              -I"$DPF_COPY/distrho" -DDISTRHO_PLUGIN_TARGET_VST3)
 LDFLAGS_DPF=(-shared -fdata-sections -ffunction-sections -Wl,-O1,--as-needed,--gc-sections
              -Wl,--no-undefined -Wl,--version-script="$DPF/utils/symbols/vst3.version" -ldl)
 
 # the files a bundle is built from: rebuilt when any is newer than the bundle's .so
 sources=("$SRC"/*.cpp "$SRC"/*.h "$ROOT/plugins/build.sh" "$DPF_COPY/.patched")
+DLSRC=$ROOT/plugins/discolink
+dl_sources=("$DLSRC"/* "$ROOT/native/discolink.h" "$ROOT/plugins/build.sh" "$DPF_COPY/.patched")
 
-up_to_date() { # BUNDLE_SO
+up_to_date() { # BUNDLE_SO [SOURCE...]  (default sources: DLSine's)
     local so=$1 f
+    shift
+    [ $# -gt 0 ] || set -- "${sources[@]}"
     [ -f "$so" ] || return 1
-    for f in "${sources[@]}"; do
+    for f in "$@"; do
         [ "$so" -nt "$f" ] || return 1
     done
     return 0
@@ -131,58 +135,103 @@ mkdir -p "$LV2OUT"
 
 pids=()
 names=()
-start_variant() { # NAME NUM_OUTPUTS TARGET(vst3|lv2)  -> compiles in the background
-    local name=$1 outs=$2 target=$3
-    local obj=$OUT/obj/$name-$target  # not NAME.vst3: a scan would take it for a bundle
+# start_variant NAME TARGET(vst3|lv2) SRCDIR "DEFINES" SOURCE... -> compiles in the background.
+# NAME is the VST3 bundle's name (spaces allowed); the LV2 bundle's is NAME without spaces
+# (an LV2 manifest names its binary by a relative URI). Extra objects: $EXTRA_OBJECTS.
+start_variant() {
+    local name=$1 target=$2 srcdir=$3 defines=$4
+    shift 4
+    local lv2name=${name// /}
+    local obj=$OUT/obj/$lv2name-$target  # not NAME.vst3: a scan would take it for a bundle
+    local extra=("${EXTRA_OBJECTS[@]}")
     mkdir -p "$obj"
     (
         set -e
         TARGET=$(echo "$target" | tr a-z A-Z)
+        # shellcheck disable=SC2206  # DEFINES is a list of -D words
         flags=("${CXXFLAGS_DPF[@]/-DDISTRHO_PLUGIN_TARGET_VST3/-DDISTRHO_PLUGIN_TARGET_$TARGET}"
-               -DDLSINE_NUM_OUTPUTS="$outs")
-        g++ "${flags[@]}" -c "$SRC/DLSine.cpp" -o "$obj/DLSine.cpp.o" &
-        p1=$!
-        g++ "${flags[@]}" -c "$DPF_COPY/distrho/DistrhoPluginMain.cpp" -o "$obj/DistrhoPluginMain.cpp.o" &
-        p2=$!
-        wait $p1
-        wait $p2
+               "-I$srcdir" $defines)
+        objects=()
+        cpids=()
+        for src in "$@" "$DPF_COPY/distrho/DistrhoPluginMain.cpp"; do
+            o=$obj/$(basename "$src").o
+            g++ "${flags[@]}" -c "$src" -o "$o" &
+            cpids+=($!)
+            objects+=("$o")
+        done
+        for p in "${cpids[@]}"; do wait "$p"; done
+        objects+=("${extra[@]}")
         if [ "$target" = vst3 ]; then
             dir=$OUT/$name.vst3/Contents/$VST3_ARCH
             mkdir -p "$dir"
-            g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain.cpp.o" "${LDFLAGS_DPF[@]}" -o "$dir/$name.so.tmp"
+            g++ "${objects[@]}" "${LDFLAGS_DPF[@]}" -lpthread -o "$dir/$name.so.tmp"
             mv -f "$dir/$name.so.tmp" "$dir/$name.so"
         else
             # DPF writes the bundle's Turtle from the binary (its utils/lv2-ttl-generator)
             stage=$obj/bundle
             rm -rf "$stage"
             mkdir -p "$stage"
-            g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain.cpp.o" "${LDFLAGS_LV2[@]}" -o "$stage/$name.so"
-            (cd "$stage" && "$TTL_GEN" "./$name.so")
-            rm -rf "$LV2OUT/$name.lv2"
-            mv "$stage" "$LV2OUT/$name.lv2"
+            g++ "${objects[@]}" "${LDFLAGS_LV2[@]}" -lpthread -o "$stage/$lv2name.so"
+            (cd "$stage" && "$TTL_GEN" "./$lv2name.so")
+            rm -rf "$LV2OUT/$lv2name.lv2"
+            mv "$stage" "$LV2OUT/$lv2name.lv2"
         fi
     ) >"$obj/build.log" 2>&1 &
     pids+=($!)
-    names+=("$name-$target")
+    names+=("$lv2name-$target")
 }
 
 if [ ! -x "$TTL_GEN" ] || [ "$DPF/utils/lv2-ttl-generator/lv2_ttl_generator.c" -nt "$TTL_GEN" ]; then
     gcc -O2 "$DPF/utils/lv2-ttl-generator/lv2_ttl_generator.c" -ldl -o "$TTL_GEN" \
         || fail "building DPF's lv2_ttl_generator failed"
 fi
+EXTRA_OBJECTS=()
 for variant in DLSine:2 DLSine12:12; do
     name=${variant%%:*}
     if up_to_date "$OUT/$name.vst3/Contents/$VST3_ARCH/$name.so"; then
         log "$name.vst3 is up to date"
     else
         log "building $name.vst3"
-        start_variant "$name" "${variant##*:}" vst3
+        start_variant "$name" vst3 "$SRC" "-DDLSINE_NUM_OUTPUTS=${variant##*:}" "$SRC/DLSine.cpp"
     fi
     if up_to_date "$LV2OUT/$name.lv2/$name.so" && [ -f "$LV2OUT/$name.lv2/manifest.ttl" ]; then
         log "$name.lv2 is up to date"
     else
         log "building $name.lv2"
-        start_variant "$name" "${variant##*:}" lv2
+        start_variant "$name" lv2 "$SRC" "-DDLSINE_NUM_OUTPUTS=${variant##*:}" "$SRC/DLSine.cpp"
+    fi
+done
+
+# 1a. The discoLink DAW plugins (plugins/discolink, docs/native.md): one source, VST3 and LV2.
+#     native/discolink.h's implementation is one C object (discolink_impl.c) linked into each.
+#     Every symbol but the plugin entry points stays hidden (-fvisibility=hidden and DPF's
+#     version scripts), so two of them in one DAW process never share SDK code or state.
+DL_IMPL=$OUT/obj/discolink_impl.o
+if ! up_to_date "$DL_IMPL" "${dl_sources[@]}"; then
+    gcc -std=gnu11 -O2 -fPIC -fvisibility=hidden -Wall -Wextra -Werror -I"$ROOT/native" \
+        -c "$DLSRC/discolink_impl.c" -o "$DL_IMPL" \
+        || fail "compiling native/discolink.h for the discoLink plugins failed"
+fi
+EXTRA_OBJECTS=("$DL_IMPL")
+DL_VARIANTS=("discoLink Host|-DDL_PLUGIN_HOST -DDL_CHANNELS=2|DiscoLinkHost.cpp"
+             "discoLink Host 12|-DDL_PLUGIN_HOST -DDL_CHANNELS=12|DiscoLinkHost.cpp"
+             "discoLink Host FX|-DDL_PLUGIN_HOST -DDL_CHANNELS=2 -DDL_INSERT=1|DiscoLinkHost.cpp"
+             "discoLink Device|-DDL_PLUGIN_DEVICE -DDL_CHANNELS=2|DiscoLinkDevice.cpp")
+for variant in "${DL_VARIANTS[@]}"; do
+    IFS='|' read -r name defines cpp <<<"$variant"
+    lv2name=${name// /}
+    if up_to_date "$OUT/$name.vst3/Contents/$VST3_ARCH/$name.so" "${dl_sources[@]}"; then
+        log "$name.vst3 is up to date"
+    else
+        log "building $name.vst3"
+        start_variant "$name" vst3 "$DLSRC" "$defines -I$ROOT/native" "$DLSRC/$cpp"
+    fi
+    if up_to_date "$LV2OUT/$lv2name.lv2/$lv2name.so" "${dl_sources[@]}" \
+        && [ -f "$LV2OUT/$lv2name.lv2/manifest.ttl" ]; then
+        log "$lv2name.lv2 is up to date"
+    else
+        log "building $lv2name.lv2"
+        start_variant "$name" lv2 "$DLSRC" "$defines -I$ROOT/native" "$DLSRC/$cpp"
     fi
 done
 failed=()
