@@ -20,6 +20,7 @@
 #include "discolink.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -30,6 +31,7 @@ static constexpr const char* kDefaultName = "Track";
 static constexpr uint32_t kMaxMidiOut = 512;     // DPF's own limit per run()
 static constexpr uint32_t kSysexPool = 16384;    // bytes of SysEx that one run() can emit
 static constexpr int kRetryMs = 250;
+static constexpr int kSettleMs = 150;
 
 class DiscoLinkDevice : public Plugin, private DiscoLinkWorker
 {
@@ -108,6 +110,7 @@ protected:
     {
         {
             std::lock_guard<std::mutex> lock(mutex);
+            fActivatedAt = std::chrono::steady_clock::now();
             const uint32_t rate = static_cast<uint32_t>(getSampleRate() + 0.5);
             const uint32_t block = clampBlock(getBufferSize());
             if (rate != fSampleRate || block != fBlockSize)
@@ -158,16 +161,26 @@ private:
         std::string wanted;
         uint32_t rate, block;
         bool restart;
+        std::chrono::steady_clock::time_point activatedAt;
         {
             std::lock_guard<std::mutex> lock(mutex);
             wanted = fWantedId;
             rate = fSampleRate;
             block = fBlockSize;
+            activatedAt = fActivatedAt;
             restart = fRestart;
             fRestart = false;
         }
         if (rate == 0)
-            return;  // not activated yet
+            return;
+        // A DAW that loads a project may restore the state just after activating: give it
+        // kSettleMs before taking a device (or an id) that the state would then replace.
+        if (std::chrono::steady_clock::now() - activatedAt < std::chrono::milliseconds(kSettleMs))
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            fRestart = fRestart || restart;  // still to do at the next tick
+            return;
+        }  // not activated yet
         const bool running = dl_device_running(fDevice) != 0;
         if (running && dl_device_registered(fDevice) == 0)
             report(std::string("lost its registry slot (stalled); registering again as ") + wanted);
@@ -266,6 +279,7 @@ private:
     std::string fWantedId;
     uint32_t fSampleRate = 0, fBlockSize = 0;
     bool fRestart = false;
+    std::chrono::steady_clock::time_point fActivatedAt;
 
     // worker thread only
     std::string fLastReport;

@@ -28,6 +28,7 @@
 #include "discolink.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +41,7 @@ static constexpr uint32_t kStateDevice = 0;
 static constexpr uint32_t kStateLinkTag = 1;
 static constexpr uint32_t kStateCount = 2;
 static constexpr int kRetryMs = 250;
+static constexpr int kSettleMs = 150;
 
 class DiscoLinkHost : public Plugin, private DiscoLinkWorker
 {
@@ -141,6 +143,7 @@ protected:
         fAllNotesOff = true;
         {
             std::lock_guard<std::mutex> lock(mutex);
+            fActivatedAt = std::chrono::steady_clock::now();
             const uint32_t rate = static_cast<uint32_t>(getSampleRate() + 0.5);
             const uint32_t block = getBufferSize();
             if (rate != fSampleRate || block != fBlockSize)
@@ -148,6 +151,9 @@ protected:
                 fSampleRate = rate;
                 fBlockSize = block;
                 fRelink = true;
+                // the current link's audio is in the old format: silence until the new one
+                fMutedGeneration = fSeenGeneration;
+                fMuted = true;
             }
         }
         wake();
@@ -186,6 +192,14 @@ protected:
         (void)inputs;
 #endif
         dl_host_read_audio(fHost, outputs, DISTRHO_PLUGIN_NUM_OUTPUTS, frames);
+        if (fMuted)
+        {
+            if (generation != fMutedGeneration)
+                fMuted = false;
+            else
+                for (uint32_t c = 0; c < DISTRHO_PLUGIN_NUM_OUTPUTS; ++c)
+                    std::memset(outputs[c], 0, sizeof(float) * frames);
+        }
         dl_host_process_responses(fHost);
         fLinkUp.store(dl_host_connected(fHost) != 0, std::memory_order_relaxed);
         fLinkGenerationSeen.store(generation, std::memory_order_release);
@@ -207,17 +221,27 @@ private:
         std::string deviceId, linkTag;
         uint32_t rate, block;
         bool relink;
+        std::chrono::steady_clock::time_point activatedAt;
         {
             std::lock_guard<std::mutex> lock(mutex);
             deviceId = fDeviceId;
             linkTag = fLinkTag;
             rate = fSampleRate;
             block = fBlockSize;
+            activatedAt = fActivatedAt;
             relink = fRelink;
             fRelink = false;
         }
         if (rate == 0)
-            return;  // not activated yet: the format is unknown
+            return;
+        // A DAW that loads a project may restore the state just after activating: give it
+        // kSettleMs before taking a device (or an id) that the state would then replace.
+        if (std::chrono::steady_clock::now() - activatedAt < std::chrono::milliseconds(kSettleMs))
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            fRelink = fRelink || relink;  // still to do at the next tick
+            return;
+        }  // not activated yet: the format is unknown
         if (fConnected && !relink
             && fLinkGenerationSeen.load(std::memory_order_acquire) == fGeneration
             && !fLinkUp.load(std::memory_order_relaxed))
@@ -328,6 +352,7 @@ private:
     std::string fDeviceId, fLinkTag;
     uint32_t fSampleRate = 0, fBlockSize = 0;
     bool fRelink = false;
+    std::chrono::steady_clock::time_point fActivatedAt;
 
     // worker thread only
     bool fConnected = false;
@@ -345,6 +370,8 @@ private:
     uint32_t fSeenGeneration = 0;
     uint32_t fReportedLatency = 0;
     bool fAllNotesOff = false;
+    bool fMuted = false;
+    uint32_t fMutedGeneration = 0;
     uint8_t fHeld[16][128];
 
     DISTRHO_DECLARE_NON_COPYABLE_WITH_LEAK_DETECTOR(DiscoLinkHost)

@@ -1,0 +1,227 @@
+"""The discoLink DAW plugins (plugins/discolink, built by plugins/build.sh) inside real plugin
+hosts, each in a process of its own: pedalboard as the DAW for the VST3 builds (run block by
+block in real time by tests/pedalboard_daw.py), against `discolink-bridge device` and
+`discolink-bridge host` processes in the test's namespace."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers_ipc import by_id, peak_hz, wait_until
+from native_helpers import AMPLITUDE, assert_440_without_gaps, read_wav
+from conftest import REPO
+
+PLUGINS = REPO / "build" / "plugins"
+HOST_VST3 = PLUGINS / "discoLink Host.vst3"
+HOST12_VST3 = PLUGINS / "discoLink Host 12.vst3"
+DEVICE_VST3 = PLUGINS / "discoLink Device.vst3"
+DAW = REPO / "tests" / "pedalboard_daw.py"
+RATE, BLOCK = 48000, 256
+
+
+@pytest.fixture(scope="module", autouse=True)
+def plugins_built():
+    """plugins/build.sh (what setup.sh runs): quick when the bundles are up to date."""
+    done = subprocess.run(["bash", str(REPO / "plugins" / "build.sh"), "--no-dragonfly"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+class Daw:
+    """tests/pedalboard_daw.py running one plugin in its own process."""
+
+    def __init__(self, spawn, plugin: Path, record: Path, *args: str, env: dict | None = None):
+        self.record = record
+        self.channels = 12 if "12" in plugin.name else 2
+        self.proc = subprocess.Popen(
+            [sys.executable, str(DAW), str(plugin), "--record", str(record),
+             "--channels", str(self.channels), *args],
+            env=env or spawn.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        spawn.procs.append(self.proc)
+        line = self.proc.stdout.readline()
+        if not line.startswith("rendering"):
+            raise AssertionError(f"the DAW did not start: {line!r} {self.proc.stderr.read()}")
+        self.t0 = float(line.split("t0=")[1])
+
+    def finish(self, timeout: float = 60.0) -> dict:
+        out, err = self.proc.communicate(timeout=timeout)
+        self.stderr = err
+        assert self.proc.returncode == 0, f"the DAW exited with {self.proc.returncode}: {err[-3000:]}"
+        return json.loads(out.strip().splitlines()[-1])
+
+    def output(self) -> np.ndarray:
+        return np.fromfile(self.record, dtype="<f4").reshape(-1, self.channels).T
+
+    def frame_at(self, t: float) -> int:
+        """The output frame the DAW was rendering at CLOCK_MONOTONIC time t (it is paced)."""
+        return int((t - self.t0) * RATE)
+
+
+def host_underruns(device_tail: str) -> int:
+    match = re.search(r"(\d+) host underruns", device_tail)
+    assert match, device_tail
+    return int(match.group(1))
+
+
+def last_connection(stderr: str) -> str:
+    """The device of the plugin's last "connected to ID" line."""
+    found = re.findall(r"discoLink Host: connected to (\S+)", stderr)
+    assert found, stderr
+    return found[-1]
+
+
+def last_registration(stderr: str) -> str:
+    found = re.findall(r"discoLink Device: registered as (\S+)", stderr)
+    assert found, stderr
+    return found[-1]
+
+
+# ---- discoLink Host -------------------------------------------------------------------------
+
+def test_host_plugin_in_pedalboard_plays_440_hz_from_a_python_device(spawn, tmp_path):
+    dev = spawn.device("--fill", "4", device_id="Sine")
+    daw = Daw(spawn, HOST_VST3, tmp_path / "out.raw", "--seconds", "2", "--note-on", "0.3")
+    result = daw.finish()
+    # the DAW hears fill x block as the plugin's latency (the handshake settled on 256)
+    assert result["reported_latency_samples"] == 4 * BLOCK
+    assert "connected to Sine:0 (48000 Hz, 256 frames, 2 channels" in daw.stderr
+    rec = daw.output()
+    assert rec.shape == (2, result["blocks"] * BLOCK)
+    assert_440_without_gaps(rec, RATE, host_underruns(dev.stop()), seconds=1.0)
+
+
+def test_host_plugin_goes_silent_when_its_device_is_killed_and_plays_again_when_it_returns(
+        spawn, tmp_path):
+    dev = spawn.device("--fill", "2", device_id="Sine")
+    daw = Daw(spawn, HOST_VST3, tmp_path / "out.raw", "--seconds", "6", "--note-on", "0.3")
+    time.sleep(max(0.0, daw.t0 + 2.0 - time.monotonic()))
+    t_kill = time.monotonic()
+    dev.kill9()
+    time.sleep(max(0.0, daw.t0 + 3.0 - time.monotonic()))
+    back = spawn.device("--fill", "2", device_id=dev.id)  # the same id, a new process
+    t_back = time.monotonic()
+    assert back.id == dev.id
+    daw.finish()  # the hosting process did not crash (exit 0)
+    assert f"lost {dev.id}" in daw.stderr, daw.stderr
+    mono = daw.output()[0]
+    kill, restart = daw.frame_at(t_kill), daw.frame_at(t_back)
+    before = mono[int(0.6 * RATE):kill - RATE // 10]
+    assert abs(peak_hz(before) - 440) <= 2 and np.abs(before).max() > 0.9 * AMPLITUDE
+    # zero-filled within 500 ms of the kill, until the device is back
+    assert not np.any(mono[kill + RATE // 2:restart]), "sound while the device was dead"
+    # the held note sounds again within a second of the restart, and to the end
+    after = mono[restart + RATE:]
+    assert after.size > RATE
+    assert abs(peak_hz(after) - 440) <= 2 and np.abs(after).max() > 0.9 * AMPLITUDE
+    window = RATE // 10
+    rms = np.sqrt((after[:after.size // window * window].reshape(-1, window) ** 2).mean(axis=1))
+    assert rms.min() > 0.5 * AMPLITUDE / np.sqrt(2), "the returned sound has a gap"
+    back.stop()
+
+
+def test_host_plugin_takes_discolink_device_then_the_first_free_one_and_recalls_its_state(
+        spawn, tmp_path):
+    mono = spawn.device("--channels", "1", device_id="Mono")    # Mono:0, first in the registry
+    stereo = spawn.device("--channels", "2", device_id="Wide")  # Wide:0
+    state = tmp_path / "session.vststate"
+    # $DISCOLINK_DEVICE picks Wide:0, and the saved session remembers it
+    env = dict(spawn.env(), DISCOLINK_DEVICE=stereo.id)
+    daw = Daw(spawn, HOST_VST3, tmp_path / "a.raw", "--seconds", "1", "--note-on", "0.2",
+              "--state-out", str(state), env=env)
+    daw.finish()
+    assert f"connected to {stereo.id}" in daw.stderr
+    right = daw.output()[1]
+    assert np.abs(right).max() > 0.9 * AMPLITUDE  # a stereo device: both channels sound
+    # no state, no variable: the first free device
+    daw = Daw(spawn, HOST_VST3, tmp_path / "b.raw", "--seconds", "1", "--note-on", "0.2")
+    daw.finish()
+    assert f"connected to {mono.id}" in daw.stderr
+    out = daw.output()
+    assert np.abs(out[0]).max() > 0.9 * AMPLITUDE and not np.any(out[1])  # mono: one channel
+    # the reloaded session (no variable) goes back to Wide:0, not to the first free device
+    daw = Daw(spawn, HOST_VST3, tmp_path / "c.raw", "--seconds", "1", "--note-on", "0.2",
+              "--state-in", str(state))
+    daw.finish()
+    # pedalboard can set raw_state only once load_plugin has activated the plugin, so the
+    # plugin may have taken the first free device for a moment before the state arrived
+    assert last_connection(daw.stderr) == stereo.id
+    assert np.abs(daw.output()[1]).max() > 0.9 * AMPLITUDE
+
+
+def test_twelve_output_host_plugin_carries_a_twelve_channel_device(spawn, tmp_path):
+    dev = spawn.device("--channels", "12", "--fill", "4", device_id="Wall")
+    daw = Daw(spawn, HOST12_VST3, tmp_path / "out.raw", "--seconds", "1.5", "--note-on", "0.2")
+    daw.finish()
+    rec = daw.output()
+    assert rec.shape[0] == 12
+    assert_440_without_gaps(rec, RATE, host_underruns(dev.stop()), seconds=0.8)
+
+
+# ---- discoLink Device -----------------------------------------------------------------------
+
+def noise_wav(path: Path, seconds: float) -> np.ndarray:
+    """Stereo noise with no sample exactly 0, so that zero-filled frames stand out."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(12)
+    data = rng.uniform(0.05, 0.5, (int(seconds * RATE), 2)) * rng.choice([-1, 1], (int(seconds * RATE), 2))
+    data = data.astype(np.float32)
+    sf.write(str(path), data, RATE, subtype="FLOAT")
+    return data.T
+
+
+def test_device_plugin_passes_audio_through_and_a_python_host_records_it_sample_for_sample(
+        spawn, tmp_path):
+    source = noise_wav(tmp_path / "in.wav", 5.0)
+    daw = Daw(spawn, DEVICE_VST3, tmp_path / "out.raw", "--seconds", "4.5",
+              "--input", str(tmp_path / "in.wav"))
+    wait_until(lambda: by_id(spawn.namespace).get("Track:0"), 5.0, "the plugin's device")
+    wait_until(lambda: by_id(spawn.namespace)["Track:0"].sample_rate == RATE, 5.0,
+               "the device at the DAW's rate")
+    done = spawn.run("host", "--id", "Track:0", "--seconds", "2", "--record",
+                     str(tmp_path / "rec.wav"), "--json")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    result = daw.finish()
+    assert "registered as Track:0 (48000 Hz, 256 frames)" in daw.stderr
+    # the plugin's own output is its input, sample for sample
+    out = daw.output()
+    n = result["blocks"] * BLOCK
+    np.testing.assert_array_equal(out, source[:, :n])
+    # the recording is the track's audio: after the stated latency (the device reports
+    # none: the DAW's call is its clock, fill 0, latency 0) a contiguous stretch of the
+    # input, sample for sample; only a short read (an underrun, counted) is zero-filled
+    rec, rate = read_wav(tmp_path / "rec.wav")
+    assert rate == RATE
+    zero = np.all(rec == 0.0, axis=0)
+    stretches = int(np.count_nonzero(np.diff(zero.astype(np.int8)) == 1))
+    assert stretches <= stats["underruns"], (stretches, stats)
+    heard = rec[:, ~zero]
+    assert heard.shape[1] >= RATE  # at least a second of the track arrived
+    start = int(np.flatnonzero(np.all(source == heard[:, :1], axis=0))[0])
+    np.testing.assert_array_equal(heard, source[:, start:start + heard.shape[1]])
+
+
+def test_device_plugin_registers_again_under_the_id_kept_in_its_state(spawn, tmp_path):
+    source = tmp_path / "in.wav"
+    noise_wav(source, 2.0)
+    squatter = spawn.device(device_id="Track")  # Track:0 is taken, so the plugin gets Track:1
+    state = tmp_path / "project.vststate"
+    daw = Daw(spawn, DEVICE_VST3, tmp_path / "a.raw", "--seconds", "1", "--input", str(source),
+              "--state-out", str(state))
+    daw.finish()
+    assert last_registration(daw.stderr) == "Track:1"
+    squatter.stop()
+    # the project reloads: Track:1 again, though Track:0 is free now
+    daw = Daw(spawn, DEVICE_VST3, tmp_path / "b.raw", "--seconds", "1.5", "--input", str(source),
+              "--state-in", str(state))
+    wait_until(lambda: "Track:1" in by_id(spawn.namespace), 5.0, "Track:1")
+    daw.finish()
+    assert last_registration(daw.stderr) == "Track:1"
