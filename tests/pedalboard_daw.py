@@ -50,7 +50,7 @@ def main() -> int:
     if args.state_in is not None:
         plugin.raw_state = args.state_in.read_bytes()
     period = args.block / args.rate
-    blocks = int(round(args.seconds * args.rate / args.block))
+    blocks = round(args.seconds * args.rate / args.block)
     source = None
     if args.input is not None:
         import soundfile as sf
@@ -68,12 +68,12 @@ def main() -> int:
                                      (args.note_off, 0x80, 0)):
             if at is None:
                 continue
-            frame = int(round(at * args.rate))
+            frame = round(at * args.rate)
             if start <= frame < end:
                 events.append((bytes([status, args.note, velocity]), (frame - start) / args.rate))
         return events
 
-    note_block = int(round(args.note_on * args.rate)) // args.block
+    note_block = round(args.note_on * args.rate) // args.block
     late = 0
     with open(args.record, "wb") as out:
         t0 = time.monotonic()

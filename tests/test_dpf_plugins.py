@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from helpers_ipc import by_id, peak_hz, wait_until
 from native_helpers import AMPLITUDE, assert_440_without_gaps, read_wav
-from conftest import REPO
 
 PLUGINS = REPO / "build" / "plugins"
 HOST_VST3 = PLUGINS / "discoLink Host.vst3"
@@ -53,7 +53,8 @@ class Daw:
     def finish(self, timeout: float = 60.0) -> dict:
         out, err = self.proc.communicate(timeout=timeout)
         self.stderr = err
-        assert self.proc.returncode == 0, f"the DAW exited with {self.proc.returncode}: {err[-3000:]}"
+        code = self.proc.returncode
+        assert code == 0, f"the DAW exited with {code}: {err[-3000:]}"
         return json.loads(out.strip().splitlines()[-1])
 
     def output(self) -> np.ndarray:
@@ -171,7 +172,8 @@ def noise_wav(path: Path, seconds: float) -> np.ndarray:
     import soundfile as sf
 
     rng = np.random.default_rng(12)
-    data = rng.uniform(0.05, 0.5, (int(seconds * RATE), 2)) * rng.choice([-1, 1], (int(seconds * RATE), 2))
+    shape = (int(seconds * RATE), 2)
+    data = rng.uniform(0.05, 0.5, shape) * rng.choice([-1, 1], shape)
     data = data.astype(np.float32)
     sf.write(str(path), data, RATE, subtype="FLOAT")
     return data.T
