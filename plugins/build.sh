@@ -62,7 +62,8 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 # 1. DLSine / DLSine12 (DPF).
 #
 # We compile against a copy of DPF's distrho/ folder (build/plugins/obj/dpf/distrho) with three
-# small changes to its VST3 wrapper (DPF 1.6 as shipped by Debian 12 and 13), each checked:
+# small changes to its VST3 wrapper and one to its LV2 wrapper (DPF 1.6 as shipped by Debian
+# 12 and 13), each checked:
 #  1. Synths (MIDI input) get 16*130 hidden "MIDI Ch. x CC y" parameters (ids 0..2079) ahead of
 #     the plugin's own; getParameterNormalized/setParameterNormalized test
 #     "rindex <= kVst3InternalParameterMidiCC_end" (2080), so the first real parameter (Gain)
@@ -96,6 +97,19 @@ patch_dpf() {
         || fail "cannot patch $f"
     grep -q 'MidiCC_start + 0, // discolink-bridge' "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
         || fail "patching DPF (no MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
+    # 4. LV2: DPF requires the host's worker feature whenever a plugin has state, but uses it
+    #    only to pass state changes from a UI (and checks for NULL there). The discoLink plugins
+    #    have state and no UI, and lv2file gives no worker (it crashed instantiating them), so
+    #    the worker is no longer a required feature (lv2file also crashed with it listed as an
+    #    optional one, so it is not listed): state save/restore (LV2 state) is unchanged.
+    local l=$DPF_COPY/distrho/src/DistrhoPluginLV2.cpp e=$DPF_COPY/distrho/src/DistrhoPluginLV2export.cpp
+    sed -i 's|^\( *\)if (worker == nullptr)$|\1if (worker == nullptr \&\& DISTRHO_PLUGIN_HAS_UI) // discolink-bridge: optional without a UI|' "$l" \
+        || fail "cannot patch $l"
+    sed -i '/^static const char\* const lv2ManifestPluginRequiredFeatures/,/nullptr/ s|^    LV2_WORKER__schedule,$|    // discolink-bridge: the worker is not required (used when given)|' "$e" \
+        || fail "cannot patch $e"
+    grep -q 'DISTRHO_PLUGIN_HAS_UI) // discolink-bridge' "$l" \
+        && grep -q '// discolink-bridge: the worker is not required' "$e" \
+        || fail "patching DPF (optional LV2 worker) did not apply to DistrhoPluginLV2.cpp / DistrhoPluginLV2export.cpp"
     touch "$DPF_COPY/.patched"
 }
 if [ ! -f "$DPF_COPY/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$DPF_COPY/.patched" ] \

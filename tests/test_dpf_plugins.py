@@ -6,9 +6,11 @@ block in real time by tests/pedalboard_daw.py), against `discolink-bridge device
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -197,14 +199,18 @@ def test_device_plugin_passes_audio_through_and_a_python_host_records_it_sample_
     out = daw.output()
     n = result["blocks"] * BLOCK
     np.testing.assert_array_equal(out, source[:, :n])
-    # the recording is the track's audio: after the stated latency (the device reports
-    # none: the DAW's call is its clock, fill 0, latency 0) a contiguous stretch of the
-    # input, sample for sample; only a short read (an underrun, counted) is zero-filled
-    rec, rate = read_wav(tmp_path / "rec.wav")
+    assert_recording_is_the_track(tmp_path / "rec.wav", source, stats["underruns"])
+
+
+def assert_recording_is_the_track(path: Path, source: np.ndarray, underruns: int) -> None:
+    """The recording is the track's audio: after the stated latency (the device reports none:
+    the DAW's call is its clock, fill 0, latency 0) a contiguous stretch of the input, sample
+    for sample; only a short read (an underrun, counted) is zero-filled."""
+    rec, rate = read_wav(path)
     assert rate == RATE
     zero = np.all(rec == 0.0, axis=0)
     stretches = int(np.count_nonzero(np.diff(zero.astype(np.int8)) == 1))
-    assert stretches <= stats["underruns"], (stretches, stats)
+    assert stretches <= underruns, (stretches, underruns)
     heard = rec[:, ~zero]
     assert heard.shape[1] >= RATE  # at least a second of the track arrived
     start = int(np.flatnonzero(np.all(source == heard[:, :1], axis=0))[0])
@@ -227,3 +233,97 @@ def test_device_plugin_registers_again_under_the_id_kept_in_its_state(spawn, tmp
     wait_until(lambda: "Track:1" in by_id(spawn.namespace), 5.0, "Track:1")
     daw.finish()
     assert last_registration(daw.stderr) == "Track:1"
+
+
+# ---- LV2 builds in Debian's LV2 hosts --------------------------------------------------------
+
+def test_host_plugin_in_jalv_plays_what_jack_midiseq_sends_and_jack_rec_records_it(
+        spawn, jack, tmp_path):
+    """jalv (the LV2 reference host) runs discoLink Host on a private dummy jackd;
+    jack_midiseq loops A4 for 0.75 s of every second into it; jack_rec records its outputs."""
+    dev = spawn.device("--fill", "2", device_id="Sine")
+    env = jack.client_env(spawn.env())
+    jalv = subprocess.Popen(["jalv", "-x", "-n", "dlhost", "urn:discolink-bridge:discolink-host"],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    spawn.procs.append(jalv)
+    wait_until(lambda: "dlhost:lv2_events_in" in (jack.ports() or []), 10, "jalv's ports")
+    wait_until(lambda: by_id(spawn.namespace)[dev.id].claimed, 10, "the plugin's claim")
+    seq = subprocess.Popen(["jack_midiseq", "seq", "48000", "0", "69", "36000"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spawn.procs.append(seq)
+    wait_until(lambda: "seq:out" in (jack.ports() or []), 10, "jack_midiseq's port")
+    subprocess.run(["jack_connect", "seq:out", "dlhost:lv2_events_in"], env=env, check=True,
+                   timeout=10)
+    wav = tmp_path / "rec.wav"
+    done = subprocess.run(["jack_rec", "-f", str(wav), "-d", "3", "-b", "32",
+                           "dlhost:lv2_audio_out_1", "dlhost:lv2_audio_out_2"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    seq.terminate()
+    jalv.terminate()
+    log = jalv.communicate(timeout=10)[0]
+    assert "discoLink Host: connected to Sine:0 (48000 Hz, 256 frames" in log, log
+    audio, _ = read_wav(wav)
+    x = audio[0]
+    velocity_64 = 0.25 * 64 / 127
+    frame = 96  # 2 ms RMS frames
+    rms = np.sqrt((x[:x.size // frame * frame].reshape(-1, frame) ** 2).mean(axis=1))
+    on = rms > 0.5 * velocity_64 / np.sqrt(2)
+    edges = np.flatnonzero(np.diff(on.astype(np.int8)))
+    starts = [e + 1 for e in edges if not on[e]]
+    stops = [e + 1 for e in edges if on[e]]
+    assert len(starts) >= 2 and len(stops) >= 2, "the notes did not come and go"
+    # each note lasts what jack_midiseq says (0.75 s), one a second: MIDI at its frame offset
+    lengths = [(b - a) * frame for a in starts for b in stops if b > a][:1]
+    assert abs(lengths[0] - 36000) <= 3 * frame, lengths
+    assert abs((starts[1] - starts[0]) * frame - 48000) <= 3 * frame
+    sounding = x[starts[0] * frame:(starts[0] * frame) + 24000]
+    assert abs(peak_hz(sounding) - 440) <= 2
+    assert np.abs(sounding).max() == pytest.approx(velocity_64, abs=0.005)
+
+
+def test_device_plugin_in_lv2file_passes_a_wav_through_while_a_python_host_records_it(
+        spawn, tmp_path):
+    """lv2file renders offline; it reads its input from a FIFO that this test fills in real
+    time, so the render runs at the pace of a DAW and a host can follow it."""
+    wav = tmp_path / "in.wav"
+    source = noise_wav(wav, 5.0)
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    out = tmp_path / "out.wav"
+    render = subprocess.Popen(["lv2file", "-i", str(fifo), "-o", str(out), "-b", "256",
+                               "urn:discolink-bridge:discolink-device"], env=spawn.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    spawn.procs.append(render)
+    feeder = threading.Thread(target=feed_in_real_time, args=(wav, fifo), daemon=True)
+    feeder.start()
+    wait_until(lambda: by_id(spawn.namespace).get("Track:0"), 5.0, "the plugin's device")
+    done = spawn.run("host", "--id", "Track:0", "--seconds", "2", "--record",
+                     str(tmp_path / "rec.wav"), "--json")
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    feeder.join(timeout=20)
+    log = render.communicate(timeout=20)[0]
+    assert render.returncode == 0, log
+    assert "discoLink Device: registered as Track:0 (48000 Hz, 256 frames)" in log, log
+    passed, rate = read_wav(out)
+    assert rate == RATE
+    np.testing.assert_array_equal(passed, source)
+    assert_recording_is_the_track(tmp_path / "rec.wav", source, stats["underruns"])
+
+
+def feed_in_real_time(wav: Path, fifo: Path, chunk_frames: int = 480) -> None:
+    """Write a float32 stereo WAV into a FIFO: its header at once, then its frames no faster
+    than real time."""
+    data = wav.read_bytes()
+    start = data.index(b"data") + 8
+    frame_bytes = 2 * 4
+    with open(fifo, "wb") as pipe:
+        pipe.write(data[:start])
+        t0 = time.monotonic()
+        for k, at in enumerate(range(start, len(data), chunk_frames * frame_bytes)):
+            due = t0 + k * chunk_frames / RATE
+            time.sleep(max(0.0, due - time.monotonic()))
+            pipe.write(data[at:at + chunk_frames * frame_bytes])
+            pipe.flush()
