@@ -176,7 +176,7 @@ start_variant() {
         for p in "${cpids[@]}"; do wait "$p"; done
         objects+=("${extra[@]}")
         if [ "$target" = vst3 ]; then
-            dir=$OUT/$name.vst3/Contents/$VST3_ARCH
+            dir=${VST3_DIR:-$OUT}/$name.vst3/Contents/$VST3_ARCH
             mkdir -p "$dir"
             g++ "${objects[@]}" "${LDFLAGS_DPF[@]}" -lpthread -o "$dir/$name.so.tmp"
             mv -f "$dir/$name.so.tmp" "$dir/$name.so"
@@ -230,7 +230,8 @@ EXTRA_OBJECTS=("$DL_IMPL")
 DL_VARIANTS=("discoLink Host|-DDL_PLUGIN_HOST -DDL_CHANNELS=2|DiscoLinkHost.cpp"
              "discoLink Host 12|-DDL_PLUGIN_HOST -DDL_CHANNELS=12|DiscoLinkHost.cpp"
              "discoLink Host FX|-DDL_PLUGIN_HOST -DDL_CHANNELS=2 -DDL_INSERT=1|DiscoLinkHost.cpp"
-             "discoLink Device|-DDL_PLUGIN_DEVICE -DDL_CHANNELS=2|DiscoLinkDevice.cpp")
+             "discoLink Device|-DDL_PLUGIN_DEVICE -DDL_CHANNELS=2|DiscoLinkDevice.cpp"
+)
 for variant in "${DL_VARIANTS[@]}"; do
     IFS='|' read -r name defines cpp <<<"$variant"
     lv2name=${name// /}
@@ -248,6 +249,16 @@ for variant in "${DL_VARIANTS[@]}"; do
         start_variant "$name" lv2 "$DLSRC" "$defines -I$ROOT/native" "$DLSRC/$cpp"
     fi
 done
+# DLEmpty, bench/native.py's baseline: discoLink Host's DPF shell with an empty run(). Kept
+# out of build/plugins (it is no plugin anyone should scan or load): build/bench-plugins/.
+BENCH_OUT=$ROOT/build/bench-plugins
+if up_to_date "$BENCH_OUT/DLEmpty.vst3/Contents/$VST3_ARCH/DLEmpty.so" "${dl_sources[@]}"; then
+    log "bench-plugins/DLEmpty.vst3 is up to date"
+else
+    log "building bench-plugins/DLEmpty.vst3"
+    VST3_DIR=$BENCH_OUT start_variant DLEmpty vst3 "$DLSRC" \
+        "-DDL_PLUGIN_HOST -DDL_CHANNELS=2 -DDL_EMPTY=1 -I$ROOT/native" "$DLSRC/DiscoLinkHost.cpp"
+fi
 failed=()
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then

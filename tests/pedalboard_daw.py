@@ -5,7 +5,8 @@ callback (pedalboard alone would render as fast as it can, which no device can f
     python tests/pedalboard_daw.py PLUGIN.vst3 --seconds 2 --block 256 --record out.raw \
         [--note 69 --note-on 0.0 --note-off 1.9] [--input in.wav] [--state-in F] [--state-out F]
 
-- An instrument gets --note at --note-on seconds (and its NoteOff at --note-off, if given);
+- An instrument gets --note at --note-on seconds (and its NoteOff at --note-off, if given),
+  or --repeat notes --every seconds apart (bench/native.py's note-to-sound);
   an effect gets --input (a WAV, mono or stereo), zeros after its end.
 - The output is appended to --record (raw float32, interleaved) block by block as it is
   rendered, so a killed DAW leaves what it rendered.
@@ -38,6 +39,13 @@ def main() -> int:
     parser.add_argument("--velocity", type=int, default=100)
     parser.add_argument("--note-on", type=float, default=0.0)
     parser.add_argument("--note-off", type=float, default=None)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="play the note this many times, --every seconds apart; each ends "
+                             "half-way to the next, with All Notes Off at three quarters")
+    parser.add_argument("--every", type=float, default=0.25)
+    parser.add_argument("--rt-priority", type=int, default=0,
+                        help="SCHED_FIFO priority of the render loop (0: normal), as a DAW's "
+                             "audio thread")
     parser.add_argument("--input", type=Path, default=None)
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--state-in", type=Path, default=None)
@@ -46,7 +54,8 @@ def main() -> int:
 
     import pedalboard  # late: argument errors come first and fast
 
-    plugin = pedalboard.load_plugin(str(args.plugin))
+    # a DAW does not play a note into a new instrument and wait up to 10 s for it to sound
+    plugin = pedalboard.load_plugin(str(args.plugin), initialization_timeout=0.5)
     if args.state_in is not None:
         plugin.raw_state = args.state_in.read_bytes()
     period = args.block / args.rate
@@ -61,21 +70,29 @@ def main() -> int:
         for c in range(args.channels):
             source[c, :n] = data[:n, c % data.shape[1]]
 
+    schedule = [(args.note_on, bytes([0x90, args.note, args.velocity]))]
+    if args.note_off is not None:
+        schedule.append((args.note_off, bytes([0x80, args.note, 0])))
+    for i in range(1, args.repeat):
+        at = args.note_on + i * args.every
+        schedule += [(at - args.every / 2, bytes([0x80, args.note, 0])),
+                     (at - args.every / 4, bytes([0xB0, 123, 0])),
+                     (at, bytes([0x90, args.note, args.velocity]))]
+
     def midi_for(block: int) -> list[tuple[bytes, float]]:
         start, end = block * args.block, (block + 1) * args.block
         events = []
-        for at, status, velocity in ((args.note_on, 0x90, args.velocity),
-                                     (args.note_off, 0x80, 0)):
-            if at is None:
-                continue
+        for at, message in schedule:
             frame = round(at * args.rate)
             if start <= frame < end:
-                events.append((bytes([status, args.note, velocity]), (frame - start) / args.rate))
+                events.append((message, (frame - start) / args.rate))
         return events
 
     note_block = round(args.note_on * args.rate) // args.block
     late = 0
-    with open(args.record, "wb") as out:
+    from bridge.transport.clock import realtime
+
+    with open(args.record, "wb") as out, realtime(args.rt_priority):
         t0 = time.monotonic()
         print(f"rendering t0={t0:.6f}", flush=True)
         for k in range(blocks):

@@ -35,6 +35,10 @@
 #include <random>
 #include <string>
 
+#ifndef DL_EMPTY
+# define DL_EMPTY 0
+#endif
+
 START_NAMESPACE_DISTRHO
 
 static constexpr uint32_t kStateDevice = 0;
@@ -60,7 +64,7 @@ public:
             d_stderr2("discoLink Host: cannot create the host (out of memory)");
             fHost = nullptr;
         }
-        if (fHost != nullptr && !isDummyInstance())
+        if (fHost != nullptr && !isDummyInstance() && !DL_EMPTY)
             startWorker(kRetryMs);
     }
 
@@ -83,7 +87,9 @@ protected:
     uint32_t getVersion() const override { return d_version(1, 0, 0); }
     int64_t getUniqueId() const override
     {
-#if DL_INSERT
+#if DL_EMPTY
+        return d_cconst('D', 'L', 'e', '0');
+#elif DL_INSERT
         return d_cconst('D', 'L', 'h', 'X');
 #elif DISTRHO_PLUGIN_NUM_OUTPUTS == 12
         return d_cconst('D', 'L', 'h', 'C');
@@ -162,6 +168,13 @@ protected:
     void run(const float** inputs, float** outputs, uint32_t frames,
              const MidiEvent* midiEvents, uint32_t midiEventCount) override
     {
+#if DL_EMPTY
+        // the benchmark's baseline: the same DPF plugin doing nothing but writing silence
+        (void)inputs, (void)midiEvents, (void)midiEventCount;
+        for (uint32_t c = 0; c < DISTRHO_PLUGIN_NUM_OUTPUTS; ++c)
+            std::memset(outputs[c], 0, sizeof(float) * frames);
+        return;
+#endif
         const uint32_t generation = fConnectGeneration.load(std::memory_order_acquire);
         if (generation != fSeenGeneration)
         {

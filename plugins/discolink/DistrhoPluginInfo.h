@@ -6,6 +6,8 @@
  *   -DDL_PLUGIN_HOST   -DDL_CHANNELS=2 -DDL_INSERT  discoLink Host FX  (effect insert: the track's
  *                                                   input goes out on the return ring)
  *   -DDL_PLUGIN_DEVICE -DDL_CHANNELS=2              discoLink Device   (effect, MIDI out)
+ *   -DDL_PLUGIN_HOST -DDL_EMPTY=1                   DLEmpty: discoLink Host's DPF shell with an
+ *                                                   empty run() (bench/native.py's baseline)
  * docs/native.md says how each one picks its device and what its state holds.
  */
 #ifndef DISTRHO_PLUGIN_INFO_H_INCLUDED
@@ -29,7 +31,10 @@
 #if defined(DL_PLUGIN_HOST)
 # define DISTRHO_PLUGIN_WANT_MIDI_INPUT 1
 # define DISTRHO_PLUGIN_WANT_LATENCY    1
-# if DL_INSERT
+# if defined(DL_EMPTY) && DL_EMPTY
+#  define DISTRHO_PLUGIN_NAME "DLEmpty"
+#  define DISTRHO_PLUGIN_URI  "urn:discolink-bridge:dlempty"
+# elif DL_INSERT
 #  define DISTRHO_PLUGIN_NAME "discoLink Host FX"
 #  define DISTRHO_PLUGIN_URI  "urn:discolink-bridge:discolink-host-fx"
 #  define DISTRHO_PLUGIN_IS_SYNTH 0
