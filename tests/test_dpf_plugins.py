@@ -327,3 +327,31 @@ def feed_in_real_time(wav: Path, fifo: Path, chunk_frames: int = 480) -> None:
             time.sleep(max(0.0, due - time.monotonic()))
             pipe.write(data[at:at + chunk_frames * frame_bytes])
             pipe.flush()
+
+
+# ---- the effect insert ------------------------------------------------------------------------
+
+def test_host_fx_plugin_sends_the_track_through_the_return_ring_and_plays_the_wet_return(
+        spawn, tmp_path):
+    """discoLink Host FX on an audio track: the track's input goes to the device through the
+    return ring, and the device's audio comes back in its place. The sine device with
+    --return mixes the return into its (here silent) synth, so what comes back is the
+    track's audio itself, one fixed latency later, sample for sample."""
+    source = noise_wav(tmp_path / "in.wav", 3.0)
+    dev = spawn.device("--return", "--fill", "2", device_id="Wet")
+    daw = Daw(spawn, PLUGINS / "discoLink Host FX.vst3", tmp_path / "out.raw", "--seconds",
+              "2.5", "--input", str(tmp_path / "in.wav"))
+    result = daw.finish()
+    assert last_connection(daw.stderr) == dev.id
+    out = daw.output()
+    heard = np.flatnonzero(np.any(out != 0.0, axis=0))
+    assert heard.size > RATE, "nothing came back"
+    first = int(heard[0])
+    # where in the input the first returned frame comes from: the insert's latency
+    start = int(np.flatnonzero(np.all(source == out[:, first:first + 1], axis=0))[0])
+    latency = first - start
+    assert 0 < latency <= result["reported_latency_samples"] + 2 * BLOCK, latency
+    wet = out[:, first:]
+    zero = np.all(wet == 0.0, axis=0)
+    assert int(np.count_nonzero(np.diff(zero.astype(np.int8)) == 1)) <= host_underruns(dev.stop())
+    np.testing.assert_array_equal(wet[:, ~zero], source[:, start:start + int((~zero).sum())])

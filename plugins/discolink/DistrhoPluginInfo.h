@@ -27,6 +27,7 @@
 #define DISTRHO_PLUGIN_WANT_STATE     1
 #define DISTRHO_PLUGIN_WANT_FULL_STATE 1
 #define DISTRHO_PLUGIN_NUM_OUTPUTS    DL_CHANNELS
+#define DISTRHO_PLUGIN_CLAP_ID        DISTRHO_PLUGIN_URI  /* builds; not shipped (docs/native.md) */
 
 #if defined(DL_PLUGIN_HOST)
 # define DISTRHO_PLUGIN_WANT_MIDI_INPUT 1
