@@ -76,6 +76,7 @@ from _common import (
     ratio,
     run_in_namespace,
     run_sections,
+    scan_onsets,
     utc_date,
 )
 
@@ -239,8 +240,6 @@ def plugin_onsets(namespace: str, device_id: str, block: int, notes: int) -> dic
     each in its recording, in frames after the NoteOn's frame."""
     import tempfile
 
-    from bridge.adapters.session import detect_onset
-
     spacing = max(8, round(0.1 * RATE / block))  # blocks between notes, as note_onsets
     lead = round(0.5 * RATE / block)  # the link is up well before the first note
     total = lead + (notes + 1) * spacing
@@ -257,22 +256,12 @@ def plugin_onsets(namespace: str, device_id: str, block: int, notes: int) -> dic
             raise RuntimeError(f"pedalboard_daw.py exited {done.returncode}: {done.stderr[-500:]}")
         rec = np.fromfile(record, dtype="<f4").reshape(-1, 2)[:, 0]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    frames, missed, noisy = [], 0, 0
-    for i in range(notes):
-        pos = (lead + i * spacing) * block
-        if np.abs(rec[max(0, pos - block):pos]).max() > ONSET_THRESHOLD:
-            noisy += 1
-            continue
-        onset = detect_onset(rec[:pos + spacing * block // 2], pos, ONSET_THRESHOLD)
-        if onset is None:
-            missed += 1
-            continue
-        frames.append(onset - pos)
+    onsets = scan_onsets(rec, [(lead + i * spacing) * block for i in range(notes)], block,
+                         spacing * block // 2, ONSET_THRESHOLD)
     shown_cmd = ("DISCOLINK_DEVICE=ID .venv/bin/python tests/pedalboard_daw.py "
                  + shlex.join([str(HOST_VST3.relative_to(REPO)), *command[3:-2]])
                  + " --record OUT.raw")
-    return {"frames": frames, "missed": missed, "not_silent_before": noisy,
-            "late_blocks": result["late_blocks"],
+    return {**onsets, "late_blocks": result["late_blocks"],
             "reported_latency_samples": result["reported_latency_samples"],
             "command": shown_cmd}
 

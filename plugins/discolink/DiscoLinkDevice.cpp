@@ -20,7 +20,6 @@
 #include "discolink.h"
 
 #include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -31,7 +30,6 @@ static constexpr const char* kDefaultName = "Track";
 static constexpr uint32_t kMaxMidiOut = 512;     // DPF's own limit per run()
 static constexpr uint32_t kSysexPool = 16384;    // bytes of SysEx that one run() can emit
 static constexpr int kRetryMs = 250;
-static constexpr int kSettleMs = 150;
 
 class DiscoLinkDevice : public Plugin, private DiscoLinkWorker
 {
@@ -110,7 +108,7 @@ protected:
     {
         {
             std::lock_guard<std::mutex> lock(mutex);
-            fActivatedAt = std::chrono::steady_clock::now();
+            markActivated();
             const uint32_t rate = static_cast<uint32_t>(getSampleRate() + 0.5);
             const uint32_t block = clampBlock(getBufferSize());
             if (rate != fSampleRate || block != fBlockSize)
@@ -161,26 +159,22 @@ private:
         std::string wanted;
         uint32_t rate, block;
         bool restart;
-        std::chrono::steady_clock::time_point activatedAt;
         {
             std::lock_guard<std::mutex> lock(mutex);
             wanted = fWantedId;
             rate = fSampleRate;
             block = fBlockSize;
-            activatedAt = fActivatedAt;
             restart = fRestart;
             fRestart = false;
         }
         if (rate == 0)
-            return;
-        // A DAW that loads a project may restore the state just after activating: give it
-        // kSettleMs before taking a device (or an id) that the state would then replace.
-        if (std::chrono::steady_clock::now() - activatedAt < std::chrono::milliseconds(kSettleMs))
+            return;  // not activated yet
+        if (!settled())
         {
             std::lock_guard<std::mutex> lock(mutex);
             fRestart = fRestart || restart;  // still to do at the next tick
             return;
-        }  // not activated yet
+        }
         const bool running = dl_device_running(fDevice) != 0;
         if (running && dl_device_registered(fDevice) == 0)
             report(std::string("lost its registry slot (stalled); registering again as ") + wanted);
@@ -279,7 +273,6 @@ private:
     std::string fWantedId;
     uint32_t fSampleRate = 0, fBlockSize = 0;
     bool fRestart = false;
-    std::chrono::steady_clock::time_point fActivatedAt;
 
     // worker thread only
     std::string fLastReport;

@@ -28,7 +28,6 @@
 #include "discolink.h"
 
 #include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -45,7 +44,6 @@ static constexpr uint32_t kStateDevice = 0;
 static constexpr uint32_t kStateLinkTag = 1;
 static constexpr uint32_t kStateCount = 2;
 static constexpr int kRetryMs = 250;
-static constexpr int kSettleMs = 150;
 
 class DiscoLinkHost : public Plugin, private DiscoLinkWorker
 {
@@ -149,7 +147,7 @@ protected:
         fAllNotesOff = true;
         {
             std::lock_guard<std::mutex> lock(mutex);
-            fActivatedAt = std::chrono::steady_clock::now();
+            markActivated();
             const uint32_t rate = static_cast<uint32_t>(getSampleRate() + 0.5);
             const uint32_t block = getBufferSize();
             if (rate != fSampleRate || block != fBlockSize)
@@ -234,27 +232,23 @@ private:
         std::string deviceId, linkTag;
         uint32_t rate, block;
         bool relink;
-        std::chrono::steady_clock::time_point activatedAt;
         {
             std::lock_guard<std::mutex> lock(mutex);
             deviceId = fDeviceId;
             linkTag = fLinkTag;
             rate = fSampleRate;
             block = fBlockSize;
-            activatedAt = fActivatedAt;
             relink = fRelink;
             fRelink = false;
         }
         if (rate == 0)
-            return;
-        // A DAW that loads a project may restore the state just after activating: give it
-        // kSettleMs before taking a device (or an id) that the state would then replace.
-        if (std::chrono::steady_clock::now() - activatedAt < std::chrono::milliseconds(kSettleMs))
+            return;  // not activated yet: the format is unknown
+        if (!settled())
         {
             std::lock_guard<std::mutex> lock(mutex);
             fRelink = fRelink || relink;  // still to do at the next tick
             return;
-        }  // not activated yet: the format is unknown
+        }
         if (fConnected && !relink
             && fLinkGenerationSeen.load(std::memory_order_acquire) == fGeneration
             && !fLinkUp.load(std::memory_order_relaxed))
@@ -365,7 +359,6 @@ private:
     std::string fDeviceId, fLinkTag;
     uint32_t fSampleRate = 0, fBlockSize = 0;
     bool fRelink = false;
-    std::chrono::steady_clock::time_point fActivatedAt;
 
     // worker thread only
     bool fConnected = false;

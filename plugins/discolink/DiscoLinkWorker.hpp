@@ -48,6 +48,20 @@ protected:
     /* One round of work, on the worker thread, with `mutex` NOT held. */
     virtual void tick() = 0;
 
+    /* From the plugin's activate(), with `mutex` held. */
+    void markActivated() { fActivatedAt = std::chrono::steady_clock::now(); }
+
+    /* In tick(): false for kSettleMs after the last activation. A DAW that loads a project
+       may restore the state just after activating: the worker then waits before taking a
+       device (or an id) that the state would replace. */
+    bool settled()
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        return std::chrono::steady_clock::now() - fActivatedAt >= std::chrono::milliseconds(kSettleMs);
+    }
+
+    static constexpr int kSettleMs = 150;
+
     std::mutex mutex;  // guards what the DAW's main thread hands to the worker
 
 private:
@@ -70,6 +84,7 @@ private:
     std::chrono::milliseconds fPeriod{250};
     bool fWoken = false;
     bool fStopping = false;
+    std::chrono::steady_clock::time_point fActivatedAt;
 };
 
 #endif
