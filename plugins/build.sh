@@ -72,12 +72,18 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 #     hosts (pedalboard/JUCE) then saw a 0-channel main bus. For 12..18 ports it now returns the
 #     speaker bits 0..N-1 (L R C LFE Ls Rs Lc Rc Cs Sl Sr Tc for 12), whose VST3 order equals
 #     JUCE's channel order, so channel i of the plugin is channel i in pedalboard.
-#  3. Those 2080 hidden MIDI-CC proxy parameters are dropped (the range is made empty and the
-#     IMidiMapping answers "no mapping"): pedalboard lists every one of them and took ~14 s to
-#     load the plugin and ~15 s more for .parameters. DLSine needs no MIDI CC; hosts then drop
-#     CC messages for these plugins (VST3 has no CC events of its own).
+#  3. Those 2080 hidden MIDI-CC proxy parameters are cut down: pedalboard lists every one of
+#     them and took ~14 s to load the plugin and ~15 s more for .parameters. VST3 has no CC
+#     events of its own: a host sends CC, pitch bend and channel pressure as changes of these
+#     parameters, and the IMidiMapping names the parameter for (channel, cc). DLSine needs no
+#     MIDI CC and keeps none (build/plugins/obj/dpf). discoLink Host forwards them, so its
+#     copy (build/plugins/obj/dpf-cc1) keeps the 130 of MIDI channel 1 (CC 0..127, channel
+#     pressure, pitch bend; pedalboard loads it in about a second); the mapping answers "no
+#     mapping" for the other channels, whose CC hosts then drop.
 DPF_COPY=$OUT/obj/dpf
-patch_dpf() {
+DPF_COPY_CC1=$OUT/obj/dpf-cc1
+patch_dpf() { # TREE CC_CHANNELS(0|1)
+    local DPF_COPY=$1 cc_channels=$2
     local f=$DPF_COPY/distrho/src/DistrhoPluginVST3.cpp
     rm -rf "$DPF_COPY"
     mkdir -p "$DPF_COPY"
@@ -91,12 +97,12 @@ patch_dpf() {
     grep -q 'portCount <= 18) return' "$f" \
         || fail "patching DPF (12-channel bus arrangement) found no portCountToSpeaker error branch in DistrhoPluginVST3.cpp"
     local h=$DPF_COPY/distrho/src/DistrhoPluginVST.hpp
-    sed -i 's|kVst3InternalParameterMidiCC_start + 130\*16,|kVst3InternalParameterMidiCC_start + 0, // discolink-bridge: was 130*16|' "$h" \
+    sed -i "s|kVst3InternalParameterMidiCC_start + 130\\*16,|kVst3InternalParameterMidiCC_start + 130*$cc_channels, // discolink-bridge: was 130*16|" "$h" \
         || fail "cannot patch $h"
-    sed -i 's|^\( *\)\*id = kVst3InternalParameterMidiCC_start + channel \* 130 + cc;|\1if (kVst3InternalParameterMidiCC_end == kVst3InternalParameterMidiCC_start) return V3_FALSE; // discolink-bridge\n&|' "$f" \
+    sed -i 's|^\( *\)\*id = kVst3InternalParameterMidiCC_start + channel \* 130 + cc;|\1if (channel * 130 + cc >= kVst3InternalParameterMidiCC_end - kVst3InternalParameterMidiCC_start) return V3_FALSE; // discolink-bridge\n&|' "$f" \
         || fail "cannot patch $f"
-    grep -q 'MidiCC_start + 0, // discolink-bridge' "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
-        || fail "patching DPF (no MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
+    grep -q "MidiCC_start + 130\*$cc_channels, // discolink-bridge" "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
+        || fail "patching DPF (fewer MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
     # 4. LV2: DPF requires the host's worker feature whenever a plugin has state, but uses it
     #    only to pass state changes from a UI (and checks for NULL there). The discoLink plugins
     #    have state and no UI, and lv2file gives no worker (it crashed instantiating them), so
@@ -112,23 +118,26 @@ patch_dpf() {
         || fail "patching DPF (optional LV2 worker) did not apply to DistrhoPluginLV2.cpp / DistrhoPluginLV2export.cpp"
     touch "$DPF_COPY/.patched"
 }
-if [ ! -f "$DPF_COPY/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$DPF_COPY/.patched" ] \
-    || [ "$ROOT/plugins/build.sh" -nt "$DPF_COPY/.patched" ]; then
-    patch_dpf
-fi
+for tree in "$DPF_COPY:0" "$DPF_COPY_CC1:1"; do
+    dir=${tree%:*}
+    if [ ! -f "$dir/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$dir/.patched" ] \
+        || [ "$ROOT/plugins/build.sh" -nt "$dir/.patched" ]; then
+        patch_dpf "$dir" "${tree##*:}"
+    fi
+done
 
 # Flags follow DPF's Makefile.base.mk / Makefile.plugins.mk for a Linux release build, minus
 # -ffast-math (the output must follow the documented formula).
 CXXFLAGS_DPF=(-std=gnu++11 -O2 -fPIC -DPIC -DNDEBUG -fvisibility=hidden -fdata-sections
               -ffunction-sections -fno-gnu-unique -Wall -Wextra -pipe
-              -I"$DPF_COPY/distrho" -DDISTRHO_PLUGIN_TARGET_VST3)
+              -DDISTRHO_PLUGIN_TARGET_VST3)
 LDFLAGS_DPF=(-shared -fdata-sections -ffunction-sections -Wl,-O1,--as-needed,--gc-sections
              -Wl,--no-undefined -Wl,--version-script="$DPF/utils/symbols/vst3.version" -ldl)
 
 # the files a bundle is built from: rebuilt when any is newer than the bundle's .so
 sources=("$SRC"/*.cpp "$SRC"/*.h "$ROOT/plugins/build.sh" "$DPF_COPY/.patched")
 DLSRC=$ROOT/plugins/discolink
-dl_sources=("$DLSRC"/* "$ROOT/native/discolink.h" "$ROOT/plugins/build.sh" "$DPF_COPY/.patched")
+dl_sources=("$DLSRC"/* "$ROOT/native/discolink.h" "$ROOT/plugins/build.sh" "$DPF_COPY_CC1/.patched")
 
 up_to_date() { # BUNDLE_SO [SOURCE...]  (default sources: DLSine's)
     local so=$1 f
@@ -151,23 +160,24 @@ pids=()
 names=()
 # start_variant NAME TARGET(vst3|lv2) SRCDIR "DEFINES" SOURCE... -> compiles in the background.
 # NAME is the VST3 bundle's name (spaces allowed); the LV2 bundle's is NAME without spaces
-# (an LV2 manifest names its binary by a relative URI). Extra objects: $EXTRA_OBJECTS.
+# (an LV2 manifest names its binary by a relative URI). Extra objects: $EXTRA_OBJECTS; the
+# DPF copy: $DPF_TREE (default build/plugins/obj/dpf).
 start_variant() {
     local name=$1 target=$2 srcdir=$3 defines=$4
     shift 4
     local lv2name=${name// /}
     local obj=$OUT/obj/$lv2name-$target  # not NAME.vst3: a scan would take it for a bundle
-    local extra=("${EXTRA_OBJECTS[@]}")
+    local extra=("${EXTRA_OBJECTS[@]}") tree=${DPF_TREE:-$DPF_COPY}
     mkdir -p "$obj"
     (
         set -e
         TARGET=$(echo "$target" | tr a-z A-Z)
         # shellcheck disable=SC2206  # DEFINES is a list of -D words
         flags=("${CXXFLAGS_DPF[@]/-DDISTRHO_PLUGIN_TARGET_VST3/-DDISTRHO_PLUGIN_TARGET_$TARGET}"
-               "-I$srcdir" $defines)
+               "-I$srcdir" "-I$tree/distrho" $defines)
         objects=()
         cpids=()
-        for src in "$@" "$DPF_COPY/distrho/DistrhoPluginMain.cpp"; do
+        for src in "$@" "$tree/distrho/DistrhoPluginMain.cpp"; do
             o=$obj/$(basename "$src").o
             g++ "${flags[@]}" -c "$src" -o "$o" &
             cpids+=($!)
@@ -227,6 +237,7 @@ if ! up_to_date "$DL_IMPL" "${dl_sources[@]}"; then
         || fail "compiling native/discolink.h for the discoLink plugins failed"
 fi
 EXTRA_OBJECTS=("$DL_IMPL")
+DPF_TREE=$DPF_COPY_CC1  # discoLink Host forwards channel 1's CC (patch 3 above)
 DL_VARIANTS=("discoLink Host|-DDL_PLUGIN_HOST -DDL_CHANNELS=2|DiscoLinkHost.cpp"
              "discoLink Host 12|-DDL_PLUGIN_HOST -DDL_CHANNELS=12|DiscoLinkHost.cpp"
              "discoLink Host FX|-DDL_PLUGIN_HOST -DDL_CHANNELS=2 -DDL_INSERT=1|DiscoLinkHost.cpp"

@@ -39,6 +39,8 @@ def main() -> int:
     parser.add_argument("--velocity", type=int, default=100)
     parser.add_argument("--note-on", type=float, default=0.0)
     parser.add_argument("--note-off", type=float, default=None)
+    parser.add_argument("--bend", type=float, default=None,
+                        help="a full pitch bend up on channel 1 at this time (seconds)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="play the note this many times, --every seconds apart; each ends "
                              "half-way to the next, with All Notes Off at three quarters")
@@ -73,6 +75,8 @@ def main() -> int:
     schedule = [(args.note_on, bytes([0x90, args.note, args.velocity]))]
     if args.note_off is not None:
         schedule.append((args.note_off, bytes([0x80, args.note, 0])))
+    if args.bend is not None:
+        schedule.append((args.bend, bytes([0xE0, 0x7F, 0x7F])))
     for i in range(1, args.repeat):
         at = args.note_on + i * args.every
         schedule += [(at - args.every / 2, bytes([0x80, args.note, 0])),

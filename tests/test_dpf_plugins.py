@@ -355,3 +355,16 @@ def test_host_fx_plugin_sends_the_track_through_the_return_ring_and_plays_the_we
     zero = np.all(wet == 0.0, axis=0)
     assert int(np.count_nonzero(np.diff(zero.astype(np.int8)) == 1)) <= host_underruns(dev.stop())
     np.testing.assert_array_equal(wet[:, ~zero], source[:, start:start + int((~zero).sum())])
+
+
+def test_host_plugin_vst3_forwards_pitch_bend_and_controllers_of_midi_channel_1(spawn, tmp_path):
+    """VST3 carries CC, pitch bend and channel pressure as parameter changes (IMidiMapping);
+    the plugin maps those of MIDI channel 1 (plugins/build.sh, patch 3), so a full bend up
+    reaches the device: A4 sounds two semitones higher."""
+    spawn.device("--fill", "4", device_id="Bend")
+    daw = Daw(spawn, HOST_VST3, tmp_path / "out.raw", "--seconds", "1.5", "--note-on", "0.3",
+              "--bend", "0.3")
+    daw.finish()
+    mono = daw.output()[0]
+    sounding = mono[int(0.5 * RATE):int(1.4 * RATE)]
+    assert abs(peak_hz(sounding) - 440 * 2 ** (2 / 12)) <= 2, peak_hz(sounding)

@@ -195,6 +195,14 @@ protected:
             if (data == nullptr || event.size == 0)
                 continue;
             trackHeldNotes(data, event.size);
+            if ((data[0] & 0xF0) == 0xE0 && event.size == 3 && (data[1] | data[2]) > 0x7F)
+            {
+                // DPF's VST3 wrapper turns a full-scale bend (normalized 1.0) into 16384, one
+                // past the top; the top is what the DAW meant
+                const uint8_t bend[3] = {data[0], 0x7F, 0x7F};
+                dl_host_send_midi(fHost, bend, 3, event.frame);
+                continue;
+            }
             dl_host_send_midi(fHost, data, event.size, event.frame);
         }
 #if DL_INSERT
