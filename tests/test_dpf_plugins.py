@@ -368,3 +368,35 @@ def test_host_plugin_vst3_forwards_pitch_bend_and_controllers_of_midi_channel_1(
     mono = daw.output()[0]
     sounding = mono[int(0.5 * RATE):int(1.4 * RATE)]
     assert abs(peak_hz(sounding) - 440 * 2 ** (2 / 12)) <= 2, peak_hz(sounding)
+
+
+def test_device_plugin_in_jalv_puts_its_hosts_midi_on_its_midi_output(spawn, jack, tmp_path):
+    """jalv runs discoLink Device LV2 on a private jackd; `discolink-bridge host` claims it and
+    plays A4; jack_midi_dump, on the plugin's MIDI output port, sees the NoteOn and the
+    NoteOff, at the DAW's (JACK's) rate and period."""
+    env = jack.client_env(spawn.env())
+    dump = subprocess.Popen(["jack_midi_dump", "dump"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    spawn.procs.append(dump)
+    wait_until(lambda: "dump:input" in (jack.ports() or []), 10, "jack_midi_dump's port")
+    jalv = subprocess.Popen(["jalv", "-x", "-n", "dldev", "urn:discolink-bridge:discolink-device"],
+                            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    spawn.procs.append(jalv)
+    wait_until(lambda: "dldev:lv2_events_out" in (jack.ports() or []), 10, "jalv's ports")
+    subprocess.run(["jack_connect", "dldev:lv2_events_out", "dump:input"], env=env, check=True,
+                   timeout=10)
+    wait_until(lambda: by_id(spawn.namespace).get("Track:0"), 10, "the plugin's device")
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(dump.stdout.readline, "")),
+                     daemon=True).start()
+    done = spawn.run("host", "--id", "Track:0", "--seconds", "1", "--note", "69", "--json")
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: any("80 45" in ln.lower() for ln in lines), 10,
+               f"the NoteOff on the plugin's MIDI output (got {lines})")
+    jalv.terminate()
+    log = jalv.communicate(timeout=10)[0]
+    assert "discoLink Device: registered as Track:0 (48000 Hz, 256 frames)" in log, log
+    text = " ".join(lines).lower()
+    assert "90 45 64" in text, lines  # NoteOn A4, velocity 100
+    assert text.index("90 45 64") < text.index("80 45"), lines
