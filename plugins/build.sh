@@ -2,6 +2,10 @@
 # Builds / fetches the real plugins the tests use, into build/plugins/ (git-ignored):
 #   build/plugins/DLSine.vst3, build/plugins/DLSine12.vst3   our DPF test instruments (plugins/dlsine)
 #   build/plugins/lv2/DLSine.lv2, build/plugins/lv2/DLSine12.lv2   the same, as LV2 (DPF)
+#   build/plugins/discoLink {Host,Host 12,Host FX,Device}.vst3, build/plugins/lv2/discoLink{Host,
+#                                   Host12,HostFX,Device}.lv2: the discoLink DAW plugins
+#                                   (plugins/discolink, on native/discolink.h; docs/native.md)
+#   build/bench-plugins/DLEmpty.vst3  discoLink Host's DPF shell, empty (bench/native.py (d))
 #   build/plugins/lv2/dltest.lv2    small LV2 test plugins (plugins/lv2test/dltest.c)
 #                                   (build/plugins/lv2 is a folder of LV2_PATH: plugins/README.md)
 #   build/lv2-bad/*.lv2             deliberately broken LV2 bundles (plugins/lv2test/bad.c), kept
