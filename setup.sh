@@ -50,6 +50,7 @@ fi
 # build/native (native/Makefile; quick when nothing changed).
 make -s -C native all
 
-# The test plugins: our own DPF instruments (DLSine, DLSine12) and Debian 13's Dragonfly
-# reverbs, into build/plugins (plugins/README.md). Quick when they are already there.
+# The plugins, into build/plugins (plugins/README.md): the discoLink DAW plugins (discoLink Host,
+# Host 12, Host FX, Device; VST3 and LV2, docs/native.md), our DPF test instruments (DLSine,
+# DLSine12) and Debian 13's Dragonfly reverbs. Quick when they are already there.
 bash plugins/build.sh

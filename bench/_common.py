@@ -429,16 +429,24 @@ def note_onsets(namespace: str, device_id: str, block: int, notes: int, *, sampl
                 if wait > 0:
                     time.sleep(wait)
         underruns = host.stats.underruns
+    return {**scan_onsets(rec, [k * block for k in note_blocks], block, spacing * block // 2,
+                          threshold), "underruns": underruns, "host_rt": refused}
+
+
+def scan_onsets(rec: np.ndarray, positions: list[int], block: int, window: int,
+                threshold: float) -> dict:
+    """Each note's onset in a mono recording: the first sample above ``threshold`` within
+    ``window`` frames of its NoteOn at ``positions``. Returns ``frames`` (onset minus
+    position), ``missed`` and ``not_silent_before`` (the block before it was not silent:
+    the previous note had not died away; not measured)."""
     frames, missed, noisy = [], 0, 0
-    for k in note_blocks:
-        pos = k * block
+    for pos in positions:
         if np.abs(rec[max(0, pos - block) : pos]).max() > threshold:
             noisy += 1
             continue
-        onset = detect_onset(rec[: pos + spacing * block // 2], pos, threshold)
+        onset = detect_onset(rec[: pos + window], pos, threshold)
         if onset is None:
             missed += 1
             continue
         frames.append(onset - pos)
-    return {"frames": frames, "missed": missed, "not_silent_before": noisy,
-            "underruns": underruns, "host_rt": refused}
+    return {"frames": frames, "missed": missed, "not_silent_before": noisy}

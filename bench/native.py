@@ -27,14 +27,32 @@ Run from the repository root (./setup.sh builds build/native):
     ``Host.process_responses``, what ``discolink-bridge host`` calls per block). This is
     the code's own cost; (a) minus (b) is what the wake-up costs.
 
+(c) Note-to-sound through discoLink Host (build/plugins/discoLink Host.vst3) inside pedalboard,
+    at 64 and 256 frames, 48 kHz: a Python sine device (``discolink-bridge device --fill 2``)
+    is played by tests/pedalboard_daw.py (the plugin in pedalboard, rendered block by block
+    in real time at SCHED_FIFO 10 when granted, as a DAW's audio thread) with NoteOns at
+    block boundaries about 100 ms apart, and, in the same run against the same device, by
+    the Python host's real-time loop (``note_onsets``, as in bench/transport.py (c)). The
+    onset is the first recorded sample above 1e-4 after the NoteOn's frame. Goal (issue 12):
+    within fill x block + 1 ms, as for the Python host.
+
+(d) The DAW thread's cost of discoLink Host per 256-frame block against DLEmpty, the same DPF
+    plugin with an empty run() (build/bench-plugins/DLEmpty.vst3): bench/_dpf_cost.py loads
+    both into one pedalboard process and renders one block of each per block period,
+    alternating, while the Host plays a held note from a C device (``cli_device --fill
+    2``); the cost is the thread's CPU time around each process call. Goal (issue 12): at
+    most 2 us more per block.
+
 Each section reports the CPU other processes used while it ran (``section_load``); a busy
 machine inflates both hosts' numbers alike, so read the ratio. There is no goal in issue 12
-for this number; it is printed, never judged.
+for (a) and (b); they are printed, never judged. (c) and (d) are judged against issue 12's
+goals.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import select
 import shlex
@@ -58,6 +76,7 @@ from _common import (
     ratio,
     run_in_namespace,
     run_sections,
+    scan_onsets,
     utc_date,
 )
 
@@ -206,6 +225,128 @@ def bench_calls(namespace: str, quick: bool) -> dict[str, Any]:
     return {"rows": rows, "blocks": blocks}
 
 
+# ---- (c) note-to-sound through discoLink Host in pedalboard -------------------------------------
+
+PLUGINS = REPO / "build" / "plugins"
+HOST_VST3 = PLUGINS / "discoLink Host.vst3"
+EMPTY_VST3 = REPO / "build" / "bench-plugins" / "DLEmpty.vst3"
+DAW = REPO / "tests" / "pedalboard_daw.py"
+FILL = 2
+ONSET_THRESHOLD = 1e-4
+
+
+def plugin_onsets(namespace: str, device_id: str, block: int, notes: int) -> dict[str, Any]:
+    """tests/pedalboard_daw.py plays ``notes`` NoteOns through discoLink Host; the onset of
+    each in its recording, in frames after the NoteOn's frame."""
+    import tempfile
+
+    spacing = max(8, round(0.1 * RATE / block))  # blocks between notes, as note_onsets
+    lead = round(0.5 * RATE / block)  # the link is up well before the first note
+    total = lead + (notes + 1) * spacing
+    with tempfile.TemporaryDirectory() as tmp:
+        record = f"{tmp}/daw.raw"
+        command = [sys.executable, str(DAW), str(HOST_VST3), "--block", str(block),
+                   "--seconds", f"{total * block / RATE:.6f}", "--note-on",
+                   f"{lead * block / RATE:.9f}", "--repeat", str(notes), "--every",
+                   f"{spacing * block / RATE:.9f}", "--rt-priority", "10", "--record", record]
+        env = {**os.environ, "DISCOLINK_NAMESPACE": namespace, "DISCOLINK_DEVICE": device_id}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                              cwd=REPO)
+        if done.returncode != 0:
+            raise RuntimeError(f"pedalboard_daw.py exited {done.returncode}: {done.stderr[-500:]}")
+        rec = np.fromfile(record, dtype="<f4").reshape(-1, 2)[:, 0]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    onsets = scan_onsets(rec, [(lead + i * spacing) * block for i in range(notes)], block,
+                         spacing * block // 2, ONSET_THRESHOLD)
+    shown_cmd = ("DISCOLINK_DEVICE=ID .venv/bin/python tests/pedalboard_daw.py "
+                 + shlex.join([str(HOST_VST3.relative_to(REPO)), *command[3:-2]])
+                 + " --record OUT.raw")
+    return {**onsets, "late_blocks": result["late_blocks"],
+            "reported_latency_samples": result["reported_latency_samples"],
+            "command": shown_cmd}
+
+
+def latency_summary(frames: list[int], notes: int, goal_ms: float) -> dict[str, Any]:
+    lat = np.asarray(frames, float) / RATE * 1000.0
+    out: dict[str, Any] = {"measured": int(lat.size), "notes": notes}
+    if lat.size:
+        out.update(median_ms=round(float(np.median(lat)), 3), max_ms=round(float(lat.max()), 3),
+                   over_goal=int((lat > goal_ms).sum()))
+    out["met"] = bool(lat.size == notes and lat.max() <= goal_ms)
+    return out
+
+
+def bench_note_to_sound(namespace: str, quick: bool) -> dict[str, Any]:
+    from _common import CliDevice, note_onsets
+
+    from bridge.transport.clock import DEFAULT_RT_PRIORITY
+
+    notes = 10 if quick else 30
+    rows: dict[str, Any] = {}
+    for block in BLOCKS:
+        goal = FILL * block / RATE * 1000.0 + 1.0
+        with CliDevice(namespace, f"Note{block}", "--blocksize", str(block), "--fill",
+                       str(FILL)) as dev:
+            log(f"(c) {block} frames: discoLink Host in pedalboard")
+            plug = plugin_onsets(namespace, dev.id, block, notes)
+            log(f"(c) {block} frames: Python host")
+            py = note_onsets(namespace, dev.id, block, notes, sample_rate=RATE,
+                             rt_priority=DEFAULT_RT_PRIORITY, threshold=ONSET_THRESHOLD)
+            device_cmd = dev.shown
+        row = {"goal_ms": round(goal, 3), "fill_x_block_ms": round(FILL * block / RATE * 1000, 3),
+               "plugin": {**latency_summary(plug["frames"], notes, goal),
+                          "missed": plug["missed"], "late_blocks": plug["late_blocks"],
+                          "reported_latency_samples": plug["reported_latency_samples"],
+                          "command": plug["command"]},
+               "python_host": {**latency_summary(py["frames"], notes, goal),
+                               "missed": py["missed"], "underruns": py["underruns"]},
+               "device_command": device_cmd}
+        row["plugin_over_python"] = ratio(row["plugin"].get("median_ms", 0.0),
+                                          row["python_host"].get("median_ms", 0.0))
+        rows[str(block)] = row
+    return {"rows": rows, "notes": notes}
+
+
+# ---- (d) the DAW thread's cost of discoLink Host -------------------------------------------------
+
+COST_GOAL_US = 2.0
+
+
+def bench_daw_cost(namespace: str, quick: bool) -> dict[str, Any]:
+    blocks = 1500 if quick else 6000
+    device_cmd = [str(NATIVE / "cli_device"), "--id", "Cost", "--fill", str(FILL)]
+    env = {**os.environ, "DISCOLINK_NAMESPACE": namespace}
+    device = subprocess.Popen(device_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=REPO, env=env)
+    try:
+        ready = device.stdout.readline()
+        if not ready.startswith("device "):
+            raise RuntimeError(f"cli_device did not start: {ready!r}")
+        device_id = ready.split()[1]
+        command = [sys.executable, str(REPO / "bench" / "_dpf_cost.py"), str(HOST_VST3),
+                   str(EMPTY_VST3), "--blocks", str(blocks), "--block", "256"]
+        log(f"(d) {blocks} blocks of 256 frames: discoLink Host and DLEmpty in one pedalboard")
+        done = subprocess.run(command, env={**env, "DISCOLINK_DEVICE": device_id},
+                              capture_output=True, text=True, timeout=600, cwd=REPO)
+    finally:
+        device.terminate()
+        try:
+            device.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            device.kill()
+            device.communicate()
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        raise RuntimeError(result["error"])
+    result["met"] = max(result["extra_us"], result["paired_extra_us"]) <= COST_GOAL_US
+    result["goal_us"] = COST_GOAL_US
+    result["command"] = ("DISCOLINK_DEVICE=Cost:0 .venv/bin/python bench/_dpf_cost.py "
+                         f"'build/plugins/discoLink Host.vst3' build/bench-plugins/DLEmpty.vst3 "
+                         f"--blocks {blocks} --block 256")
+    result["device_command"] = shown(device_cmd)
+    return result
+
+
 def table(r: dict) -> str:
     m = r["machine"]
     lines = [f"discoLink native benchmark ({'quick' if r['quick'] else 'full'} run, "
@@ -244,11 +385,36 @@ def table(r: dict) -> str:
                          f"{fmt(row['python_over_c'], '.0f'):>9}")
         lines.append(f"    C: {next(iter(b['rows'].values()))['c']['command']} (FRAMES as in "
                      "the row); Python: Device + Host in bench/native.py")
+    if "note_to_sound" in r:
+        c = r["note_to_sound"]
+        lines += ["", f"(c) Note-to-sound through discoLink Host in pedalboard vs the Python host, "
+                  f"same device, {c['notes']} notes per row, fill {FILL}; ms",
+                  f"    {'block':>5}{'goal':>8}{'plugin med':>12}{'max':>8}{'Python med':>12}"
+                  f"{'max':>8}{'plugin/Py':>11}  goal met (plugin, Python)"]
+        for block, row in c["rows"].items():
+            p, h = row["plugin"], row["python_host"]
+            lines.append(f"    {block:>5}{row['goal_ms']:>8.3f}{p.get('median_ms', 0):>12.3f}"
+                         f"{p.get('max_ms', 0):>8.3f}{h.get('median_ms', 0):>12.3f}"
+                         f"{h.get('max_ms', 0):>8.3f}{fmt(row['plugin_over_python'], '.2f'):>11}"
+                         f"  {p['met']}, {h['met']}")
+        first = next(iter(c["rows"].values()))
+        lines += [f"    device: {first['device_command']}",
+                  f"    plugin: {first['plugin']['command']}"]
+    if "daw_cost" in r:
+        d = r["daw_cost"]
+        lines += ["", f"(d) DAW thread CPU per 256-frame block in pedalboard, {d['blocks']} "
+                  "blocks each, alternating; us",
+                  f"    discoLink Host median {d['host']['median_us']:.2f} (p95 "
+                  f"{d['host']['p95_us']:.2f}), DLEmpty median {d['empty']['median_us']:.2f} "
+                  f"(p95 {d['empty']['p95_us']:.2f}): {d['extra_us']:+.2f} us; paired median "
+                  f"{d['paired_extra_us']:+.2f} us [{'PASS' if d['met'] else 'FAIL'} <= "
+                  f"{d['goal_us']:g}]",
+                  f"    {d['command']}", f"    device: {d['device_command']}"]
     lines += load_lines(r.get("section_load", {}), m["nproc"])
     return "\n".join(lines)
 
 
-SECTIONS = {"a": "cpu_per_block", "b": "calls"}
+SECTIONS = {"a": "cpu_per_block", "b": "calls", "c": "note_to_sound", "d": "daw_cost"}
 
 
 def run(namespace: str, quick: bool, only: str, command: str) -> dict:
@@ -257,7 +423,9 @@ def run(namespace: str, quick: bool, only: str, command: str) -> dict:
     t0 = time.monotonic()
     run_sections(results, only, {
         "a": ("cpu_per_block", lambda: bench_cpu_per_block(namespace, quick)),
-        "b": ("calls", lambda: bench_calls(namespace, quick))})
+        "b": ("calls", lambda: bench_calls(namespace, quick)),
+        "c": ("note_to_sound", lambda: bench_note_to_sound(namespace, quick)),
+        "d": ("daw_cost", lambda: bench_daw_cost(namespace, quick))})
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     headline: dict[str, Any] = {}
     if "cpu_per_block" in results:
@@ -269,6 +437,13 @@ def run(namespace: str, quick: bool, only: str, command: str) -> dict:
     if "calls" in results:
         headline["calls_python_over_c"] = {
             block: row["python_over_c"] for block, row in results["calls"]["rows"].items()}
+    if "note_to_sound" in results:
+        headline["note_to_sound_median_ms"] = {
+            block: {"plugin": row["plugin"].get("median_ms"),
+                    "python_host": row["python_host"].get("median_ms")}
+            for block, row in results["note_to_sound"]["rows"].items()}
+    if "daw_cost" in results:
+        headline["daw_cost_extra_us"] = results["daw_cost"]["extra_us"]
     return {**headline, **results}
 
 
@@ -279,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in ("cli_host", "cli_device", "bench_calls") if not (NATIVE / n).is_file()]
     if missing:
         p.error(f"missing build/native/{', '.join(missing)}: run ./setup.sh first")
+    if any(x in args.only for x in "cd") and not (HOST_VST3.is_dir() and EMPTY_VST3.is_dir()):
+        p.error("missing build/plugins/discoLink Host.vst3 or build/bench-plugins/DLEmpty.vst3: "
+                "run ./setup.sh first")
     command = ".venv/bin/python bench/native.py " + shlex.join(
         sys.argv[1:] if argv is None else argv)
     return run_in_namespace(lambda ns: run(ns, args.quick, args.only, command.strip()), table,

@@ -2,6 +2,10 @@
 # Builds / fetches the real plugins the tests use, into build/plugins/ (git-ignored):
 #   build/plugins/DLSine.vst3, build/plugins/DLSine12.vst3   our DPF test instruments (plugins/dlsine)
 #   build/plugins/lv2/DLSine.lv2, build/plugins/lv2/DLSine12.lv2   the same, as LV2 (DPF)
+#   build/plugins/discoLink {Host,Host 12,Host FX,Device}.vst3, build/plugins/lv2/discoLink{Host,
+#                                   Host12,HostFX,Device}.lv2: the discoLink DAW plugins
+#                                   (plugins/discolink, on native/discolink.h; docs/native.md)
+#   build/bench-plugins/DLEmpty.vst3  discoLink Host's DPF shell, empty (bench/native.py (d))
 #   build/plugins/lv2/dltest.lv2    small LV2 test plugins (plugins/lv2test/dltest.c)
 #                                   (build/plugins/lv2 is a folder of LV2_PATH: plugins/README.md)
 #   build/lv2-bad/*.lv2             deliberately broken LV2 bundles (plugins/lv2test/bad.c), kept
@@ -61,8 +65,9 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 # ---------------------------------------------------------------------------------------------
 # 1. DLSine / DLSine12 (DPF).
 #
-# We compile against a copy of DPF's distrho/ folder (build/plugins/obj/dpf/distrho) with three
-# small changes to its VST3 wrapper (DPF 1.6 as shipped by Debian 12 and 13), each checked:
+# We compile against a copy of DPF's distrho/ folder (build/plugins/obj/dpf/distrho) with four
+# small changes to its VST3 wrapper and one to its LV2 wrapper (DPF 1.6 as shipped by Debian
+# 12 and 13), each checked:
 #  1. Synths (MIDI input) get 16*130 hidden "MIDI Ch. x CC y" parameters (ids 0..2079) ahead of
 #     the plugin's own; getParameterNormalized/setParameterNormalized test
 #     "rindex <= kVst3InternalParameterMidiCC_end" (2080), so the first real parameter (Gain)
@@ -71,10 +76,14 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 #     hosts (pedalboard/JUCE) then saw a 0-channel main bus. For 12..18 ports it now returns the
 #     speaker bits 0..N-1 (L R C LFE Ls Rs Lc Rc Cs Sl Sr Tc for 12), whose VST3 order equals
 #     JUCE's channel order, so channel i of the plugin is channel i in pedalboard.
-#  3. Those 2080 hidden MIDI-CC proxy parameters are dropped (the range is made empty and the
-#     IMidiMapping answers "no mapping"): pedalboard lists every one of them and took ~14 s to
-#     load the plugin and ~15 s more for .parameters. DLSine needs no MIDI CC; hosts then drop
-#     CC messages for these plugins (VST3 has no CC events of its own).
+#  3. Those 2080 hidden MIDI-CC proxy parameters are cut down: pedalboard lists every one of
+#     them and took ~14 s to load the plugin and ~15 s more for .parameters. VST3 has no CC
+#     events of its own: a host sends CC, pitch bend and channel pressure as changes of these
+#     parameters, and the IMidiMapping names the parameter for (channel, cc). DLSine needs no
+#     MIDI CC and keeps none (build/plugins/obj/dpf). discoLink Host forwards them, so its
+#     copy (build/plugins/obj/dpf-cc1) keeps the 130 of MIDI channel 1 (CC 0..127, channel
+#     pressure, pitch bend; pedalboard loads it in about a second); the mapping answers "no
+#     mapping" for the other channels, whose CC hosts then drop.
 #  4. pedalboard (JUCE) calls setActive(true) on an active component (each prepare), and the
 #     wrapper's activate() then printed 'assertion failure: "! fIsActive"' on every start; it
 #     now activates only an inactive plugin. JUCE also releases the component before its audio
@@ -82,7 +91,9 @@ mkdir -p "$OUT" || fail "cannot create $OUT"
 #     should) but said so on stderr each time; those "DPF warning: asked to delete component
 #     while ..." lines are now debug-build messages (d_debug), the cleanup unchanged.
 DPF_COPY=$OUT/obj/dpf
-patch_dpf() {
+DPF_COPY_CC1=$OUT/obj/dpf-cc1
+patch_dpf() { # TREE CC_CHANNELS(0|1)
+    local DPF_COPY=$1 cc_channels=$2
     local f=$DPF_COPY/distrho/src/DistrhoPluginVST3.cpp
     rm -rf "$DPF_COPY"
     mkdir -p "$DPF_COPY"
@@ -96,12 +107,12 @@ patch_dpf() {
     grep -q 'portCount <= 18) return' "$f" \
         || fail "patching DPF (12-channel bus arrangement) found no portCountToSpeaker error branch in DistrhoPluginVST3.cpp"
     local h=$DPF_COPY/distrho/src/DistrhoPluginVST.hpp
-    sed -i 's|kVst3InternalParameterMidiCC_start + 130\*16,|kVst3InternalParameterMidiCC_start + 0, // discolink-bridge: was 130*16|' "$h" \
+    sed -i "s|kVst3InternalParameterMidiCC_start + 130\\*16,|kVst3InternalParameterMidiCC_start + 130*$cc_channels, // discolink-bridge: was 130*16|" "$h" \
         || fail "cannot patch $h"
-    sed -i 's|^\( *\)\*id = kVst3InternalParameterMidiCC_start + channel \* 130 + cc;|\1if (kVst3InternalParameterMidiCC_end == kVst3InternalParameterMidiCC_start) return V3_FALSE; // discolink-bridge\n&|' "$f" \
+    sed -i 's|^\( *\)\*id = kVst3InternalParameterMidiCC_start + channel \* 130 + cc;|\1if (channel * 130 + cc >= kVst3InternalParameterMidiCC_end - kVst3InternalParameterMidiCC_start) return V3_FALSE; // discolink-bridge\n&|' "$f" \
         || fail "cannot patch $f"
-    grep -q 'MidiCC_start + 0, // discolink-bridge' "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
-        || fail "patching DPF (no MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
+    grep -q "MidiCC_start + 130\*$cc_channels, // discolink-bridge" "$h" && grep -q 'return V3_FALSE; // discolink-bridge' "$f" \
+        || fail "patching DPF (fewer MIDI-CC proxy parameters) did not apply to DistrhoPluginVST.hpp / DistrhoPluginVST3.cpp"
     sed -i '/v3_result setActive(const bool active)/,/return V3_OK;/s|^\( *\)fPlugin.activate();$|\1if (! fPlugin.isActive()) fPlugin.activate(); // discolink-bridge|' "$f" \
         || fail "cannot patch $f"
     sed -i 's|d_stderr("DPF warning: asked to delete component while|d_debug("DPF warning: asked to delete component while|' "$f" \
@@ -109,28 +120,48 @@ patch_dpf() {
     grep -q 'if (! fPlugin.isActive()) fPlugin.activate(); // discolink-bridge' "$f" \
         && ! grep -q 'd_stderr("DPF warning: asked to delete component' "$f" \
         || fail "patching DPF (quiet activation and release) did not apply to DistrhoPluginVST3.cpp"
+    # 5. LV2: DPF requires the host's worker feature whenever a plugin has state, but uses it
+    #    only to pass state changes from a UI (and checks for NULL there). The discoLink plugins
+    #    have state and no UI, and lv2file gives no worker (it crashed instantiating them), so
+    #    the worker is no longer a required feature (lv2file also crashed with it listed as an
+    #    optional one, so it is not listed): state save/restore (LV2 state) is unchanged.
+    local l=$DPF_COPY/distrho/src/DistrhoPluginLV2.cpp e=$DPF_COPY/distrho/src/DistrhoPluginLV2export.cpp
+    sed -i 's|^\( *\)if (worker == nullptr)$|\1if (worker == nullptr \&\& DISTRHO_PLUGIN_HAS_UI) // discolink-bridge: optional without a UI|' "$l" \
+        || fail "cannot patch $l"
+    sed -i '/^static const char\* const lv2ManifestPluginRequiredFeatures/,/nullptr/ s|^    LV2_WORKER__schedule,$|    // discolink-bridge: the worker is not required (used when given)|' "$e" \
+        || fail "cannot patch $e"
+    grep -q 'DISTRHO_PLUGIN_HAS_UI) // discolink-bridge' "$l" \
+        && grep -q '// discolink-bridge: the worker is not required' "$e" \
+        || fail "patching DPF (optional LV2 worker) did not apply to DistrhoPluginLV2.cpp / DistrhoPluginLV2export.cpp"
     touch "$DPF_COPY/.patched"
 }
-if [ ! -f "$DPF_COPY/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$DPF_COPY/.patched" ] \
-    || [ "$ROOT/plugins/build.sh" -nt "$DPF_COPY/.patched" ]; then
-    patch_dpf
-fi
+for tree in "$DPF_COPY:0" "$DPF_COPY_CC1:1"; do
+    dir=${tree%:*}
+    if [ ! -f "$dir/.patched" ] || [ "$DPF/distrho/src/DistrhoPluginVST3.cpp" -nt "$dir/.patched" ] \
+        || [ "$ROOT/plugins/build.sh" -nt "$dir/.patched" ]; then
+        patch_dpf "$dir" "${tree##*:}"
+    fi
+done
 
 # Flags follow DPF's Makefile.base.mk / Makefile.plugins.mk for a Linux release build, minus
 # -ffast-math (the output must follow the documented formula).
 CXXFLAGS_DPF=(-std=gnu++11 -O2 -fPIC -DPIC -DNDEBUG -fvisibility=hidden -fdata-sections
               -ffunction-sections -fno-gnu-unique -Wall -Wextra -pipe
-              -I"$SRC" -I"$DPF_COPY/distrho" -DDISTRHO_PLUGIN_TARGET_VST3)
+              -DDISTRHO_PLUGIN_TARGET_VST3)
 LDFLAGS_DPF=(-shared -fdata-sections -ffunction-sections -Wl,-O1,--as-needed,--gc-sections
              -Wl,--no-undefined -Wl,--version-script="$DPF/utils/symbols/vst3.version" -ldl)
 
 # the files a bundle is built from: rebuilt when any is newer than the bundle's .so
 sources=("$SRC"/*.cpp "$SRC"/*.h "$ROOT/plugins/build.sh" "$DPF_COPY/.patched")
+DLSRC=$ROOT/plugins/discolink
+dl_sources=("$DLSRC"/* "$ROOT/native/discolink.h" "$ROOT/plugins/build.sh" "$DPF_COPY_CC1/.patched")
 
-up_to_date() { # BUNDLE_SO
+up_to_date() { # BUNDLE_SO [SOURCE...]  (default sources: DLSine's)
     local so=$1 f
+    shift
+    [ $# -gt 0 ] || set -- "${sources[@]}"
     [ -f "$so" ] || return 1
-    for f in "${sources[@]}"; do
+    for f in "$@"; do
         [ "$so" -nt "$f" ] || return 1
     done
     return 0
@@ -144,60 +175,118 @@ mkdir -p "$LV2OUT"
 
 pids=()
 names=()
-start_variant() { # NAME NUM_OUTPUTS TARGET(vst3|lv2)  -> compiles in the background
-    local name=$1 outs=$2 target=$3
-    local obj=$OUT/obj/$name-$target  # not NAME.vst3: a scan would take it for a bundle
+# start_variant NAME TARGET(vst3|lv2) SRCDIR "DEFINES" SOURCE... -> compiles in the background.
+# NAME is the VST3 bundle's name (spaces allowed); the LV2 bundle's is NAME without spaces
+# (an LV2 manifest names its binary by a relative URI). Extra objects: $EXTRA_OBJECTS; the
+# DPF copy: $DPF_TREE (default build/plugins/obj/dpf).
+start_variant() {
+    local name=$1 target=$2 srcdir=$3 defines=$4
+    shift 4
+    local lv2name=${name// /}
+    local obj=$OUT/obj/$lv2name-$target  # not NAME.vst3: a scan would take it for a bundle
+    local extra=("${EXTRA_OBJECTS[@]}") tree=${DPF_TREE:-$DPF_COPY}
     mkdir -p "$obj"
     (
         set -e
         TARGET=$(echo "$target" | tr a-z A-Z)
+        # shellcheck disable=SC2206  # DEFINES is a list of -D words
         flags=("${CXXFLAGS_DPF[@]/-DDISTRHO_PLUGIN_TARGET_VST3/-DDISTRHO_PLUGIN_TARGET_$TARGET}"
-               -DDLSINE_NUM_OUTPUTS="$outs")
-        g++ "${flags[@]}" -c "$SRC/DLSine.cpp" -o "$obj/DLSine.cpp.o" &
-        p1=$!
-        g++ "${flags[@]}" -c "$DPF_COPY/distrho/DistrhoPluginMain.cpp" -o "$obj/DistrhoPluginMain.cpp.o" &
-        p2=$!
-        wait $p1
-        wait $p2
+               "-I$srcdir" "-I$tree/distrho" $defines)
+        objects=()
+        cpids=()
+        for src in "$@" "$tree/distrho/DistrhoPluginMain.cpp"; do
+            o=$obj/$(basename "$src").o
+            g++ "${flags[@]}" -c "$src" -o "$o" &
+            cpids+=($!)
+            objects+=("$o")
+        done
+        for p in "${cpids[@]}"; do wait "$p"; done
+        objects+=("${extra[@]}")
         if [ "$target" = vst3 ]; then
-            dir=$OUT/$name.vst3/Contents/$VST3_ARCH
+            dir=${VST3_DIR:-$OUT}/$name.vst3/Contents/$VST3_ARCH
             mkdir -p "$dir"
-            g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain.cpp.o" "${LDFLAGS_DPF[@]}" -o "$dir/$name.so.tmp"
+            g++ "${objects[@]}" "${LDFLAGS_DPF[@]}" -lpthread -o "$dir/$name.so.tmp"
             mv -f "$dir/$name.so.tmp" "$dir/$name.so"
         else
             # DPF writes the bundle's Turtle from the binary (its utils/lv2-ttl-generator)
             stage=$obj/bundle
             rm -rf "$stage"
             mkdir -p "$stage"
-            g++ "$obj/DLSine.cpp.o" "$obj/DistrhoPluginMain.cpp.o" "${LDFLAGS_LV2[@]}" -o "$stage/$name.so"
-            (cd "$stage" && "$TTL_GEN" "./$name.so")
-            rm -rf "$LV2OUT/$name.lv2"
-            mv "$stage" "$LV2OUT/$name.lv2"
+            g++ "${objects[@]}" "${LDFLAGS_LV2[@]}" -lpthread -o "$stage/$lv2name.so"
+            (cd "$stage" && "$TTL_GEN" "./$lv2name.so")
+            rm -rf "$LV2OUT/$lv2name.lv2"
+            mv "$stage" "$LV2OUT/$lv2name.lv2"
         fi
     ) >"$obj/build.log" 2>&1 &
     pids+=($!)
-    names+=("$name-$target")
+    names+=("$lv2name-$target")
 }
 
 if [ ! -x "$TTL_GEN" ] || [ "$DPF/utils/lv2-ttl-generator/lv2_ttl_generator.c" -nt "$TTL_GEN" ]; then
     gcc -O2 "$DPF/utils/lv2-ttl-generator/lv2_ttl_generator.c" -ldl -o "$TTL_GEN" \
         || fail "building DPF's lv2_ttl_generator failed"
 fi
+EXTRA_OBJECTS=()
 for variant in DLSine:2 DLSine12:12; do
     name=${variant%%:*}
     if up_to_date "$OUT/$name.vst3/Contents/$VST3_ARCH/$name.so"; then
         log "$name.vst3 is up to date"
     else
         log "building $name.vst3"
-        start_variant "$name" "${variant##*:}" vst3
+        start_variant "$name" vst3 "$SRC" "-DDLSINE_NUM_OUTPUTS=${variant##*:}" "$SRC/DLSine.cpp"
     fi
     if up_to_date "$LV2OUT/$name.lv2/$name.so" && [ -f "$LV2OUT/$name.lv2/manifest.ttl" ]; then
         log "$name.lv2 is up to date"
     else
         log "building $name.lv2"
-        start_variant "$name" "${variant##*:}" lv2
+        start_variant "$name" lv2 "$SRC" "-DDLSINE_NUM_OUTPUTS=${variant##*:}" "$SRC/DLSine.cpp"
     fi
 done
+
+# 1a. The discoLink DAW plugins (plugins/discolink, docs/native.md): one source, VST3 and LV2.
+#     native/discolink.h's implementation is one C object (discolink_impl.c) linked into each.
+#     Every symbol but the plugin entry points stays hidden (-fvisibility=hidden and DPF's
+#     version scripts), so two of them in one DAW process never share SDK code or state.
+DL_IMPL=$OUT/obj/discolink_impl.o
+if ! up_to_date "$DL_IMPL" "${dl_sources[@]}"; then
+    gcc -std=gnu11 -O2 -fPIC -fvisibility=hidden -Wall -Wextra -Werror -I"$ROOT/native" \
+        -c "$DLSRC/discolink_impl.c" -o "$DL_IMPL" \
+        || fail "compiling native/discolink.h for the discoLink plugins failed"
+fi
+EXTRA_OBJECTS=("$DL_IMPL")
+DPF_TREE=$DPF_COPY_CC1  # discoLink Host forwards channel 1's CC (patch 3 above)
+DL_VARIANTS=("discoLink Host|-DDL_PLUGIN_HOST -DDL_CHANNELS=2|DiscoLinkHost.cpp"
+             "discoLink Host 12|-DDL_PLUGIN_HOST -DDL_CHANNELS=12|DiscoLinkHost.cpp"
+             "discoLink Host FX|-DDL_PLUGIN_HOST -DDL_CHANNELS=2 -DDL_INSERT=1|DiscoLinkHost.cpp"
+             "discoLink Device|-DDL_PLUGIN_DEVICE -DDL_CHANNELS=2|DiscoLinkDevice.cpp"
+)
+for variant in "${DL_VARIANTS[@]}"; do
+    IFS='|' read -r name defines cpp <<<"$variant"
+    lv2name=${name// /}
+    if up_to_date "$OUT/$name.vst3/Contents/$VST3_ARCH/$name.so" "${dl_sources[@]}"; then
+        log "$name.vst3 is up to date"
+    else
+        log "building $name.vst3"
+        start_variant "$name" vst3 "$DLSRC" "$defines -I$ROOT/native" "$DLSRC/$cpp"
+    fi
+    if up_to_date "$LV2OUT/$lv2name.lv2/$lv2name.so" "${dl_sources[@]}" \
+        && [ -f "$LV2OUT/$lv2name.lv2/manifest.ttl" ]; then
+        log "$lv2name.lv2 is up to date"
+    else
+        log "building $lv2name.lv2"
+        start_variant "$name" lv2 "$DLSRC" "$defines -I$ROOT/native" "$DLSRC/$cpp"
+    fi
+done
+# DLEmpty, bench/native.py's baseline: discoLink Host's DPF shell with an empty run(). Kept
+# out of build/plugins (it is no plugin anyone should scan or load): build/bench-plugins/.
+BENCH_OUT=$ROOT/build/bench-plugins
+if up_to_date "$BENCH_OUT/DLEmpty.vst3/Contents/$VST3_ARCH/DLEmpty.so" "${dl_sources[@]}"; then
+    log "bench-plugins/DLEmpty.vst3 is up to date"
+else
+    log "building bench-plugins/DLEmpty.vst3"
+    VST3_DIR=$BENCH_OUT start_variant DLEmpty vst3 "$DLSRC" \
+        "-DDL_PLUGIN_HOST -DDL_CHANNELS=2 -DDL_EMPTY=1 -I$ROOT/native" "$DLSRC/DiscoLinkHost.cpp"
+fi
 failed=()
 for i in "${!pids[@]}"; do
     if ! wait "${pids[$i]}"; then

@@ -32,6 +32,11 @@ GOOD = {  # name: (instrument?, inputs, outputs)
     "Dragonfly Hall Reverb": (False, 2, 2),
     "Dragonfly Plate Reverb": (False, 2, 2),
     "Dragonfly Early Reflections": (False, 2, 2),
+    # the discoLink DAW plugins (plugins/discolink)
+    "discoLink Host": (True, 0, 2),
+    "discoLink Host 12": (True, 0, 12),
+    "discoLink Host FX": (False, 2, 2),
+    "discoLink Device": (False, 2, 2),
 }
 KEYS = ["name", "vendor", "path", "uri", "format", "plugin_class", "is_instrument", "is_effect",
         "inputs", "outputs", "midi_inputs", "midi_outputs"]

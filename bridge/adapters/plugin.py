@@ -139,6 +139,8 @@ class SineStage(Stage):
 
 # ---- loading ------------------------------------------------------------------------------
 
+INITIALIZATION_TIMEOUT_S = 0.25  # pedalboard.load_plugin's wait for an instrument to sound
+
 
 def load_pedalboard_stage(spec: str, *, plugin_name: str | None = None,
                           sample_rate: int = 48000, block_size: int = 256) -> Stage:
@@ -161,7 +163,11 @@ def load_pedalboard_stage(spec: str, *, plugin_name: str | None = None,
     if plugin_name is not None:
         _check_plugin_name(spec, plugin_name)
     try:
-        plugin = pedalboard.load_plugin(str(path), plugin_name=plugin_name)
+        # pedalboard plays an instrument a note at load and waits up to initialization_timeout
+        # (10 s by default) for it to sound; an instrument that sounds only when something
+        # else is there (discoLink Host without a device) would cost the full wait every load.
+        plugin = pedalboard.load_plugin(str(path), plugin_name=plugin_name,
+                                        initialization_timeout=INITIALIZATION_TIMEOUT_S)
     except Exception as exc:  # pedalboard raises ImportError, ValueError, RuntimeError
         text = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip()) \
             or type(exc).__name__
