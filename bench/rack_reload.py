@@ -3,8 +3,8 @@
 
 Run from the repository root:
 
-    .venv/bin/python bench/rack_reload.py                 # 3 reps, 30,000 midi_in patterns
-    .venv/bin/python bench/rack_reload.py --patterns 60000 --reps 5 --json
+    .venv/bin/python bench/rack_reload.py                 # 3 reps, 8,000 midi_in patterns
+    .venv/bin/python bench/rack_reload.py --patterns 4000 --reps 4 --json
 
 A real rack (``python -m bridge --namespace NS rack FILE --state-dir TMP``) runs eight
 built-in synth devices (``restart: always``). Each measurement SIGKILLs one device (each
@@ -15,7 +15,8 @@ request on the control socket. Two conditions, alternated:
 
 - idle: nothing else happens (the same-run baseline);
 - reload: the file was just rewritten with one more device carrying ``--patterns`` midi_in
-  patterns (a few MB of YAML that takes seconds to parse) and ``rack reload`` was sent
+  patterns (8,000 are 240 KB of YAML, near the rack file's 256 KiB cap, and take about
+  a second to parse) and ``rack reload`` was sent
   0.3 s before the kill, so the kill lands while the reload parses. The file is then put
   back and reloaded again before the next measurement.
 
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from _common import REPO, log
 
+from bridge.rack.config import RACK_FILE_MAX_BYTES
 from bridge.rack.supervisor import ask
 from bridge.transport import Registry
 
@@ -83,11 +85,16 @@ def restart_delay(namespace: str, device_id: str, timeout: float = 300.0) -> tup
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--patterns", type=int, default=30_000,
-                   help="midi_in patterns of the big reload's extra device (default 30000)")
+    p.add_argument("--patterns", type=int, default=8_000,
+                   help="midi_in patterns of the big reload's extra device (default 8000; the "
+                        "file must stay within the rack file cap, RACK_FILE_MAX_BYTES)")
     p.add_argument("--reps", type=int, default=3, help="measurements per condition (max 4)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = p.parse_args()
+    size = len(big_file(args.patterns).encode())
+    if args.patterns < 1 or size > RACK_FILE_MAX_BYTES:
+        p.error(f"--patterns {args.patterns}: the rack file would be {size:,} bytes; a rack "
+                f"file may be at most {RACK_FILE_MAX_BYTES:,} (about 8,500 patterns)")
     reps = min(args.reps, DEVICES // 2)
     namespace = f"bench-reload-{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="dlbench-") as tmp:
