@@ -439,6 +439,19 @@ def test_a_plugin_that_needs_a_missing_feature_is_refused_naming_it(spawn):
     assert "Traceback" not in r.stderr
 
 
+def test_relative_lv2_path_entries_are_resolved_against_the_working_directory(spawn):
+    """lilv crashes (SIGSEGV) on a relative $LV2_PATH entry, the way a README line such as
+    ``LV2_PATH=build/plugins/lv2 ...`` sets it; the bridge hands lilv absolute folders."""
+    rel = os.path.relpath(LV2_TEST_PATH.split(os.pathsep)[0], REPO)
+    assert not os.path.isabs(rel)
+    r = subprocess.run([sys.executable, "-m", "bridge", "plugin", "info", "lv2:DLSine"],
+                       env={**spawn.env(), "LV2_PATH": rel}, capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    assert r.returncode == 0, (r.returncode, r.stderr[-400:])
+    assert "urn:discolink-bridge:dlsine" in r.stdout
+    assert f"{REPO / rel / 'DLSine.lv2'}" in r.stdout
+
+
 # ---- scan and info -----------------------------------------------------------------------------
 
 

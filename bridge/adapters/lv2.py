@@ -250,11 +250,13 @@ class World:
         host = host_lib()
         self.lib = lib
         self.ptr = lib.lilv_world_new()
-        if extra_dirs:
-            path = os.pathsep.join([*(str(d) for d in extra_dirs), *search_path()])
-            node = lib.lilv_new_string(self.ptr, path.encode())
-            lib.lilv_world_set_option(self.ptr, b"http://drobilla.net/ns/lilv#lv2-path", node)
-            lib.lilv_node_free(node)
+        # Always our own path, of absolute folders: lilv turns a relative $LV2_PATH entry
+        # into an invalid bundle URI and then crashes (a segfault in lilv 0.24).
+        dirs = [os.path.abspath(os.path.expanduser(str(d))) for d in extra_dirs]
+        path = os.pathsep.join([*dirs, *search_path()])
+        node = lib.lilv_new_string(self.ptr, path.encode())
+        lib.lilv_world_set_option(self.ptr, b"http://drobilla.net/ns/lilv#lv2-path", node)
+        lib.lilv_node_free(node)
         lib.lilv_world_load_all(self.ptr)
         self.plugins = lib.lilv_world_get_all_plugins(self.ptr)
         self.urids = host.dl_urid_new()
@@ -383,10 +385,11 @@ def did_you_mean(text: str, entries: Sequence[tuple[str, str, Any]]) -> str:
 
 
 def search_path() -> list[str]:
-    """Where lilv looks for bundles: ``$LV2_PATH``, else its default folders."""
+    """Where lilv looks for bundles: ``$LV2_PATH`` (each entry made absolute, as lilv needs),
+    else its default folders."""
     env = os.environ.get("LV2_PATH")
     if env:
-        return [p for p in env.split(os.pathsep) if p]
+        return [os.path.abspath(os.path.expanduser(p)) for p in env.split(os.pathsep) if p]
     return [str(Path.home() / ".lv2"), "/usr/local/lib/lv2", "/usr/lib/lv2"]
 
 
