@@ -537,6 +537,11 @@ def test_a_plugin_name_the_bundle_does_not_hold_is_refused_naming_what_it_holds(
     assert namespace_names(namespace) == []
     r = spawn.run("device", "--plugin", "lv2:DLSine", "--plugin-name", "DLSine")
     assert r.returncode == 2 and "an LV2 URI or name already names one" in r.stderr
+    # plugin info says it the same way (its probe runs in a child process), with exit 2 too
+    r = spawn.run("plugin", "info", DLSINE, "--plugin-name", "Nope")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr == (f"discolink-bridge plugin: error: {DLSINE}: no plugin named 'Nope' "
+                        "(--plugin-name); the file holds one plugin, 'DLSine'\n")
 
 
 def test_dlsine_starts_plays_and_stops_without_dpf_noise_on_stderr(spawn):

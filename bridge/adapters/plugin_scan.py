@@ -241,7 +241,8 @@ def _probe_main(argv: Sequence[str]) -> int:
             stage = load_stage(args.probe, plugin_name=name)
             send({"plugin_name": name, "result": describe(stage, args.probe)})
         except PluginError as exc:
-            send({"plugin_name": name, "error": str(exc)})
+            send({"plugin_name": name, "error": str(exc),
+                  "usage": isinstance(exc, UnknownPluginError)})
         except Exception as exc:
             send({"plugin_name": name,
                   "error": f"{args.probe}: {type(exc).__name__}: {_exception_text(exc)}"})
@@ -765,8 +766,8 @@ def info(path_or_builtin: str, *, plugin_name: str | None = None,
     for m in messages:
         if isinstance(m.get("result"), dict):
             return {**m["result"], "path": os.path.abspath(path)}
-        if "error" in m:
-            raise PluginError(str(m["error"]))
+        if "error" in m:  # a --plugin-name the file doesn't hold is a usage error (exit 2)
+            raise (UnknownPluginError if m.get("usage") else PluginError)(str(m["error"]))
     raise PluginError(f"{path_or_builtin}: {failure or 'the probe gave no result'}")
 
 
