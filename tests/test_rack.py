@@ -89,35 +89,63 @@ def test_starting_and_stopping_a_rack_leaves_nothing_behind(spawn, tmp_path):
     assert r.returncode == 1 and "no rack is running" in r.stderr
 
 
+WINDOW_S = 3.0  # each read window; Alpha comes back in about 1 s
+
+
+def _read_beta(host: Host, seconds: float, tick=None) -> int:
+    """Read Beta in real time, as an audio thread does (SCHED_FIFO, like `discolink-bridge
+    host`), for ``seconds``; the number of short reads (underruns)."""
+    out = np.zeros((2, 256), np.float32)
+    period = 256 / 48000
+    underruns = k = 0
+    start = time.monotonic()
+    with realtime():
+        while time.monotonic() - start < seconds:
+            if host.receive_audio(out) < 256:
+                underruns += 1
+            if tick is not None and k % 20 == 0:
+                tick()
+            k += 1
+            time.sleep(max(0.0, start + k * period - time.monotonic()))
+    return underruns
+
+
 def test_a_killed_device_comes_back_fast_with_its_id_and_the_others_do_not_notice(
         spawn, tmp_path):
+    """Alpha is killed -9 while a host streams Beta: Alpha comes back with its id, and Beta's
+    stream goes on (same process, still connected, never restarted). Its underruns in the
+    window of the kill and restart are compared with a window of the same length just before
+    it, in the same run: a 2-core machine shared with other jobs has underruns of its own,
+    and a restart that disturbed Beta (a sweep of its slot, a stall of the rack) would show as
+    a gap of hundreds of blocks, not a handful."""
     rack = RackProcess(spawn, write(tmp_path / "rack.yaml", BASIC), tmp_path / "state")
     rack.wait_for("ready")
     try:
+        beta = by_id(spawn.namespace)["Beta:0"].pid
         with Host() as host:
             host.connect("Beta:0")
-            out = np.zeros((2, 256), np.float32)
-            period = 256 / 48000
+            _read_beta(host, 0.5)  # the link in its steady state
+            baseline = _read_beta(host, WINDOW_S)
             victim = by_id(spawn.namespace)["Alpha:0"].pid
             os.kill(victim, signal.SIGKILL)
             killed_at = time.monotonic()
-            back = None
-            underruns = 0
-            start = time.monotonic()
-            k = 0
-            # a host reads as an audio thread does: SCHED_FIFO (like `discolink-bridge host`)
-            with realtime():
-                while time.monotonic() - start < 5:  # read Beta in real time meanwhile
-                    if host.receive_audio(out) < 256:
-                        underruns += 1
-                    info = by_id(spawn.namespace).get("Alpha:0") if k % 20 == 0 else None
-                    if back is None and info is not None and info.pid != victim:
-                        back = time.monotonic() - killed_at
-                    k += 1
-                    time.sleep(max(0.0, start + k * period - time.monotonic()))
-            assert back is not None and back < 3.0, f"Alpha:0 came back after {back} s"
-            assert underruns == 0, f"Beta's host saw {underruns} underruns"
-        assert rack.status()["Alpha"]["restarts"] == 1
+            back: list[float] = []
+
+            def look() -> None:
+                info = by_id(spawn.namespace).get("Alpha:0")
+                if not back and info is not None and info.pid != victim:
+                    back.append(time.monotonic() - killed_at)
+
+            during = _read_beta(host, WINDOW_S, look)
+            assert host.connected, "Beta's host lost its device while Alpha restarted"
+        assert back and back[0] < WINDOW_S, "Alpha:0 did not come back within the window"
+        assert by_id(spawn.namespace)["Beta:0"].pid == beta
+        limit = 3 * baseline + 10  # 10 blocks = 53 ms: noise, never a stalled device
+        assert during <= limit, (
+            f"Beta's host saw {during} underruns while Alpha restarted, {baseline} in the "
+            f"{WINDOW_S:.0f} s before (limit {limit})")
+        status = rack.status()
+        assert status["Alpha"]["restarts"] == 1 and status["Beta"]["restarts"] == 0
     finally:
         rack.stop()
 
