@@ -232,7 +232,8 @@ typedef struct dl_registry_slot {
     char device_id[64];          /* @48 (locker): device id "Name:N", UTF-8, NUL-terminated */
     char link_tag[64];           /* @112 (locker): last claiming host's link tag, UTF-8, NUL-terminated */
     uint64_t xruns;              /* @176 (device; relaxed): xruns of the device's audio clock (a JACK device's), 0 if none */
-    char reserved[72];           /* @184: zero */
+    uint64_t nonfinite_blocks;   /* @184 (device; relaxed): output blocks the device replaced by silence because they held NaN or infinity (a plugin's), 0 if none (since 1.1) */
+    char reserved[64];           /* @192: zero */
 } dl_registry_slot;
 #define DL_REGISTRY_SLOT_BYTES 256
 #define DL_REGISTRY_SLOT_STATE_OFFSET 0
@@ -249,7 +250,8 @@ typedef struct dl_registry_slot {
 #define DL_REGISTRY_SLOT_DEVICE_ID_OFFSET 48
 #define DL_REGISTRY_SLOT_LINK_TAG_OFFSET 112
 #define DL_REGISTRY_SLOT_XRUNS_OFFSET 176
-#define DL_REGISTRY_SLOT_RESERVED_OFFSET 184
+#define DL_REGISTRY_SLOT_NONFINITE_BLOCKS_OFFSET 184
+#define DL_REGISTRY_SLOT_RESERVED_OFFSET 192
 DL_STATIC_ASSERT(sizeof(dl_registry_slot) == DL_REGISTRY_SLOT_BYTES, "dl_registry_slot size");
 DL_STATIC_ASSERT(offsetof(dl_registry_slot, state) == DL_REGISTRY_SLOT_STATE_OFFSET, "dl_registry_slot.state offset");
 DL_STATIC_ASSERT(offsetof(dl_registry_slot, device_pid) == DL_REGISTRY_SLOT_DEVICE_PID_OFFSET, "dl_registry_slot.device_pid offset");
@@ -265,6 +267,7 @@ DL_STATIC_ASSERT(offsetof(dl_registry_slot, generation) == DL_REGISTRY_SLOT_GENE
 DL_STATIC_ASSERT(offsetof(dl_registry_slot, device_id) == DL_REGISTRY_SLOT_DEVICE_ID_OFFSET, "dl_registry_slot.device_id offset");
 DL_STATIC_ASSERT(offsetof(dl_registry_slot, link_tag) == DL_REGISTRY_SLOT_LINK_TAG_OFFSET, "dl_registry_slot.link_tag offset");
 DL_STATIC_ASSERT(offsetof(dl_registry_slot, xruns) == DL_REGISTRY_SLOT_XRUNS_OFFSET, "dl_registry_slot.xruns offset");
+DL_STATIC_ASSERT(offsetof(dl_registry_slot, nonfinite_blocks) == DL_REGISTRY_SLOT_NONFINITE_BLOCKS_OFFSET, "dl_registry_slot.nonfinite_blocks offset");
 DL_STATIC_ASSERT(offsetof(dl_registry_slot, reserved) == DL_REGISTRY_SLOT_RESERVED_OFFSET, "dl_registry_slot.reserved offset");
 
 typedef struct dl_transport_header {

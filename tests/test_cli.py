@@ -110,17 +110,19 @@ def test_list_json_prints_objects_with_exactly_the_documented_keys(spawn):
     devices = json.loads(r.stdout)
     assert isinstance(devices, list) and len(devices) == 2
     keys = {"id", "pid", "channels", "sample_rate", "block_size", "mode", "claimed",
-            "host_pid", "link_tag", "xruns"}
+            "host_pid", "link_tag", "xruns", "nonfinite_blocks"}
     for d in devices:
         assert set(d) == keys
     by_id = {d["id"]: d for d in devices}
     assert by_id["Alpha:0"] == {"id": "Alpha:0", "pid": a.pid, "channels": 3,
                                 "sample_rate": 48000, "block_size": 256, "mode": "audio+midi",
                                 "claimed": True, "host_pid": os.getpid(),
-                                "link_tag": "session-7", "xruns": 0}
+                                "link_tag": "session-7", "xruns": 0,
+                                "nonfinite_blocks": 0}
     assert by_id["Synthé:0"] == {"id": "Synthé:0", "pid": b.pid, "channels": 0,
                                  "sample_rate": 44100, "block_size": 256, "mode": "midi",
-                                 "claimed": False, "host_pid": 0, "link_tag": "", "xruns": 0}
+                                 "claimed": False, "host_pid": 0, "link_tag": "", "xruns": 0,
+                                 "nonfinite_blocks": 0}
 
 
 def test_list_json_of_an_empty_namespace_is_an_empty_list(spawn):

@@ -291,12 +291,22 @@ def test_nan_from_a_plugin_never_reaches_the_link(spawn):
 
 def test_nan_from_a_plugin_is_said_once_on_stderr_and_counted_without_monitor(spawn):
     dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Nan")
+
+    def listed() -> dict:
+        r = spawn.run("list", "--json")
+        return next(d for d in json.loads(r.stdout) if d["id"] == dev.id)
+
     with Host() as host:
         host.connect(dev.id)
         send(host, cmd.midi_note_on(0, 69, 127))
         read_blocks(host, 4, 2)
+        assert listed()["nonfinite_blocks"] == 0
         host.request(cmd.set_parameter("fault", 1.0))  # DLSine now outputs NaN
-        read_blocks(host, 20, 2)
+        read_blocks(host, 150, 2)  # past a publication (every 64 blocks)
+        counted = listed()["nonfinite_blocks"]
+        assert counted >= 64, counted  # in the registry: `list` and the rack's `status`
+        table = spawn.run("list").stdout
+        assert re.search(rf"^{re.escape(dev.id)} .* {counted} +host ", table, re.M), table
     out = dev.stop()
     said = [ln for ln in dev.stderr.splitlines() if "NaN or Inf" in ln]
     assert said == [f"discolink-bridge device {dev.id}: DLSine: NaN or Inf in the plugin "

@@ -193,6 +193,40 @@ def test_reload_adds_and_removes_without_touching_the_rest(spawn, tmp_path):
 
 
 @pytest.mark.skipif(not DLSINE.exists(), reason="run ./setup.sh: it builds the test plugins")
+def test_status_counts_the_nan_blocks_a_plugin_device_silenced(spawn, tmp_path):
+    """DLSine's ``fault`` parameter makes it output NaN: the device silences those blocks
+    and the rack's status (JSON and table) counts them, without --monitor."""
+    path = write(tmp_path / "rack.yaml", f"""\
+name: nan
+devices:
+  - id: Bad
+    kind: plugin
+    plugin: {DLSINE}
+    params: {{fault: 1}}
+  - id: Good
+    kind: synth
+""")
+    rack = RackProcess(spawn, path, tmp_path / "state")
+    rack.wait_for("ready")
+    try:
+        with Host() as host:
+            host.connect("Bad:0")
+            out = np.zeros((2, 256), np.float32)
+            for _ in range(150):  # past a publication (every 64 blocks)
+                wait_until(lambda: host.receive_audio(out) == 256, 5, "a block from Bad")
+                assert not out.any() and np.isfinite(out).all()
+        status = rack.status()
+        assert status["Bad"]["nonfinite_blocks"] >= 64, status["Bad"]
+        assert status["Good"]["nonfinite_blocks"] == 0
+        table = spawn.run("status").stdout
+        assert "NAN" in table.splitlines()[1], table
+        row = next(ln for ln in table.splitlines() if ln.startswith("Bad "))
+        assert f" {status['Bad']['nonfinite_blocks']} " in row, table
+    finally:
+        rack.stop()
+
+
+@pytest.mark.skipif(not DLSINE.exists(), reason="run ./setup.sh: it builds the test plugins")
 def test_state_saved_on_stop_comes_back_with_the_same_ids_and_values(spawn, tmp_path):
     path = write(tmp_path / "rack.yaml", f"""\
 name: keep

@@ -23,8 +23,8 @@ from ..midi.stream import MidiStream
 from ..transport.device import Device
 
 # Blocks between two reads of a plugin chain's latency (§12 of protocol.md: the header's
-# latency_frames): often enough to follow a plugin that changes it, rare enough to cost
-# nothing per block.
+# latency_frames) and of its count of silenced NaN blocks (the registry's nonfinite_blocks):
+# often enough to follow a plugin that changes them, rare enough to cost nothing per block.
 LATENCY_POLL_BLOCKS = 64
 
 
@@ -65,6 +65,7 @@ class InstrumentDevice:
         self._latency = -1  # the processing latency last published in the header
         # An instrument with latency() (a plugin chain) is polled every LATENCY_POLL_BLOCKS.
         self._latency_of = getattr(instrument, "latency", None)
+        self._nonfinite = 0  # the silenced-block count last published in the registry
         self.live = None
         if midi_in:
             from .rtmidi_in import LiveMidiInputs
@@ -104,6 +105,11 @@ class InstrumentDevice:
             if latency != self._latency:  # hosts read it for the latency they report (§12)
                 self._latency = latency
                 device.set_latency_frames(latency)
+        if self.blocks % LATENCY_POLL_BLOCKS == 1:  # NaN blocks a plugin chain silenced
+            nonfinite = getattr(instrument, "nonfinite_blocks", 0)
+            if nonfinite != self._nonfinite:
+                self._nonfinite = nonfinite
+                device.set_nonfinite_blocks(nonfinite)
         if instrument.sample_rate != rate:
             instrument.sample_rate = rate
         if self._takes_input:

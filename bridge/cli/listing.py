@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         description="List the devices registered in the namespace.")
     sp.add_argument("--json", action="store_true", help="print a JSON list of objects with "
                     "id, pid, channels, sample_rate, block_size, mode, claimed, host_pid, "
-                    "link_tag, xruns")
+                    "link_tag, xruns, nonfinite_blocks")
     sp.set_defaults(handler=cmd_list)
 
     sp = sub.add_parser(
@@ -56,13 +56,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no devices in namespace {namespace_from_env(args.namespace)!r}")
         return 0
     print(f"{'ID':<24} {'PID':>7} {'CH':>3} {'RATE':>6} {'BLOCK':>5} {'MODE':<10} "
-          f"{'XRUNS':>5} CLAIM")
+          f"{'XRUNS':>5} {'NAN':>5} CLAIM")
     for d in devices:
         claim = f"host {d.host_pid}" if d.claimed else "-"
         if d.link_tag:
             claim += f" [{d.link_tag}]"
         print(f"{d.id:<24} {d.pid:>7} {d.channels:>3} {d.sample_rate:>6} {d.block_size:>5} "
-              f"{d.mode:<10} {d.xruns:>5} {claim}")
+              f"{d.mode:<10} {d.xruns:>5} {d.nonfinite_blocks:>5} {claim}")
     return 0
 
 

@@ -662,7 +662,7 @@ class Rack:
 
     def status(self) -> dict:
         """The rack and each device: pid, state, claim, link tag, ring fill, underruns,
-        restarts, CPU %, and why it last ended."""
+        NaN blocks silenced, restarts, CPU %, and why it last ended."""
         registry = Registry.find(self.namespace)
         infos = {}
         if registry is not None:
@@ -683,7 +683,9 @@ class Rack:
                    "link_tag": info.link_tag if info else "", "restarts": child.restarts,
                    "cpu_percent": round(child.cpu_percent, 1), "last_exit": child.last_exit,
                    "last_error": child.last_error,
-                   "xruns": info.xruns if info else 0, "ring_fill": None, "underruns": None}
+                   "xruns": info.xruns if info else 0,
+                   "nonfinite_blocks": info.nonfinite_blocks if info else 0,
+                   "ring_fill": None, "underruns": None}
             if info is not None:
                 row.update(_segment_counters(info))
             rows.append(row)
@@ -907,14 +909,16 @@ def format_status(status: dict) -> str:
     ended (its last log line)."""
     head = (f"rack {status['rack']} (namespace {status['namespace']!r}, {status['file']})\n"
             f"{'DEVICE':<14} {'ID':<14} {'KIND':<6} {'PID':>7} {'STATE':<9} {'CLAIMED BY':>10} "
-            f"{'LINK TAG':<12} {'FILL':>6} {'UNDERRUNS':>9} {'RESTARTS':>8} {'CPU%':>6}")
+            f"{'LINK TAG':<12} {'FILL':>6} {'UNDERRUNS':>9} {'NAN':>5} {'RESTARTS':>8} "
+            f"{'CPU%':>6}")
     lines = [head]
     for d in status["devices"]:
         lines.append(
             f"{d['name']:<14} {d['id']:<14} {d['kind']:<6} {d['pid'] or '-':>7} "
             f"{d['state']:<9} {d['claimed_by'] or '-':>10} {d['link_tag'] or '-':<12} "
             f"{'-' if d['ring_fill'] is None else d['ring_fill']:>6} "
-            f"{'-' if d['underruns'] is None else d['underruns']:>9} {d['restarts']:>8} "
+            f"{'-' if d['underruns'] is None else d['underruns']:>9} "
+            f"{d.get('nonfinite_blocks', 0):>5} {d['restarts']:>8} "
             f"{d['cpu_percent']:>6.1f}")
     for d in status["devices"]:
         if d.get("last_error"):

@@ -494,6 +494,16 @@ class Device:
         if self._running:
             _shm.store_u32(self._buf, _O["latency_frames"], frames)
 
+    def set_nonfinite_blocks(self, blocks: int) -> None:
+        """Publish, in our registry slot, how many output blocks were silenced for NaN or
+        infinity (``list`` and the rack's ``status`` show it). Real-time safe: atomic loads
+        and a store, only while the slot is still ours."""
+        if not self.registered:
+            return
+        state, pid, generation = self.registry.owner(self.slot)
+        if state == SlotState.ACTIVE and pid == self._pid and generation == self.generation:
+            self.registry.set_nonfinite_blocks(self.slot, blocks)
+
     def heartbeat(self) -> None:
         """Refresh the registry heartbeat (call it from idle loops that skip process_commands)."""
         if self._running:

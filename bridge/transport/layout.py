@@ -275,7 +275,10 @@ REGISTRY_SLOT = Struct(
               "locker"),
         Field("xruns", "u64", "xruns of the device's audio clock (a JACK device's), 0 if none",
               "device", "relaxed"),
-        Field("reserved", _char(72), "zero"),
+        Field("nonfinite_blocks", "u64", "output blocks the device replaced by silence because "
+              "they held NaN or infinity (a plugin's), 0 if none (since 1.1)", "device",
+              "relaxed"),
+        Field("reserved", _char(64), "zero"),
     ],
 )
 

@@ -57,6 +57,7 @@ from .shm import (
 _STATE = REGISTRY_SLOT.offset("state")
 _HEARTBEAT = REGISTRY_SLOT.offset("heartbeat_ns")
 _XRUNS = REGISTRY_SLOT.offset("xruns")
+_NONFINITE = REGISTRY_SLOT.offset("nonfinite_blocks")
 _FORMAT_OFFSETS = {name: REGISTRY_SLOT.offset(name) for name in ("sample_rate", "block_size",
                                                                  "mode")}
 _INSTANCE_RE = re.compile(r"[0-9]{1,5}")  # ASCII digits only (str.isdigit takes others)
@@ -137,6 +138,7 @@ class DeviceInfo:
     generation: int
     namespace: str
     xruns: int = 0
+    nonfinite_blocks: int = 0  # output blocks silenced for NaN or infinity
 
     @property
     def name(self) -> str:
@@ -150,7 +152,8 @@ class DeviceInfo:
         """The public JSON form (``discolink-bridge list --json``)."""
         d = asdict(self)
         return {k: d[k] for k in ("id", "pid", "channels", "sample_rate", "block_size", "mode",
-                                  "claimed", "host_pid", "link_tag", "xruns")}
+                                  "claimed", "host_pid", "link_tag", "xruns",
+                                  "nonfinite_blocks")}
 
 
 class Registry:
@@ -275,6 +278,10 @@ class Registry:
     def set_xruns(self, index: int, xruns: int) -> None:
         """Lock-free: the owning device publishes its audio clock's xrun count."""
         _shm.store_u64(self.buf, registry_slot_base(index) + _XRUNS, xruns)
+
+    def set_nonfinite_blocks(self, index: int, blocks: int) -> None:
+        """Lock-free: the owning device publishes how many output blocks it silenced."""
+        _shm.store_u64(self.buf, registry_slot_base(index) + _NONFINITE, blocks)
 
     def heartbeat_ns(self, index: int) -> int:
         return _shm.load_u64(self.buf, registry_slot_base(index) + _HEARTBEAT)
@@ -437,7 +444,8 @@ class Registry:
                 sample_rate=s["sample_rate"], block_size=s["block_size"], mode=mode,
                 claimed=bool(host) and pid_alive(host), host_pid=host,
                 link_tag=_cstr(s["link_tag"]), capabilities=s["capabilities"], slot=i,
-                generation=s["generation"], namespace=self.namespace, xruns=s["xruns"]))
+                generation=s["generation"], namespace=self.namespace, xruns=s["xruns"],
+                nonfinite_blocks=s["nonfinite_blocks"]))
         return sorted(out, key=lambda d: (d.name, int(d.id.rsplit(":", 1)[1])))
 
     def sweep(self, *, dry_run: bool = False) -> Sweep:
