@@ -132,7 +132,10 @@ def test_the_monitor_drops_a_sysex_longer_than_its_sysex_limit_and_counts_it(spa
     data = ",".join(str(i) for i in range(20))  # 22 bytes with F0 and F7
     r = spawn.run("send", "--id", mon.id, "sysex data=(1,2,3)", f"sysex data=({data})",
                   "note_on note=60 velocity=1")
-    assert r.returncode == 0, r.stderr
+    # the long one is refused by name (nothing dropped without a word): send exits 1
+    assert r.returncode == 1, r.stderr
+    assert "refused 1 of 3 command(s) (INVALID_ARGUMENT: SysEx of 22 bytes is over the " \
+           "limit of 16; dropped)" in r.stderr, r.stderr
     wait_until(lambda: any("note_on" in line for line in mon.lines), 10, "the note")
     lines, err = mon.stop()
     assert len(lines) == 2 and "f0 01 02 03 f7" in lines[0], lines  # the short one passes
