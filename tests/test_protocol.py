@@ -92,6 +92,9 @@ def test_flexible_device_adopts_the_hosts_format_in_connection_registry_and_audi
         host.set_local_buffer_info(48000, 256, channels=6)  # channels: the device decides
         conn = host.connect(dev.id, timeout=TIMEOUT)
         assert (conn.sample_rate, conn.block_size, conn.channels) == (48000, 256, 2)
+        # A host never offers FLEXIBLE_FORMAT (§8.1): the device's own bit decides, so the
+        # format is adopted although the negotiated set leaves the bit out.
+        assert not conn.capabilities & Capability.FLEXIBLE_FORMAT
         assert conn.version == f"{PROTOCOL_MAJOR}.{PROTOCOL_MINOR}"
         assert conn.mode == "audio+midi"
         after = scan_one(dev.id)

@@ -42,7 +42,9 @@ from .shm import Segment, SegmentError, namespace_from_env, pid_alive, pid_exist
 
 ResponseHandler = Callable[[Message, "Host"], None]
 _O = TRANSPORT_HEADER.offsets
-ALL_CAPABILITIES = int(Capability(sum(Capability)))
+# What this host may use (protocol.md §8.1): every group of commands, the return ring, UMP and
+# fragments. FLEXIBLE_FORMAT is a device capability, so a host never offers it.
+HOST_CAPABILITIES = int(Capability(sum(Capability)) & ~Capability.FLEXIBLE_FORMAT)
 # Heartbeat age after which a host also looks for a zombie: twice the longest a running
 # device may go without stamping it.
 ZOMBIE_CHECK_NS = int(2 * HEARTBEAT_INTERVAL_S * 1e9)
@@ -210,7 +212,7 @@ class Host:
 
     # -- connect and disconnect (not real-time) ----------------------------------------
     def connect(self, device: DeviceInfo | str, link_tag: str = "", *, force: bool = False,
-                timeout: float = HANDSHAKE_TIMEOUT_S, capabilities: int = ALL_CAPABILITIES,
+                timeout: float = HANDSHAKE_TIMEOUT_S, capabilities: int = HOST_CAPABILITIES,
                 version: tuple[int, int] = (PROTOCOL_MAJOR, PROTOCOL_MINOR),
                 prime_timeout: float = 0.5) -> Connection:
         """Claim a device, run the handshake, and wait up to ``prime_timeout`` for the first
