@@ -334,7 +334,8 @@ def test_stdout_carries_only_the_bridge_lines_whatever_the_plugin_prints(spawn):
     (["--plugin", DLSINE, "--channels", "3-4"], 2, "has 2 output channel(s), not 4"),
     (["--plugin", DLSINE, "--channels", "13"], 2, "1 to 12 channels"),
     (["--plugin", DLSINE, "--param", "gain=7"], 2, "out of range 0..1"),
-    (["--plugin", DLSINE, "--param", "volume=1"], 2, "no parameter 'volume'"),
+    (["--plugin", DLSINE, "--param", "volume=1"], 2,  # nothing close: the CLI's hint alone
+     f"no parameter 'volume' ('discolink-bridge plugin info {DLSINE}' lists them)"),
     (["--plugin", DLSINE, "--param", "gian=1"], 2,  # the CLI's way to list them, not a command
      f"no parameter 'gian'; did you mean gain? ('discolink-bridge plugin info {DLSINE}' lists"),
     (["--tap", "out"], 2, "--tap needs --plugin"),

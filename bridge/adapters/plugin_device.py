@@ -607,7 +607,9 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
         try:
             i = chain.find_parameter(-1, name)
         except KeyError as exc:
-            raise ValueError(f"--param: {exc.args[0]} ('discolink-bridge plugin info "
+            # the IPC hint (ParameterList) means nothing on a command line: name the verb
+            text = str(exc.args[0]).removesuffix("; ParameterList lists them")
+            raise ValueError(f"--param: {text} ('discolink-bridge plugin info "
                              f"{specs[-1] if len(specs) == 1 else 'PLUGIN'}' lists them)"
                              ) from None
         try:
