@@ -140,3 +140,22 @@ def test_the_monitor_drops_a_sysex_longer_than_its_sysex_limit_and_counts_it(spa
     lines, err = mon.stop()
     assert len(lines) == 2 and "f0 01 02 03 f7" in lines[0], lines  # the short one passes
     assert "2 IPC and 0 live events" in err, err
+
+
+def test_the_monitor_offers_ump_and_prints_a_midi2_note_as_midi1(spawn):
+    """The UMP capability bit (§4.1) is set by the midi-monitor, which accepts UMP: a host
+    that checks the bit before sending UMP must find it, and the note must come through."""
+    from bridge.midi import ump
+    from bridge.transport import cmd
+    from bridge.transport.layout import Capability
+
+    mon = Monitor(spawn)
+    assert by_id(spawn.namespace)[mon.id].capabilities & Capability.UMP
+    with Host() as host:
+        conn = host.connect(mon.id, timeout=10)
+        assert conn.capabilities & Capability.UMP
+        for m in cmd.ump(list(ump.midi2_note_on(0, 60, 0xFFFF))):
+            assert host.send_command(m)
+        mon.wait_lines(1)
+    lines, err = mon.stop()
+    assert len(lines) == 1 and "note_on channel=0 note=60 velocity=127" in lines[0], (lines, err)

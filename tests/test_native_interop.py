@@ -167,12 +167,14 @@ def test_python_host_zero_fills_and_reports_when_the_c_device_is_killed(spawn, t
     assert segment not in shm.namespace_names(spawn.namespace)
 
 
+@pytest.mark.parametrize("killed_kind", ["c", "python"])
 @pytest.mark.parametrize("host_kind", ["c", "python"])
 def test_a_c_device_silences_a_killed_hosts_note_and_a_new_host_takes_the_stale_claim(
-        spawn, tmp_path, host_kind):
+        spawn, tmp_path, host_kind, killed_kind):
     dev = c_device(spawn, "--verbose", device_id="Keep")
-    old = cli_host_popen(spawn, "--id", dev.id, "--seconds", "20", "--link-tag", "old",
-                         "--note", "69")
+    old_args = ("--id", dev.id, "--seconds", "20", "--link-tag", "old", "--note", "69")
+    old = cli_host_popen(spawn, *old_args) if killed_kind == "c" else \
+        spawn.popen("host", *old_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_line(dev.proc.stderr, "handshake", 10)
     time.sleep(0.3)
     old.send_signal(signal.SIGKILL)

@@ -19,6 +19,7 @@ from bridge.transport.layout import (
     REGISTRY_SIZE,
     REGISTRY_SLOTS,
     TRANSPORT_HEADER,
+    DeviceState,
     SlotState,
 )
 from bridge.transport.shm import Segment, namespace_prefix, registry_name, transport_name
@@ -77,6 +78,33 @@ def test_segment_with_wrong_protocol_version_is_refused_naming_both_versions(dev
     text = connect_error(device.id)
     assert device.segment.name in text
     assert "version" in text and "9.3" in text and VERSION in text
+    assert_unclaimed(device)
+
+
+@pytest.mark.parametrize("state,said", [(DeviceState.STARTING, "the device is starting"),
+                                        (DeviceState.STOPPED, "the device is stopped"),
+                                        (7, "the device is in unknown state 7")])
+def test_segment_of_a_device_that_is_not_running_is_refused(device, state, said):
+    """§4.2: a host validates device_state == RUNNING before it claims."""
+    TRANSPORT_HEADER.write_field(device.segment.buf, 0, "device_state", int(state))
+    try:
+        text = connect_error(device.id)
+    finally:
+        TRANSPORT_HEADER.write_field(device.segment.buf, 0, "device_state",
+                                     int(DeviceState.RUNNING))
+    assert device.segment.name in text and said in text and "not running" in text
+    assert_unclaimed(device)
+
+
+def test_segment_of_another_pid_than_its_registry_slot_is_refused(device):
+    """§4.2: the segment's device_pid must be the pid of the slot it was found through."""
+    other = os.getpid() + 1
+    TRANSPORT_HEADER.write_field(device.segment.buf, 0, "device_pid", other)
+    try:
+        text = connect_error(device.id)
+    finally:
+        TRANSPORT_HEADER.write_field(device.segment.buf, 0, "device_pid", os.getpid())
+    assert f"belongs to pid {other}, not to the registered device's pid {os.getpid()}" in text
     assert_unclaimed(device)
 
 
