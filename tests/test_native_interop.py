@@ -201,6 +201,30 @@ def test_a_c_device_silences_a_killed_hosts_note_and_a_new_host_takes_the_stale_
     dev.stop()
 
 
+@pytest.mark.parametrize("killed_kind", ["c", "python"])
+def test_a_python_device_ends_a_killed_hosts_note_before_the_next_host_records(
+        spawn, tmp_path, killed_kind):
+    """§8.2's reset on a new claim, for the Python sine device: the note a host left sounding
+    when it was killed -9 never reaches the next host's recording."""
+    dev = spawn.device(device_id="Keep")
+    old_args = ("--id", dev.id, "--seconds", "20", "--link-tag", "old", "--note", "69")
+    old = cli_host_popen(spawn, *old_args) if killed_kind == "c" else \
+        spawn.popen("host", *old_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: by_id(spawn.namespace)[dev.id].host_pid == old.pid, 10, "the claim")
+    time.sleep(0.5)  # the note is sounding
+    old.send_signal(signal.SIGKILL)
+    old.wait(timeout=5)
+    out = tmp_path / "new.wav"
+    done = cli_host(spawn, "--id", dev.id, "--note", "60", "--seconds", "1", "--record",
+                    str(out), "--link-tag", "new")
+    assert done.returncode == 0, done.stderr
+    rec, rate = read_wav(out)
+    spectrum = np.abs(np.fft.rfft(rec[0] * np.hanning(rec.shape[1])))
+    hz = np.fft.rfftfreq(rec.shape[1], 1 / rate)
+    assert abs(hz[np.argmax(spectrum)] - 261.6) < 2
+    assert spectrum[np.argmin(np.abs(hz - 440))] < 0.01 * spectrum.max(), "the old note sounds"
+
+
 # ---- session recall -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["c", "python"])
