@@ -461,10 +461,14 @@ def test_channel_mapping_rules():
     np.testing.assert_array_equal(map_channels(x, 1), [x.mean(axis=0)])
 
 
-def test_a_new_host_starts_in_silence_without_reloading_the_plugin(spawn):
-    """A note a previous host left sounding is released at the claim (note-offs, not a
-    plugin reset, which would reload a VST3 and stall the loop)."""
-    dev = plugin_device(spawn, "--plugin", DLSINE, device_id="Fresh")
+@pytest.mark.parametrize("tail", [[], ["--plugin", "builtin:Reverb", "--param",
+                                       "Reverb.room_size=1", "--param", "Reverb.wet_level=1"]],
+                         ids=["synth", "synth+reverb"])
+def test_a_new_host_starts_in_silence_without_reloading_the_plugin(spawn, tail):
+    """A note a previous host left sounding is released at the claim, and every stage of the
+    chain is reset (protocol.md §8.2): with a long reverb after the synth, the old session's
+    tail must not reach the new host either."""
+    dev = plugin_device(spawn, "--plugin", DLSINE, *tail, device_id="Fresh")
     with Host() as host:
         host.connect(dev.id)
         send(host, cmd.midi_note_on(3, 60, 100), cmd.midi_note_on(5, 72, 100))
