@@ -19,6 +19,7 @@ import pytest
 from conftest import REPO
 from helpers_ipc import by_id, peak_hz, wait_until
 from native_helpers import AMPLITUDE, assert_440_without_gaps, read_wav
+from proto_helpers import onset
 
 PLUGINS = REPO / "build" / "plugins"
 HOST_VST3 = PLUGINS / "discoLink Host.vst3"
@@ -98,6 +99,30 @@ def test_host_plugin_in_pedalboard_plays_440_hz_from_a_python_device(spawn, tmp_
     rec = daw.output()
     assert rec.shape == (2, result["blocks"] * BLOCK)
     assert_440_without_gaps(rec, RATE, host_underruns(dev.stop()), seconds=1.0)
+
+
+def test_host_plugin_negotiates_the_daws_format_and_plays_midi_at_its_frame_offset(spawn,
+                                                                                   tmp_path):
+    """A DAW at 44.1 kHz and 128 frames against a device started at 48 kHz and 256 frames:
+    the plugin's handshake moves the device to the DAW's format (440 Hz at 44.1 kHz, latency
+    fill x 128), and a note-on 46 frames into its DAW block starts 46 frames into the block
+    the device renders it in (an underrun can only delay it by whole blocks)."""
+    rate, block, fill = 44100, 128, 4
+    dev = spawn.device("--fill", str(fill), device_id="Sine")
+    note_frame = round(0.3 * rate)
+    assert note_frame % block == 46
+    daw = Daw(spawn, HOST_VST3, tmp_path / "out.raw", "--seconds", "2", "--note-on", "0.3",
+              "--rate", str(rate), "--block", str(block))
+    result = daw.finish()
+    assert f"connected to Sine:0 ({rate} Hz, {block} frames, 2 channels" in daw.stderr
+    assert result["reported_latency_samples"] == fill * block
+    info = by_id(spawn.namespace)["Sine:0"]
+    assert (info.sample_rate, info.block_size) == (rate, block)
+    rec = daw.output()
+    start = onset(rec[0])
+    late = start - (note_frame + fill * block)
+    assert 0 <= late and late % block <= 1, (start, note_frame, late)  # 0 when no underrun
+    assert_440_without_gaps(rec, rate, host_underruns(dev.stop()), seconds=1.0)
 
 
 def test_host_plugin_goes_silent_when_its_device_is_killed_and_plays_again_when_it_returns(
