@@ -141,7 +141,7 @@ def test_device_survives_arbitrary_messages_and_answers_bad_ones(namespace):
 
 # ---- real device processes, structure-aware (tests/fuzz_traffic.py) -----------------------
 
-# Seconds of traffic per device process: about 25 s in all, some 150k messages on an idle
+# Seconds of traffic per device process: 22 s in all, some 150k messages on an idle
 # machine. tests/fuzz_long.py runs the same for as long as asked (docs/performance.md).
 FUZZ_SECONDS = {"sine": 6.0, "sine-fast": 5.0, "reverb": 5.0, "lv2": 3.0, "midi-monitor": 3.0}
 

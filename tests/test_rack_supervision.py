@@ -215,7 +215,7 @@ def test_a_device_configuration_too_big_for_argv_is_started_on_reload(spawn, tmp
         gamma = wait_until(lambda: rack.status()["Gamma"]["state"] == "running" and
                            rack.status()["Gamma"], 60, "Gamma to run", interval=0.2)
         cmdline = Path(f"/proc/{gamma['pid']}/cmdline").read_bytes()
-        assert len(cmdline) < 200  # the 150,000 patterns did not go through argv
+        assert len(cmdline) < 200  # 16,000 arguments (240 KB) and none went through argv
     finally:
         rack.stop()
 
@@ -234,7 +234,7 @@ def test_a_reload_that_fails_part_way_leaves_the_rack_as_it_was_and_says_why(
         write(path, BASIC.replace("  - id: Alpha\n    kind: synth\n",
                                   "  - id: Alpha\n    kind: synth\n    channels: 1\n")
               + "  - id: Gamma\n    kind: synth\n")
-        # The client checks the file first and refuses it (a configuration error) ...
+        # `rack reload` relays the rack's refusal (the log path is checked as the rack prepares) ...
         r = spawn.run("rack", "reload")
         assert r.returncode == 2, r.stdout + r.stderr
         assert f"{state / 'Gamma.log'}" in r.stderr, r.stderr
