@@ -360,7 +360,7 @@ def test_get_state_and_set_state_round_trip_lv2_state(spawn):
         assert value(host, "tune") == -3.0
 
 
-def test_presets_load_by_name_at_start_and_over_ipc(spawn):
+def test_presets_load_by_name_or_uri_at_start_and_over_ipc(spawn):
     dev = lv2_device(spawn, "--plugin", GAIN, "--preset", "Half", device_id="Pre")
     with Host() as host:
         host.connect(dev.id)
@@ -368,6 +368,11 @@ def test_presets_load_by_name_at_start_and_over_ipc(spawn):
         host.request(cmd.set_parameter("gain", 2.0))
         for m in cmd.fragments("LoadPreset", b"half"):  # labels match ignoring case
             send(host, m)
+        read_blocks(host, 2, 2)
+        assert value(host, "gain") == 0.5
+        host.request(cmd.set_parameter("gain", 2.0))
+        for m in cmd.fragments("LoadPreset", b"urn:discolink-bridge:lv2test:gain#half"):
+            send(host, m)  # by its URI, as lv2ls -p / plugin info show it
         read_blocks(host, 2, 2)
         assert value(host, "gain") == 0.5
         with pytest.raises(CommandError, match="has no preset 'Loud'"):
