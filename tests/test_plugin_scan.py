@@ -86,9 +86,11 @@ def broken(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def env(tmp_path) -> dict[str, str]:
+def env(tmp_path, namespace) -> dict[str, str]:
     """The CLI's environment: a cache and a home of the test's own, no $VST3_PATH, and an
-    empty LV2 path (tests/test_lv2.py scans LV2 bundles)."""
+    empty LV2 path (tests/test_lv2.py scans LV2 bundles). A namespace of its own too: the
+    discoLink Device plugin in build/plugins registers itself when a probe activates it, and
+    must not leave a registry in the machine's default namespace."""
     (tmp_path / "no-lv2").mkdir(exist_ok=True)
     e = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"), HOME=str(tmp_path / "home"),
              LV2_PATH=str(tmp_path / "no-lv2"))
