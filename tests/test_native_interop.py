@@ -250,6 +250,26 @@ def test_c_host_recalls_its_device_by_link_tag_after_the_host_restarts(spawn, ki
     holder.terminate()
 
 
+def test_a_python_host_recalls_a_c_device_by_link_tag_after_its_host_process_was_killed(spawn):
+    """The other direction of the test above: two C devices, a `discolink-bridge host`
+    process claims Layer:1 with a tag and is killed -9; a new Python host's recall by that
+    tag alone (no id) finds Layer:1, over the stale claim, and hears it."""
+    c_device(spawn, device_id="Layer")
+    dev1 = c_device(spawn, device_id="Layer")
+    assert dev1.id == "Layer:1"
+    first = spawn.popen("host", "--id", "Layer:1", "--seconds", "20", "--link-tag",
+                        "DAW:track1", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: by_id(spawn.namespace)["Layer:1"].host_pid == first.pid, 10, "the claim")
+    first.send_signal(signal.SIGKILL)  # the DAW crashed
+    first.wait(timeout=5)
+    with Host() as host:
+        conn = host.recall("DAW:track1")
+        assert conn.device == "Layer:1"
+        assert host.send_command(cmd.midi_note_on(0, 69, 100))
+        rec = record_paced(host, 1.0)
+    assert tone_amplitude(rec[0, -24000:], 48000, 440.0) > 0.05
+
+
 @pytest.mark.parametrize("host_kind", ["c", "python"])
 def test_recall_falls_back_to_the_id_when_the_c_device_restarts_as_the_same_name_n(spawn,
                                                                                    host_kind):
