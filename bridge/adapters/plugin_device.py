@@ -313,8 +313,10 @@ class PluginChain:
         stage, p = self.parameters[i]
         return p.key if len(self.stages) == 1 else f"{self.stages[stage].name}.{p.key}"
 
-    def find_parameter(self, index: int, name: str) -> int:
-        """Global index of a parameter by index, or by name when index is -1."""
+    def find_parameter(self, index: int, name: str,
+                       listed_by: str = "; ParameterList lists them") -> int:
+        """Global index of a parameter by index, or by name when index is -1. An unknown
+        name with nothing close ends its error with ``listed_by`` (IPC's way to list them)."""
         if index >= 0:
             if index >= len(self.parameters):
                 raise KeyError(f"no parameter {index}; there are {len(self.parameters)}")
@@ -324,8 +326,7 @@ class PluginChain:
             names = [self.parameter_name(i) for i in range(len(self.parameters))]
             close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
             raise KeyError(f"no parameter {shown(name)}"
-                           + (f"; did you mean {', '.join(close)}?" if close else
-                              "; ParameterList lists them"))
+                           + (f"; did you mean {', '.join(close)}?" if close else listed_by))
         return found
 
     def value(self, i: int) -> float:
@@ -605,11 +606,9 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
             raise ValueError(f"--preset {preset}: {exc}") from None
     for name, value in assignments:
         try:
-            i = chain.find_parameter(-1, name)
+            i = chain.find_parameter(-1, name, listed_by="")  # the CLI's hint follows
         except KeyError as exc:
-            # the IPC hint (ParameterList) means nothing on a command line: name the verb
-            text = str(exc.args[0]).removesuffix("; ParameterList lists them")
-            raise ValueError(f"--param: {text} ('discolink-bridge plugin info "
+            raise ValueError(f"--param: {exc.args[0]} ('discolink-bridge plugin info "
                              f"{specs[-1] if len(specs) == 1 else 'PLUGIN'}' lists them)"
                              ) from None
         try:
