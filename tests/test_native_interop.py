@@ -49,6 +49,24 @@ def segment_of(namespace: str, device_id: str) -> str:
     return shm.transport_name(namespace, info.slot, info.pid)
 
 
+def start_old_host(spawn, kind: str, device_id: str) -> subprocess.Popen:
+    """A host process (cli_host or `discolink-bridge host`) playing note 69 to the device for
+    20 s under link tag "old": the host a test then kills -9."""
+    args = ("--id", device_id, "--seconds", "20", "--link-tag", "old", "--note", "69")
+    if kind == "c":
+        return cli_host_popen(spawn, *args)
+    return spawn.popen("host", *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def assert_only_the_new_note(path) -> None:
+    """The take at ``path`` holds note 60 (261.6 Hz), and nothing of the old host's note 69."""
+    rec, rate = read_wav(path)
+    spectrum = np.abs(np.fft.rfft(rec[0] * np.hanning(rec.shape[1])))
+    hz = np.fft.rfftfreq(rec.shape[1], 1 / rate)
+    assert abs(hz[np.argmax(spectrum)] - 261.6) < 2
+    assert spectrum[np.argmin(np.abs(hz - 440))] < 0.01 * spectrum.max(), "the old note sounds"
+
+
 # ---- 440 Hz, both ways and C to C -----------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["wav", "raw"])
@@ -172,9 +190,7 @@ def test_python_host_zero_fills_and_reports_when_the_c_device_is_killed(spawn, t
 def test_a_c_device_silences_a_killed_hosts_note_and_a_new_host_takes_the_stale_claim(
         spawn, tmp_path, host_kind, killed_kind):
     dev = c_device(spawn, "--verbose", device_id="Keep")
-    old_args = ("--id", dev.id, "--seconds", "20", "--link-tag", "old", "--note", "69")
-    old = cli_host_popen(spawn, *old_args) if killed_kind == "c" else \
-        spawn.popen("host", *old_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = start_old_host(spawn, killed_kind, dev.id)
     wait_for_line(dev.proc.stderr, "handshake", 10)
     time.sleep(0.3)
     old.send_signal(signal.SIGKILL)
@@ -193,11 +209,7 @@ def test_a_c_device_silences_a_killed_hosts_note_and_a_new_host_takes_the_stale_
         done = spawn.run("host", "--id", dev.id, "--note", "60", "--seconds", "1", "--record",
                          str(out), "--link-tag", "new")
     assert done.returncode == 0, done.stderr
-    rec, rate = read_wav(out)
-    spectrum = np.abs(np.fft.rfft(rec[0] * np.hanning(rec.shape[1])))
-    hz = np.fft.rfftfreq(rec.shape[1], 1 / rate)
-    assert abs(hz[np.argmax(spectrum)] - 261.6) < 2
-    assert spectrum[np.argmin(np.abs(hz - 440))] < 0.01 * spectrum.max(), "the old note sounds"
+    assert_only_the_new_note(out)
     dev.stop()
 
 
@@ -207,9 +219,7 @@ def test_a_python_device_ends_a_killed_hosts_note_before_the_next_host_records(
     """§8.2's reset on a new claim, for the Python sine device: the note a host left sounding
     when it was killed -9 never reaches the next host's recording."""
     dev = spawn.device(device_id="Keep")
-    old_args = ("--id", dev.id, "--seconds", "20", "--link-tag", "old", "--note", "69")
-    old = cli_host_popen(spawn, *old_args) if killed_kind == "c" else \
-        spawn.popen("host", *old_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = start_old_host(spawn, killed_kind, dev.id)
     wait_until(lambda: by_id(spawn.namespace)[dev.id].host_pid == old.pid, 10, "the claim")
     time.sleep(0.5)  # the note is sounding
     old.send_signal(signal.SIGKILL)
@@ -218,11 +228,7 @@ def test_a_python_device_ends_a_killed_hosts_note_before_the_next_host_records(
     done = cli_host(spawn, "--id", dev.id, "--note", "60", "--seconds", "1", "--record",
                     str(out), "--link-tag", "new")
     assert done.returncode == 0, done.stderr
-    rec, rate = read_wav(out)
-    spectrum = np.abs(np.fft.rfft(rec[0] * np.hanning(rec.shape[1])))
-    hz = np.fft.rfftfreq(rec.shape[1], 1 / rate)
-    assert abs(hz[np.argmax(spectrum)] - 261.6) < 2
-    assert spectrum[np.argmin(np.abs(hz - 440))] < 0.01 * spectrum.max(), "the old note sounds"
+    assert_only_the_new_note(out)
 
 
 # ---- session recall -------------------------------------------------------------------------
