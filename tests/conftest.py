@@ -7,6 +7,8 @@ every segment of that namespace is unlinked afterwards, whatever the test did.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +28,38 @@ LV2_TEST_PATH = os.pathsep.join([str(REPO / "build" / "plugins" / "lv2"),
                                  str(Path.home() / ".lv2"), "/usr/local/lib/lv2",
                                  "/usr/lib/lv2"])
 os.environ["LV2_PATH"] = LV2_TEST_PATH
+
+# What outside programs the tests run leave in /dev/shm on purpose, for later runs of their
+# own: jackd's server table, segments (jack-UID-N, ~100 MB) and metadata folder, and
+# swh-lv2's band-limited oscillator tables.
+OUTSIDE_LITTER = re.compile(r"^(jack-shm-registry|jack_db-\d+|jack-\d+-\d+|blo-.*\.tbl)$")
+
+
+def jackd_running() -> bool:
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "jackd":
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_outside_litter():
+    """Remove that litter once the session ends, if the session made it and no jackd (the
+    user's own, say) still runs: a test run leaves /dev/shm as it found it."""
+    before = set(os.listdir("/dev/shm"))
+    yield
+    if jackd_running():
+        return
+    for name in set(os.listdir("/dev/shm")) - before:
+        if OUTSIDE_LITTER.match(name):
+            path = Path("/dev/shm", name)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 @dataclass
