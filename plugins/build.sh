@@ -299,7 +299,8 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # 1b. LV2 test plugins (plugins/lv2test): dltest.lv2 (a gain whose optional descriptor
-#     functions are NULL, a worker probe) on the LV2 path, and broken bundles in build/lv2-bad/.
+#     functions are NULL, a worker probe, a plugin whose state is a file, an options probe) on
+#     the LV2 path, and broken bundles in build/lv2-bad/.
 LV2SRC=$ROOT/plugins/lv2test
 BADOUT=$ROOT/build/lv2-bad  # not under build/plugins, which a scan of it would then report
 CFLAGS_LV2=(-std=gnu11 -O2 -fPIC -Wall -Wextra -shared -Wl,--no-undefined)
