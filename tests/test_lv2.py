@@ -8,11 +8,14 @@ LV2_PATH for every process.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -34,6 +37,8 @@ RATE, BLOCK = 48000, 256
 DLSINE = "lv2:DLSine"
 PROBE = "lv2:urn:discolink-bridge:lv2test:worker-probe"
 GAIN = "lv2:urn:discolink-bridge:lv2test:gain"
+FILE_STATE = "lv2:urn:discolink-bridge:lv2test:file-state"
+OPTIONS = "lv2:urn:discolink-bridge:lv2test:options-probe"
 FIL4 = "http://gareus.org/oss/lv2/fil4#stereo"
 SC4 = "http://plugin.org.uk/swh-plugins/sc4"
 AMP = "http://plugin.org.uk/swh-plugins/amp"
@@ -328,8 +333,14 @@ def test_state_survives_a_restart_and_a_kill_9(spawn, tmp_path):
         host.request(cmd.set_parameter("gain", -7.5))
         host.request(cmd.set_parameter("freq1", 500))
         read_blocks(host, 4, 2)
-        helpers_ipc.wait_until(lambda: state.exists() and "-7.5" in state.read_text(), 5,
-                               "the state file to follow the change")
+
+        def saved_values() -> dict:
+            return json.loads(state.read_text())["chain"]["state"][0]["parameters"] \
+                if state.exists() else {}
+
+        helpers_ipc.wait_until(lambda: saved_values().get("gain") == -7.5
+                               and saved_values().get("freq1") == 500, 5,
+                               "the state file to follow both changes")
     dev.kill9()  # no chance to save on the way out
     saved = json.loads(state.read_text())
     assert "lv2:symbol \"gain\"" in saved["chain"]["state"][0]["lv2_state"]
@@ -344,6 +355,123 @@ def test_state_survives_a_restart_and_a_kill_9(spawn, tmp_path):
     with Host() as host:
         host.connect(third.id)
         assert value(host, "gain") == 4.0
+
+
+def saved_mark_file(state: Path) -> str:
+    """The text of the file DL File State made for its state, as the --state file holds it."""
+    saved = json.loads(state.read_text())["chain"]["state"][0]
+    return base64.b64decode(saved.get("lv2_files", {}).get("take/mark.txt", "")).decode()
+
+
+def file_state(dev) -> tuple[float, float]:
+    """What DL File State read back from its file at its last restore: (status, mark)."""
+    with Host() as host:
+        host.connect(dev.id)
+        read_blocks(host, 2, 2)
+        return value(host, "file_status"), value(host, "restored")
+
+
+def test_files_a_plugin_makes_for_its_state_survive_a_restart_and_a_kill_9(spawn, tmp_path):
+    """DL File State keeps its state in a file it makes through state:makePath, in the
+    instance's own folder, which goes when the device does. The --state file carries the
+    file itself, so a new process gets it back: after a clean stop, and after a kill -9."""
+    state = tmp_path / "file.json"
+    dev = lv2_device(spawn, "--plugin", FILE_STATE, "--param", "mark=123", "--state",
+                     str(state), device_id="Files")
+    with Host() as host:
+        host.connect(dev.id)
+        read_blocks(host, 4, 2)
+    assert "stopped" in dev.stop()
+    assert saved_mark_file(state) == "mark=123\n"
+    again = lv2_device(spawn, "--plugin", FILE_STATE, "--state", str(state), device_id="Files")
+    assert "state restored" in again.ready_line
+    assert file_state(again) == (1, 123)  # read from the file the state brought back
+    with Host() as host:
+        host.connect(again.id)
+        host.request(cmd.set_parameter("mark", 456))
+        read_blocks(host, 4, 2)
+        helpers_ipc.wait_until(lambda: saved_mark_file(state) == "mark=456\n", 5,
+                               "the state file to carry the new file")
+    again.kill9()  # no chance to save on the way out
+    third = lv2_device(spawn, "--plugin", FILE_STATE, "--state", str(state), device_id="Files")
+    assert file_state(third) == (1, 456)
+
+
+def test_a_state_whose_files_are_too_big_is_a_failed_save_said_and_exit_1(spawn, tmp_path):
+    """DL File State pads its file to 33 MiB, past the 32 MiB a state carries: the autosave
+    fails and says so on stderr, the file keeps the last state that fitted, and the device
+    exits 1 at stop, saying the file is out of date. Nothing is cut short silently."""
+    state = tmp_path / "big.json"
+    dev = lv2_device(spawn, "--plugin", FILE_STATE, "--state", str(state), device_id="Big")
+    with Host() as host:
+        host.connect(dev.id)
+        host.request(cmd.set_parameter("mark", 9))
+        read_blocks(host, 4, 2)
+        helpers_ipc.wait_until(lambda: state.exists() and saved_mark_file(state) == "mark=9\n",
+                               5, "the first state")
+        host.request(cmd.set_parameter("pad_mib", 33))
+        read_blocks(host, 4, 2)
+        time.sleep(1.5)  # past the autosave interval: the padded state was tried
+    out = dev.stop()
+    assert "stopped" in out and dev.proc.returncode == 1
+    refusal = (f"could not save --state {state}: DL File State: the files of its state pass "
+               "32 MiB, more than a state document carries")
+    assert refusal in dev.stderr
+    assert "the file is out of date" in dev.stderr
+    assert "Traceback" not in dev.stderr
+    assert saved_mark_file(state) == "mark=9\n"
+    assert json.loads(state.read_text())["chain"]["state"][0]["parameters"]["pad_mib"] == 0
+
+
+def test_set_state_brings_a_plugins_files_to_another_device_and_refuses_bad_paths(spawn):
+    """GetState's document stands alone: another device, after the first one has gone (its
+    folder with it), gets the file back through SetState. A document naming a file outside
+    the plugin's folder is refused whole, and nothing is written."""
+    first = lv2_device(spawn, "--plugin", FILE_STATE, "--param", "mark=77", device_id="From")
+    with Host() as host:
+        host.connect(first.id)
+        read_blocks(host, 2, 2)
+        blob = bytes(host.request(cmd.build("GetState")).payload)
+    assert "stopped" in first.stop()
+    doc = json.loads(blob)
+    assert set(doc["state"][0]["lv2_files"]) == {"take/mark.txt"}
+    second = lv2_device(spawn, "--plugin", FILE_STATE, device_id="To")
+    assert file_state(second) == (-1, 0)  # only its default state: no file named
+    with Host() as host:
+        host.connect(second.id)
+        for m in cmd.fragments("SetState", blob):  # no reply when it succeeds
+            send(host, m)
+        read_blocks(host, 8, 2)  # past the blocks rendered before the SetState
+        assert (value(host, "file_status"), value(host, "restored")) == (1, 77)
+        evil = json.loads(blob)
+        evil["state"][0]["parameters"]["mark"] = 5
+        evil["state"][0]["lv2_files"] = {"../escaped.txt": "bWFyaz0xCg=="}
+        with pytest.raises(CommandError, match=re.escape(
+                "'../escaped.txt', not a path inside the plugin's folder")):
+            host.request(cmd.fragments("SetState", json.dumps(evil).encode()), timeout=10)
+        assert value(host, "mark") == 77  # refused whole: nothing changed
+    assert not (Path(tempfile.gettempdir()) / "escaped.txt").exists()
+
+
+def test_the_options_feature_gives_the_rate_and_block_lengths(spawn):
+    """DL Options Probe shows the options it found at instantiate: the device's rate and
+    block length, the largest block a host may ask for, and the atom buffers' size. After a
+    handshake at another rate, the plugin is instantiated again and sees that rate."""
+    dev = spawn.device("--plugin", OPTIONS, "--samplerate", "44100", "--blocksize", "128",
+                       device_id="Opts")
+    names = ("sample_rate", "nominal_block", "min_block", "max_block", "sequence_size")
+    with Host() as host:
+        host.set_local_buffer_info(44100, 128)
+        host.connect(dev.id)
+        helpers_ipc.read_blocks(host, 2, 128, 2, slack=30)
+        got = {n: value(host, n) for n in names}
+    assert got == {"sample_rate": 44100, "nominal_block": 128, "min_block": 1,
+                   "max_block": 4096, "sequence_size": 32768}
+    with Host() as host:
+        host.set_local_buffer_info(48000, 128)
+        assert host.connect(dev.id).sample_rate == 48000
+        helpers_ipc.read_blocks(host, 2, 128, 2, slack=30)
+        assert value(host, "sample_rate") == 48000
 
 
 def test_get_state_and_set_state_round_trip_lv2_state(spawn):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import helpers_ipc
@@ -503,6 +504,32 @@ def test_state_is_saved_when_it_changes_so_a_crash_loses_nothing(spawn, tmp_path
         host.connect(again.id)
         assert cmd.decode(host.request(cmd.get_parameter("gain")))["value"] == \
             pytest.approx(0.35, abs=1e-3)
+
+
+def test_a_change_made_while_no_host_reads_is_saved_before_a_kill_9(spawn, tmp_path):
+    """The host sets a parameter and reads nothing after it: the device, its ring full, has
+    no block to render, and saves the change from its idle loop instead."""
+    state = tmp_path / "idle.json"
+    dev = plugin_device(spawn, "--plugin", DLSINE, "--state", str(state), device_id="Idle")
+    with Host() as host:
+        host.connect(dev.id)
+        time.sleep(0.2)  # the ring fills; the device then waits for the host
+        host.request(cmd.set_parameter("gain", 0.45))
+
+        def saved_gain() -> bool:
+            try:
+                data = json.loads(state.read_text())
+            except (OSError, ValueError):
+                return False
+            return data["chain"]["state"][0]["parameters"]["gain"] == pytest.approx(0.45)
+
+        helpers_ipc.wait_until(saved_gain, 5, "the state file to follow the change")
+    dev.kill9()
+    again = spawn.device("--plugin", DLSINE, "--state", str(state), device_id="Idle")
+    with Host() as host:
+        host.connect(again.id)
+        assert cmd.decode(host.request(cmd.get_parameter("gain")))["value"] == \
+            pytest.approx(0.45, abs=1e-3)
 
 
 def test_master_runs_a_plugin_with_its_display_and_saves_state_on_stop(spawn, namespace,

@@ -22,15 +22,19 @@ does passes its MIDI on to the next stage; control inputs are parameters (range,
 enumeration, toggled, integer, logarithmic, ranges in units of the sample rate), control
 outputs are read-only parameters, the ``lv2:latency`` output is the stage's latency; CV
 inputs get silence. State: lilv's state (port values and the plugin's own properties, file
-paths mapped by lilv) as Turtle text in the stage's state document; presets by name or URI.
+paths mapped by lilv) as Turtle text in the stage's state document, with the files the
+plugin made through state:makePath carried inside it (so the document stands alone: a
+restart, another device, SetState); presets by name or URI.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import ctypes
 import difflib
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -39,6 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urljoin
 
 import numpy as np
 
@@ -922,28 +927,60 @@ class Lv2Stage(Stage):
 
     # -- state ------------------------------------------------------------------------------
     def _get_format_state(self) -> dict:
-        """lilv's state of the instance (port values and the plugin's properties) as Turtle."""
+        """lilv's state of the instance (port values and the plugin's properties) as Turtle,
+        and the files in the instance's folder that it names, as ``lv2_files`` (relative
+        path: base64). The folder is the state's directory (lilv's save_dir and scratch_dir),
+        so paths in it are written relative to it and paths elsewhere stay absolute."""
         w, lib, host = self.world, self.world.lib, host_lib()
         get_value = _GET_VALUE(self._port_value)
+        folder = self._files.name.encode()
         host.dl_runner_lock_work(self._runner)  # work() never overlaps the plugin's save()
         try:
             state = lib.lilv_state_new_from_instance(
-                self.plugin, ctypes.cast(self._instance, _p), w.map_feature,
-                self._files.name.encode(), None, None, None, get_value, None, 0,
-                ctypes.cast(self._state_features(), _p))
+                self.plugin, ctypes.cast(self._instance, _p), w.map_feature, folder, None, None,
+                folder, get_value, None, 0, ctypes.cast(self._state_features(), _p))
         finally:
             host.dl_runner_unlock_work(self._runner)
         if not state:
             raise ValueError(f"{self.name}: lilv could not save the plugin's state")
         try:
             raw = lib.lilv_state_to_string(w.ptr, w.map_feature, w.unmap_feature, state,
-                                           b"urn:discolink-bridge:state", None)
+                                           STATE_SUBJECT.encode(), self._folder_uri().encode())
             text = ctypes.string_at(raw).decode("utf-8") if raw else ""
             if raw:
                 lib.lilv_free(raw)
         finally:
             lib.lilv_state_free(state)
-        return {"lv2_state": text}
+        files = self._state_files(text)
+        return {"lv2_state": text, "lv2_files": files} if files else {"lv2_state": text}
+
+    def _folder_uri(self) -> str:
+        return Path(self._files.name).as_uri() + "/"
+
+    def _state_files(self, text: str) -> dict[str, str]:
+        """The files (or every file of the folders) in the instance's folder that the state's
+        Turtle names by a relative IRI, base64-encoded by path relative to the folder."""
+        base, root = self._folder_uri(), Path(self._files.name)
+        found: dict[str, str] = {}
+        total = 0
+        for iri in _IRI.findall(text):
+            full = urljoin(base, iri)
+            if not full.startswith(base):
+                continue
+            top = root / unquote(full[len(base):])
+            paths = sorted(top.rglob("*")) if top.is_dir() else [top]
+            for path in paths:
+                rel = path.relative_to(root).as_posix()
+                if rel in found or not path.is_file() or rel.startswith(_STATE_TTL_PREFIX):
+                    continue
+                data = path.read_bytes()
+                total += len(data)
+                if total > STATE_FILES_MAX:
+                    raise ValueError(
+                        f"{self.name}: the files of its state pass {STATE_FILES_MAX >> 20} "
+                        "MiB, more than a state document carries")
+                found[rel] = base64.b64encode(data).decode("ascii")
+        return found
 
     def _port_value(self, symbol: bytes, _user: int, size: Any, typ: Any) -> int | None:
         index = self._by_key.get(_text(symbol))
@@ -986,18 +1023,65 @@ class Lv2Stage(Stage):
         self._state_keep = (feats, array)
         return array
 
+    def check_format_state(self, state: dict) -> None:
+        """ValueError when ``lv2_files`` is not a map of relative paths inside the instance's
+        folder to base64 text (a state document from elsewhere is checked before use)."""
+        files = state.get("lv2_files", {})
+        if not isinstance(files, dict):
+            raise ValueError(f"{self.name}: lv2_files is not a map of file names to data")
+        for rel, data in files.items():
+            parts = Path(str(rel)).parts
+            if (not rel or not isinstance(rel, str) or Path(rel).is_absolute() or ".." in parts
+                    or "\0" in rel):
+                raise ValueError(f"{self.name}: lv2_files names {rel!r}, not a path inside "
+                                 "the plugin's folder")
+            if not isinstance(data, str):
+                raise ValueError(f"{self.name}: lv2_files[{rel!r}] is not base64 text")
+            try:
+                base64.b64decode(data, validate=True)
+            except ValueError:
+                raise ValueError(f"{self.name}: lv2_files[{rel!r}] is not base64 text") from None
+
     def _set_format_state(self, state: dict) -> None:
         text = state.get("lv2_state")
         if not text:
             return
+        self.check_format_state(state)
         w, lib = self.world, self.world.lib
-        lv2_state = lib.lilv_state_new_from_string(w.ptr, w.map_feature, str(text).encode())
+        files = state.get("lv2_files") or {}
+        if files:
+            lv2_state = self._state_with_files(str(text), files)
+        else:
+            lv2_state = lib.lilv_state_new_from_string(w.ptr, w.map_feature, str(text).encode())
         if not lv2_state:
             raise ValueError(f"{self.name}: the LV2 state is not valid Turtle")
         try:
             self._restore(lv2_state)
         finally:
             lib.lilv_state_free(lv2_state)
+
+    def _state_with_files(self, text: str, files: dict[str, str]) -> int:
+        """A lilv state whose files are put back into this instance's folder: each file is
+        written whole under its relative path (replacing, never rewriting, a file a plugin
+        may still hold open), then the Turtle is read from a file in that folder, which its
+        relative IRIs resolve against."""
+        root = Path(self._files.name)
+        for rel, data in files.items():
+            path = root / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".restore-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(base64.b64decode(data))
+            os.replace(tmp, path)
+        fd, ttl = tempfile.mkstemp(dir=root, prefix=_STATE_TTL_PREFIX, suffix=".ttl")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(_STATE_PREFIXES + text)
+            w = self.world
+            return w.lib.lilv_state_new_from_file(w.ptr, w.map_feature, w.uri(STATE_SUBJECT),
+                                                  ttl.encode())
+        finally:
+            os.unlink(ttl)
 
     def _restore(self, lv2_state: int) -> None:
         lib, host = self.world.lib, host_lib()
@@ -1084,6 +1168,18 @@ class Lv2Stage(Stage):
         self._set_format_state(state)
         for key, value in values.items():
             self.set(key, value)
+
+
+STATE_SUBJECT = "urn:discolink-bridge:state"
+STATE_FILES_MAX = 32 << 20  # a state's files, before base64: well inside a 64 MiB transfer
+_STATE_TTL_PREFIX = ".discolink-state-"
+_IRI = re.compile(r"<([^<>\"{}|^`\\\s]*)>")  # an IRIREF of Turtle
+# lilv_state_to_string writes with these prefixes but not their declarations
+_STATE_PREFIXES = "".join(f"@prefix {k}: <{v}> .\n" for k, v in (
+    ("atom", _EXT + "atom#"), ("lv2", _LV2), ("pset", _EXT + "presets#"),
+    ("rdf", "http://www.w3.org/1999/02/22-rdf-syntax-ns#"),
+    ("rdfs", "http://www.w3.org/2000/01/rdf-schema#"), ("state", _EXT + "state#"),
+    ("xsd", "http://www.w3.org/2001/XMLSchema#")))
 
 
 class _MakePathStruct(ctypes.Structure):

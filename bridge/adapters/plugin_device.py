@@ -126,10 +126,14 @@ class PluginChain:
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
         self._named_parameters = [(self.stages[i].name, p) for i, p in self.parameters]
         self._release: list[MidiEvent] = []
-        # Persistence: after a change, render() hands a state snapshot to on_state_change (at
-        # most once per AUTOSAVE_INTERVAL_S); the callee writes it away from the audio thread.
+        # Persistence: after a change, render() (or the idle loop) hands a state snapshot to
+        # on_state_change (at most once per AUTOSAVE_INTERVAL_S); the callee writes it away
+        # from the audio thread.
         self.on_state_change: Callable[[dict], None] | None = None
-        self._changed = False
+        self.on_snapshot_error: Callable[[str], None] | None = None  # the plugin's save failed
+        self._changed = False  # a change no snapshot after a render has caught yet
+        self._caught_up = False  # a block has run since that change
+        self._idle_saved = False  # the idle loop has saved it once, before any block ran
         self._last_snapshot = 0.0
         self._stage_outputs = [self.stage_outputs(i) for i in range(len(self.stages))]
         self._instrument_first = next(st for st in self.stages
@@ -255,8 +259,7 @@ class PluginChain:
                 out.fill(0.0)
                 return
             out[:] = y
-            if self._changed and self.on_state_change is not None:
-                self._snapshot()
+            self.snapshot_if_due()
         except Exception as exc:
             out.fill(0.0)
             self.report("plugin", f"render failed: {type(exc).__name__}: {exc}")
@@ -271,16 +274,46 @@ class PluginChain:
             return inp
         return np.zeros((self.channels, frames), np.float32)
 
-    def _snapshot(self) -> None:
+    def snapshot_if_due(self) -> None:
+        """After a render: hand a state snapshot to on_state_change if something changed and
+        the last snapshot is AUTOSAVE_INTERVAL_S old."""
+        if self._changed:
+            self._caught_up = True  # the plugins have run since the change
+            if self.on_state_change is not None and self._snapshot():
+                self._changed = False
+
+    def snapshot_idle(self) -> None:
+        """From the device loop when it has nothing to render (no host reads), so that a
+        kill -9 before the next block loses no change. A plugin's own state may follow a
+        parameter only when it next runs: before that, one snapshot is taken and the change
+        stays pending; once a block has run since the change, the snapshot settles it."""
+        if not self._changed or self.on_state_change is None:
+            return
+        if self._caught_up:
+            if self._snapshot():
+                self._changed = False
+        elif not self._idle_saved and self._snapshot():
+            self._idle_saved = True
+
+    def _snapshot(self) -> bool:
+        """Take and hand over a snapshot unless the last one is too recent; True when one
+        was handed over (or failed, said through on_snapshot_error)."""
         now = time.monotonic()
         if now - self._last_snapshot < AUTOSAVE_INTERVAL_S:
-            return
+            return False
         self._last_snapshot = now
-        self._changed = False
         try:
             self.on_state_change(self.get_state())
         except Exception as exc:
             self.report("plugin", f"state snapshot failed: {type(exc).__name__}: {exc}")
+            if self.on_snapshot_error is not None:
+                self.on_snapshot_error(str(exc))
+        return True
+
+    def _mark_changed(self) -> None:
+        self._changed = True
+        self._caught_up = False
+        self._idle_saved = False
 
     def _nonfinite(self) -> None:
         self.nonfinite_blocks += 1
@@ -338,7 +371,7 @@ class PluginChain:
         stage, p = self.parameters[i]
         value = p.check(value)
         self.stages[stage].set(p.key, value)
-        self._changed = True
+        self._mark_changed()
         return value
 
     def parameter_list(self) -> list[dict]:
@@ -365,6 +398,7 @@ class PluginChain:
         for st, s in zip(self.stages, states, strict=True):
             if s.get("name") != st.name:
                 raise ValueError(f"the state is for {s.get('name')!r}, not {st.name!r}")
+            st.check_format_state(s)
         return states
 
     def set_state(self, data: dict) -> None:
@@ -372,14 +406,14 @@ class PluginChain:
         states = self.check_state(data)
         for st, s in zip(self.stages, states, strict=True):
             st.set_state(s)
-        self._changed = True
+        self._mark_changed()
 
     def load_preset(self, preset: str) -> str:
         """Load a preset into the first stage that takes presets (a .vstpreset file for a
         VST3, a preset name, URI or file for an LV2 plugin); returns the stage's name."""
         for st in self.stages:
             if st.load_preset(preset):
-                self._changed = True
+                self._mark_changed()
                 return st.name
         if preset.lower().endswith(".vstpreset") and not Path(preset).is_file():
             raise FileNotFoundError(f"no such preset file: {preset}")
@@ -519,18 +553,23 @@ class StateSaver:
         try:
             write_state_file(self.path, self.device_id(), state)
         except OSError as exc:
-            self.failures += 1
-            self.last_failure = f"could not save --state {self.path}: {exc.strerror or exc}"
-            self._unsaid += 1
-            now = time.monotonic()
-            if final or now - self._last_warn >= SAVE_WARN_INTERVAL_S:
-                more = f" ({self._unsaid - 1} more failed since the last report)" \
-                    if self._unsaid > 1 else ""
-                self.warn(self.last_failure + more)
-                self._unsaid, self._last_warn = 0, now
+            self.failed(exc.strerror or str(exc), final=final)
             return False
         self.saves += 1
         return True
+
+    def failed(self, why: str, *, final: bool = False) -> None:
+        """Count a save that did not happen (the file, or the plugin's state, failed) and
+        say it: at once, then at most every SAVE_WARN_INTERVAL_S, always when ``final``."""
+        self.failures += 1
+        self.last_failure = f"could not save --state {self.path}: {why}"
+        self._unsaid += 1
+        now = time.monotonic()
+        if final or now - self._last_warn >= SAVE_WARN_INTERVAL_S:
+            more = f" ({self._unsaid - 1} more failed since the last report)" \
+                if self._unsaid > 1 else ""
+            self.warn(self.last_failure + more)
+            self._unsaid, self._last_warn = 0, now
 
     def _run(self) -> None:
         while not self._stop:

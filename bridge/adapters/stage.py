@@ -215,6 +215,10 @@ class Stage:
             p = self.parameter(key)
             self.set(p.key, p.check(float(value)) if p.min is not None else float(value))
 
+    def check_format_state(self, state: dict) -> None:
+        """ValueError when the format's own part of ``state`` can't be restored (checked for
+        every stage before any changes)."""
+
     def _get_format_state(self) -> dict:
         return {}
 

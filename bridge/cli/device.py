@@ -155,6 +155,7 @@ def _device_setup(args: argparse.Namespace):
 
                 saver = StateSaver(args.state, lambda: device.id, warn)
                 chain.on_state_change = saver
+                chain.on_snapshot_error = saver.failed
         instrument = chain if chain is not None else SineSynth(args.samplerate)
         wiring = InstrumentDevice(device, instrument, midi_in=args.midi_in,
                                   sysex_limit=args.sysex_limit, on_port_event=port_event)
@@ -164,7 +165,8 @@ def _device_setup(args: argparse.Namespace):
         device.close()
         raise
     runner = DeviceRunner(device, wiring, clock=args.clock, fill=args.fill,
-                          rt_priority=args.rt_priority)
+                          rt_priority=args.rt_priority,
+                          on_idle=chain.snapshot_idle if saver is not None else None)
     runner.wiring = wiring
     runner.chain = chain
     runner.saver = saver
@@ -263,7 +265,13 @@ def _save_state(runner) -> bool:
     if saver is None or not saver.device_id():
         return True
     saver.close()
-    final_ok = saver.save(runner.chain.get_state(), final=True)
+    try:
+        state = runner.chain.get_state()
+    except Exception as exc:  # the plugin could not save its state
+        saver.failed(str(exc), final=True)
+        final_ok = False
+    else:
+        final_ok = saver.save(state, final=True)
     if saver.failures:
         print(f"discolink-bridge device: {saver.failures} save(s) of --state {saver.path} "
               f"failed; the file {'holds the final state' if final_ok else 'is out of date'}",

@@ -113,6 +113,7 @@ class DeviceRunner:
                  fill: int = FILL_DEFAULT, poll_interval: float = POLL_INTERVAL_S,
                  idle_interval: float = IDLE_INTERVAL_S,
                  on_block: Callable[[np.ndarray], None] | None = None,
+                 on_idle: Callable[[], None] | None = None,
                  rt_priority: int = 0) -> None:
         if clock not in CLOCKS:
             raise ValueError(f"unknown clock {clock!r}; choose demand or realtime")
@@ -126,6 +127,7 @@ class DeviceRunner:
         self.poll_interval = poll_interval
         self.idle_interval = idle_interval
         self.on_block = on_block
+        self.on_idle = on_idle  # called from the loop's thread when a pass rendered nothing
         self.rt_priority = rt_priority
         self.rt_status = "off"  # after run(): "SCHED_FIFO N", "off", or why it was refused
         self.stop_event = StopFlag()  # set from signal handlers (install_stop)
@@ -206,6 +208,8 @@ class DeviceRunner:
         while not stop.is_set() and d.registered:
             rendered = self.step()
             if rendered == 0:
+                if self.on_idle is not None:
+                    self.on_idle()
                 if not d.claimed:
                     time.sleep(self.idle_interval)
                 elif time.monotonic() < fast_until:
