@@ -620,6 +620,14 @@ def test_scan_reports_broken_bundles_and_lists_the_rest(tmp_path):
         (0, 2, 1, 0)
     assert sine["parameter_count"] == 3
     assert by["DL Worker Probe"]["parameter_count"] == 6
+    table = subprocess.run([sys.executable, "-m", "bridge", "plugin", "scan", str(BAD)],
+                           env=scan_env(tmp_path), capture_output=True, text=True,
+                           timeout=300, cwd=REPO).stdout.splitlines()  # from the cache
+    assert table[0].split()[:4] == ["NAME", "TYPE", "CLASS", "IN"]
+    rows = {ln.split("  ")[0]: ln.split() for ln in table[1:-1]}
+    assert rows["DLSine"][1:9] == ["instrument", "Instrument", "0", "2", "1/0", "3", "LV2",
+                                   "discolink-bridge"]
+    assert rows["DL Null Gain"][3:6] == ["effect", "Amplifier", "2"]
 
 
 def test_scan_of_every_installed_lv2_plugin_matches_lv2ls_and_is_cached(tmp_path):

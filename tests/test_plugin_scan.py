@@ -165,17 +165,17 @@ def test_scan_table(env):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     header = lines[0].split()
-    assert header == ["NAME", "TYPE", "IN", "OUT", "MIDI", "PARAMS", "FORMAT", "VENDOR",
-                      "PLUGIN"]
+    assert header == ["NAME", "TYPE", "CLASS", "IN", "OUT", "MIDI", "PARAMS", "FORMAT",
+                      "VENDOR", "PLUGIN"]
     rows = {ln.split("  ")[0]: ln for ln in lines[1:-1] if " VST3 " in ln}  # LV2: test_lv2
     assert set(GOOD) <= set(rows)
     # Aligned: every column starts at the header's offset.
-    for column in ("TYPE", "IN", "PARAMS", "PLUGIN"):
+    for column in ("TYPE", "CLASS", "IN", "PARAMS", "PLUGIN"):
         at = lines[0].index(column)
         for ln in lines[1:-1]:
             assert ln[at - 2:at] == "  " and ln[at] != " ", (column, ln)
-    assert re.search(r"\binstrument\s+0\s+12\s+1/0\s+3\s+VST3\b", rows["DLSine12"])
-    assert re.search(r"\beffect\s+2\s+2\b", rows["Dragonfly Hall Reverb"])
+    assert re.search(r"\binstrument\s+-\s+0\s+12\s+1/0\s+3\s+VST3\b", rows["DLSine12"])
+    assert re.search(r"\beffect\s+-\s+2\s+2\b", rows["Dragonfly Hall Reverb"])
     assert lines[-1].startswith(f"{len(lines) - 2} plugin(s)")
     assert "assertion failure" not in r.stdout and "DPF" not in r.stdout
 

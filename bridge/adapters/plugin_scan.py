@@ -805,6 +805,13 @@ def _spec(entry: dict) -> str:
     return f"lv2:{entry['uri']}" if entry.get("uri") else str(entry.get("path"))
 
 
+def _plugin_class(entry: dict) -> str:
+    """An LV2 plugin's class without the word "Plugin" ("Reverb", "Amplifier"); "-" where
+    the format has none (VST3)."""
+    name = entry.get("plugin_class") or ""
+    return name.removesuffix(" Plugin") or "-"
+
+
 def _midi(entry: dict) -> str:
     ins, outs = entry.get("midi_inputs"), entry.get("midi_outputs")
     return "-" if ins is None and outs is None else f"{ins or 0}/{outs or 0}"
@@ -815,13 +822,14 @@ def format_table(results: Sequence[dict]) -> str:
     if not results:
         return "no plugins found"
     errors = any(e.get("error") for e in results)
-    header = ["NAME", "TYPE", "IN", "OUT", "MIDI", "PARAMS", "FORMAT", "VENDOR", "PLUGIN"]
+    header = ["NAME", "TYPE", "CLASS", "IN", "OUT", "MIDI", "PARAMS", "FORMAT", "VENDOR",
+              "PLUGIN"]
     if errors:
         header.append("ERROR")
     rows = []
     for e in results:
         failed = bool(e.get("error"))
-        row = [str(e.get("name")), _kind(e),
+        row = [str(e.get("name")), _kind(e), _plugin_class(e),
                "-" if failed else _channels(e.get("inputs")),
                "-" if failed else _channels(e.get("outputs")),
                "-" if failed else _midi(e),
