@@ -506,11 +506,14 @@ def test_state_is_saved_when_it_changes_so_a_crash_loses_nothing(spawn, tmp_path
             pytest.approx(0.35, abs=1e-3)
 
 
-def test_a_change_made_while_no_host_reads_is_saved_before_a_kill_9(spawn, tmp_path):
-    """The host sets a parameter and reads nothing after it: the device, its ring full, has
-    no block to render, and saves the change from its idle loop instead."""
+@pytest.mark.parametrize("clock", ["demand", "realtime"])
+def test_a_change_made_while_no_host_reads_is_saved_before_a_kill_9(spawn, tmp_path, clock):
+    """The host sets a parameter and reads nothing after it. The demand-clocked device, its
+    ring full, has no block to render and saves the change from its idle loop; the realtime
+    one renders on and saves it between blocks. Either way a kill -9 then loses nothing."""
     state = tmp_path / "idle.json"
-    dev = plugin_device(spawn, "--plugin", DLSINE, "--state", str(state), device_id="Idle")
+    dev = plugin_device(spawn, "--plugin", DLSINE, "--state", str(state), "--clock", clock,
+                        device_id="Idle")
     with Host() as host:
         host.connect(dev.id)
         time.sleep(0.2)  # the ring fills; the device then waits for the host

@@ -30,7 +30,6 @@ restart, another device, SetState); presets by name or URI.
 from __future__ import annotations
 
 import atexit
-import base64
 import ctypes
 import difflib
 import os
@@ -49,7 +48,7 @@ import numpy as np
 
 from ..midi.event import MidiEvent
 from . import _lv2host
-from .stage import LV2_PREFIX, Parameter, PluginError, Stage, UnknownPluginError
+from .stage import LV2_PREFIX, Parameter, PluginError, Stage, UnknownPluginError, state_bytes
 
 # ---- URIs -----------------------------------------------------------------------------------
 
@@ -929,7 +928,7 @@ class Lv2Stage(Stage):
     def _get_format_state(self) -> dict:
         """lilv's state of the instance (port values and the plugin's properties) as Turtle,
         and the files in the instance's folder that it names, as ``lv2_files`` (relative
-        path: base64). The folder is the state's directory (lilv's save_dir and scratch_dir),
+        path: data). The folder is the state's directory (lilv's save_dir and scratch_dir),
         so paths in it are written relative to it and paths elsewhere stay absolute."""
         w, lib, host = self.world, self.world.lib, host_lib()
         get_value = _GET_VALUE(self._port_value)
@@ -957,11 +956,12 @@ class Lv2Stage(Stage):
     def _folder_uri(self) -> str:
         return Path(self._files.name).as_uri() + "/"
 
-    def _state_files(self, text: str) -> dict[str, str]:
+    def _state_files(self, text: str) -> dict[str, bytes]:
         """The files (or every file of the folders) in the instance's folder that the state's
-        Turtle names by a relative IRI, base64-encoded by path relative to the folder."""
+        Turtle names by a relative IRI, by path relative to the folder (bytes: base64 when
+        the document is written, away from the audio thread)."""
         base, root = self._folder_uri(), Path(self._files.name)
-        found: dict[str, str] = {}
+        found: dict[str, bytes] = {}
         total = 0
         for iri in _IRI.findall(text):
             full = urljoin(base, iri)
@@ -979,7 +979,7 @@ class Lv2Stage(Stage):
                     raise ValueError(
                         f"{self.name}: the files of its state pass {STATE_FILES_MAX >> 20} "
                         "MiB, more than a state document carries")
-                found[rel] = base64.b64encode(data).decode("ascii")
+                found[rel] = data
         return found
 
     def _port_value(self, symbol: bytes, _user: int, size: Any, typ: Any) -> int | None:
@@ -1025,30 +1025,28 @@ class Lv2Stage(Stage):
 
     def check_format_state(self, state: dict) -> None:
         """ValueError when ``lv2_files`` is not a map of relative paths inside the instance's
-        folder to base64 text (a state document from elsewhere is checked before use)."""
+        folder to file data (a state document from elsewhere is checked before use)."""
+        self._checked_files(state)
+
+    def _checked_files(self, state: dict) -> dict[str, bytes]:
         files = state.get("lv2_files", {})
         if not isinstance(files, dict):
             raise ValueError(f"{self.name}: lv2_files is not a map of file names to data")
+        out = {}
         for rel, data in files.items():
-            parts = Path(str(rel)).parts
-            if (not rel or not isinstance(rel, str) or Path(rel).is_absolute() or ".." in parts
-                    or "\0" in rel):
+            if (not rel or not isinstance(rel, str) or Path(rel).is_absolute()
+                    or ".." in Path(rel).parts or "\0" in rel):
                 raise ValueError(f"{self.name}: lv2_files names {rel!r}, not a path inside "
                                  "the plugin's folder")
-            if not isinstance(data, str):
-                raise ValueError(f"{self.name}: lv2_files[{rel!r}] is not base64 text")
-            try:
-                base64.b64decode(data, validate=True)
-            except ValueError:
-                raise ValueError(f"{self.name}: lv2_files[{rel!r}] is not base64 text") from None
+            out[rel] = state_bytes(data, f"{self.name}: lv2_files[{rel!r}]")
+        return out
 
     def _set_format_state(self, state: dict) -> None:
         text = state.get("lv2_state")
         if not text:
             return
-        self.check_format_state(state)
+        files = self._checked_files(state)
         w, lib = self.world, self.world.lib
-        files = state.get("lv2_files") or {}
         if files:
             lv2_state = self._state_with_files(str(text), files)
         else:
@@ -1060,7 +1058,7 @@ class Lv2Stage(Stage):
         finally:
             lib.lilv_state_free(lv2_state)
 
-    def _state_with_files(self, text: str, files: dict[str, str]) -> int:
+    def _state_with_files(self, text: str, files: dict[str, bytes]) -> int:
         """A lilv state whose files are put back into this instance's folder: each file is
         written whole under its relative path (replacing, never rewriting, a file a plugin
         may still hold open), then the Turtle is read from a file in that folder, which its
@@ -1071,7 +1069,7 @@ class Lv2Stage(Stage):
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".restore-")
             with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64decode(data))
+                f.write(data)
             os.replace(tmp, path)
         fd, ttl = tempfile.mkstemp(dir=root, prefix=_STATE_TTL_PREFIX, suffix=".ttl")
         try:

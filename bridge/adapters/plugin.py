@@ -16,7 +16,6 @@ rounding of the division.
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ import numpy as np
 
 from ..midi.event import MidiEvent
 from .sine import SineSynth
-from .stage import BUILTIN_PREFIX, Parameter, PluginError, Stage, UnknownPluginError
+from .stage import BUILTIN_PREFIX, Parameter, PluginError, Stage, UnknownPluginError, state_bytes
 
 PLUGIN_SUFFIXES = (".vst3", ".component")
 # DPF and other VST3 wrappers expose 2,048 "MIDI Ch. N CC M" parameters that exist only to map
@@ -91,14 +90,15 @@ class PedalboardStage(Stage):
 
     def _get_format_state(self) -> dict:
         raw = getattr(self.plugin, "raw_state", None)
-        return {} if raw is None else {"raw_state": base64.b64encode(raw).decode()}
+        return {} if raw is None else {"raw_state": bytes(raw)}  # base64 when written
 
     def _set_format_state(self, state: dict) -> None:
         if "raw_state" in state:
             if not hasattr(self.plugin, "raw_state"):
                 raise ValueError(f"{self.name} has no raw state to restore")
+            raw = state_bytes(state["raw_state"], f"{self.name}: raw_state")
             try:
-                self.plugin.raw_state = base64.b64decode(state["raw_state"])
+                self.plugin.raw_state = raw
             except Exception as exc:
                 raise ValueError(f"{self.name} refused the raw state: {exc}") from None
 

@@ -19,6 +19,7 @@ or Inf in it never reaches the link: it is replaced by silence, counted and repo
 
 from __future__ import annotations
 
+import base64
 import difflib
 import json
 import math
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -131,6 +133,7 @@ class PluginChain:
         # from the audio thread.
         self.on_state_change: Callable[[dict], None] | None = None
         self.on_snapshot_error: Callable[[str], None] | None = None  # the plugin's save failed
+        self.idle_snapshots = False  # the device loop calls snapshot_idle; render doesn't save
         self._changed = False  # a change no snapshot after a render has caught yet
         self._caught_up = False  # a block has run since that change
         self._idle_saved = False  # the idle loop has saved it once, before any block ran
@@ -276,10 +279,13 @@ class PluginChain:
 
     def snapshot_if_due(self) -> None:
         """After a render: hand a state snapshot to on_state_change if something changed and
-        the last snapshot is AUTOSAVE_INTERVAL_S old."""
+        the last snapshot is AUTOSAVE_INTERVAL_S old, unless the device loop takes them
+        (``idle_snapshots``): then they wait for the loop's idle moment, when the block just
+        rendered is already in the ring and the host has the most audio in hand."""
         if self._changed:
             self._caught_up = True  # the plugins have run since the change
-            if self.on_state_change is not None and self._snapshot():
+            if (not self.idle_snapshots and self.on_state_change is not None
+                    and self._snapshot()):
                 self._changed = False
 
     def snapshot_idle(self) -> None:
@@ -439,7 +445,7 @@ class PluginChain:
                 device.respond_blob(msg, "ParameterList",
                                     cmd.parameter_list_payload(self.parameter_list()))
             elif t == T.GetState:
-                device.respond_blob(msg, "GetState", json.dumps(self.get_state()).encode())
+                device.respond_blob(msg, "GetState", state_json(self.get_state()).encode())
             elif t == T.SetState:
                 self.set_state(json.loads(bytes(cmd.decode(msg)["state"])))
             elif t == T.LoadPreset:
@@ -512,10 +518,22 @@ def lock_state_file(path: Path) -> FileLock:
                          f"{exc.strerror or exc}") from None
 
 
+def state_json(doc: dict, **options: Any) -> str:
+    """A state document as JSON: binary data in it (a VST3's raw state, an LV2 plugin's files,
+    kept as bytes by the snapshot on the audio thread) is written as base64 text here."""
+    return json.dumps(doc, default=_json_bytes, **options)
+
+
+def _json_bytes(value: object) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
 def write_state_file(path: Path, device_id: str, state: dict) -> None:
     """Save the device id and a chain state, atomically and durably (a crash leaves the old
     file or the new one)."""
-    atomic_write_text(path, json.dumps({"device_id": device_id, "chain": state}, indent=1))
+    atomic_write_text(path, state_json({"device_id": device_id, "chain": state}, indent=1))
 
 
 class StateSaver:

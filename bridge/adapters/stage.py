@@ -18,6 +18,8 @@ format's own data), the channel mapping between a stage and its neighbours, and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,20 @@ from ..midi.event import MidiEvent
 
 BUILTIN_PREFIX = "builtin:"
 LV2_PREFIX = "lv2:"
+
+
+def state_bytes(value: object, what: str) -> bytes:
+    """Binary data of a stage's state: bytes as a snapshot holds them (encoded only when the
+    document is written, off the audio thread: plugin_device.state_json), or base64 text as
+    a JSON document holds them. ValueError naming ``what`` otherwise."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise ValueError(f"{what} is not base64 text")
 
 
 class PluginError(Exception):
@@ -195,9 +211,10 @@ class Stage:
 
     # -- state --------------------------------------------------------------------------
     def get_state(self) -> dict:
-        """The stage's state as JSON-able data: its parameter values, and the format's own
-        state where it has one. The values are kept as well because a VST3 plugin's raw
-        state catches up with a parameter change only when it next renders."""
+        """The stage's state as JSON-able data (bytes too, which state_json writes as base64):
+        its parameter values, and the format's own state where it has one. The values are
+        kept as well because a VST3 plugin's raw state catches up with a parameter change
+        only when it next renders."""
         values = {}
         for p in self.parameters:
             if p.output:

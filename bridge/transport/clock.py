@@ -127,7 +127,9 @@ class DeviceRunner:
         self.poll_interval = poll_interval
         self.idle_interval = idle_interval
         self.on_block = on_block
-        self.on_idle = on_idle  # called from the loop's thread when a pass rendered nothing
+        # called from the loop's thread when a pass rendered nothing (demand clock) or before
+        # it sleeps until the next block (realtime clock)
+        self.on_idle = on_idle
         self.rt_priority = rt_priority
         self.rt_status = "off"  # after run(): "SCHED_FIFO N", "off", or why it was refused
         self.stop_event = StopFlag()  # set from signal handlers (install_stop)
@@ -237,4 +239,8 @@ class DeviceRunner:
                 if now - next_block > 0.25:  # fell far behind (suspended?): resynchronise
                     next_block = now
             else:
-                time.sleep(min(self.poll_interval * 5, next_block - now))
+                if self.on_idle is not None:
+                    self.on_idle()
+                    now = time.monotonic()
+                if now < next_block:
+                    time.sleep(min(self.poll_interval * 5, next_block - now))
