@@ -49,6 +49,13 @@ Run from the repository root (the test plugins come from ``bash plugins/build.sh
     ~0.1 us of work at 256 frames): the block call through our C module's METH_FASTCALL
     function (what the device uses), the same C function through ctypes, and the plugin's
     ``run`` function pointer called straight through ctypes (the bare binding, no worker).
+(f) The autosave snapshot: ``PluginChain.get_state()``, which a device with ``--state`` takes
+    on its audio thread after a change (at most once a second; a thread of its own writes
+    the file), against one 256-frame block of the same chain, the two alternated. Rows:
+    VST3 and LV2 DLSine, x42 fil4 (lilv state, port values only), DL File State (a file made
+    through state:makePath and carried in the state: a few bytes, then padded to 4 MiB) and
+    x42's convolver with its impulse response (a path, by the worker). No goal: the numbers
+    say how long the block that takes the snapshot is late.
 
 Every section reports the CPU other processes used while it ran (``section_load``). Goals are
 PASS/FAIL lines; a missed goal never changes the exit status.
@@ -114,6 +121,8 @@ LV2_DLSINE = "lv2:DLSine"
 LV2_DLSINE12 = "lv2:DLSine12"
 LV2_FIL4 = "lv2:http://gareus.org/oss/lv2/fil4#stereo"
 LV2_GAIN = "lv2:urn:discolink-bridge:lv2test:gain"
+LV2_FILE_STATE = "lv2:urn:discolink-bridge:lv2test:file-state"
+LV2_ZCONV = "lv2:http://gareus.org/oss/lv2/zeroconvolv#Stereo"
 GOAL_LV2_OVERHEAD_US = 5.0  # (a): LV2 device loop at most this much over run(), 256 frames
 DLSINE12 = "build/plugins/DLSine12.vst3"
 PLATE = "build/plugins/DragonflyPlateReverb.vst3"
@@ -661,6 +670,60 @@ def bench_binding(plan: Plan, namespace: str) -> dict:
     return out
 
 
+def bench_snapshot(plan: Plan, namespace: str) -> dict:
+    """The autosave snapshot (``PluginChain.get_state``, which the device takes on its audio
+    thread after a change, at most once a second) against one 256-frame block of the same
+    chain, alternated, and against the block period."""
+    from bridge.adapters.plugin_device import PluginChain, state_json
+
+    frames, n = GOAL_FRAMES, 30 if plan.quick else 200
+    rows = {"vst3_dlsine": ((DLSINE,), {}), "lv2_dlsine": ((LV2_DLSINE,), {}),
+            "lv2_fil4": ((LV2_FIL4,), {}),
+            "lv2_file_state": ((LV2_FILE_STATE,), {"mark": 5.0}),
+            "lv2_file_state_4mib": ((LV2_FILE_STATE,), {"mark": 5.0, "pad_mib": 4.0}),
+            "lv2_zeroconvolv": ((LV2_ZCONV,), {})}
+    out: dict[str, Any] = {"frames": frames, "snapshots": n, "rows": {}}
+    ns = time.perf_counter_ns
+    for key, (specs, params) in rows.items():
+        stages = [load(spec, frames) for spec in specs]
+        try:
+            if key == "lv2_zeroconvolv":
+                stages[0].load_preset("No-OP Stereo")  # an impulse response, by the worker
+            for name, value in params.items():
+                stages[0].set(name, value)
+            chain = PluginChain(stages, SR, frames)
+            block = np.zeros((chain.channels, frames), np.float32)
+            noise = np.random.default_rng(0).standard_normal(block.shape).astype(np.float32)
+            for _ in range(20):
+                chain.render(block, [], noise)
+            snap, render, dump = (np.zeros(n, np.int64) for _ in range(3))
+            size = 0
+            for k in range(n):
+                t0 = ns()
+                chain.render(block, [], noise)
+                t1 = ns()
+                state = chain.get_state()
+                t2 = ns()
+                size = len(state_json(state))
+                dump[k] = ns() - t2
+                render[k], snap[k] = t1 - t0, t2 - t1
+            row = {"snapshot": stats_us(snap), "block": stats_us(render),
+                   "json_writer": stats_us(dump), "json_bytes": size}
+            row["ratio_to_block"] = round(row["snapshot"]["median_us"]
+                                          / max(row["block"]["median_us"], 1e-3), 2)
+            row["fraction_of_period"] = round(row["snapshot"]["median_us"] * 1e-6 * SR
+                                              / frames, 4)
+            out["rows"][key] = {"chain": " -> ".join(specs), "params": params, **row}
+            log(f"(f) {key}: snapshot {row['snapshot']['median_us']:.1f} us, block "
+                f"{row['block']['median_us']:.1f} us, {size:,} bytes")
+        finally:
+            for st in stages:
+                st.close()
+    out["command"] = ("in-process: PluginChain([load_stage(spec)], 48000, 256); per row, "
+                      f"{n} times: chain.render(one block) then chain.get_state(), each timed")
+    return out
+
+
 NAMES = {"dlsine_64": "DLSine, 64 frames", "dlsine_256": "DLSine, 256 frames",
          "dlsine_1024": "DLSine, 1024 frames", "dlsine12_256": "DLSine12 (12 ch), 256",
          "dlsine_plate_256": "DLSine -> PlateReverb, 256",
@@ -763,13 +826,29 @@ def table(r: dict) -> str:
         for name in ("fastcall_module", "ctypes_runner", "ctypes_bare_run"):
             lines.append(f"    {name:<18}{b[name]['median_us']:>7.3f}")
         lines.append(f"    command: {b['command']}")
+    if "snapshot" in r:
+        f = r["snapshot"]
+        lines += ["", f"(f) Autosave snapshot (PluginChain.get_state, on the audio thread after a "
+                  f"change, at most once a second) vs one {f['frames']}-frame block of the same "
+                  f"chain, {f['snapshots']} each, alternated; us",
+                  f"    {'row':<22}{'snapshot':>9}{'p95':>9}{'block':>8}{'ratio':>8}"
+                  f"{'% period':>10}{'JSON bytes':>12}{'JSON us':>10}"]
+        for key, row in f["rows"].items():
+            lines.append(f"    {key:<22}{row['snapshot']['median_us']:>9.1f}"
+                         f"{row['snapshot']['p95_us']:>9.1f}{row['block']['median_us']:>8.1f}"
+                         f"{row['ratio_to_block']:>8.1f}{row['fraction_of_period'] * 100:>9.1f}%"
+                         f"{row['json_bytes']:>12,}{row['json_writer']['median_us']:>10.1f}")
+        lines.append("    snapshot: on the device's audio thread (in its idle moment, the ring "
+                     "full); JSON us: state_json, on the state saver's thread")
+        lines.append(f"    command: {f['command']}")
     lines += load_lines(r.get("section_load", {}), m["nproc"])
     if r["goals"]:
         lines += ["", "Goals", *goal_lines(r["goals"])]
     return "\n".join(lines)
 
 
-SECTIONS = {"a": "overhead", "b": "note_to_sound", "c": "idle", "d": "scan", "e": "binding"}
+SECTIONS = {"a": "overhead", "b": "note_to_sound", "c": "idle", "d": "scan", "e": "binding",
+            "f": "snapshot"}
 
 
 def headline(r: dict) -> dict:
@@ -790,6 +869,9 @@ def headline(r: dict) -> dict:
     if "binding" in r:
         out["lv2_block_call_us"] = {k: r["binding"][k]["median_us"] for k in
                                     ("fastcall_module", "ctypes_runner", "ctypes_bare_run")}
+    if "snapshot" in r:
+        out["snapshot_us"] = {k: v["snapshot"]["median_us"]
+                              for k, v in r["snapshot"]["rows"].items()}
     return out
 
 
@@ -805,7 +887,8 @@ def run(plan: Plan, namespace: str, only: str, profile: bool, command: str) -> d
                 "note_to_sound": lambda: bench_note_to_sound(plan, namespace),
                 "idle": lambda: bench_idle(plan, namespace),
                 "scan": lambda: bench_scan(plan, namespace),
-                "binding": lambda: bench_binding(plan, namespace)}
+                "binding": lambda: bench_binding(plan, namespace),
+                "snapshot": lambda: bench_snapshot(plan, namespace)}
     run_sections(results, only, {letter: (key, sections[key])
                                  for letter, key in SECTIONS.items()})
     results["goals"] = goals(results)
