@@ -133,6 +133,34 @@ def test_bridged_effect_equals_lv2file_sample_for_sample(spawn, tmp_path, uri, c
     np.testing.assert_array_equal(out[:len(ref)], ref)
 
 
+def test_an_lsp_limiter_holds_its_threshold_and_reports_its_lookahead(spawn):
+    """lsp-plugins-lv2, the third package: lv2file can't be the reference for it (it leaves
+    LSP's atom ports unconnected and crashes with SIGSEGV), so the test asserts what a
+    limiter promises. LSP Limiter Stereo at a -12 dB threshold (0.25), its gain boost and
+    level regulation off, gets noise peaking near 0 dB: nothing leaves above the threshold,
+    loud passages come out at it, and its lookahead is the latency the Route reply gives."""
+    dev = lv2_device(spawn, "--plugin", "lv2:http://lsp-plug.in/plugins/lv2/limiter_stereo",
+                     "--param", "th=0.25", "--param", "boost=0", "--param", "alr=0",
+                     device_id="Lsp")
+    rng = np.random.default_rng(5)
+    with Host() as host:
+        host.connect(dev.id)
+
+        def noise(k: int) -> None:
+            block = np.clip(0.4 * rng.standard_normal((2, BLOCK)), -1, 1).astype(np.float32)
+            assert host.send_return_audio(block)
+
+        out = read_blocks(host, 200, 2, feed=noise)
+        latency = json.loads(cmd.decode(host.request(cmd.route("")))["routing"])["latency"]
+        reduction = value(host, "grlm_l")
+    assert latency == 240  # 5 ms of lookahead at 48 kHz, as plugin info shows
+    settled = out[:, 20 * BLOCK:]
+    assert np.isfinite(settled).all()
+    assert np.abs(settled).max() <= 0.25 * 1.001
+    assert np.abs(settled).max() > 0.2  # limited, not silenced
+    assert reduction < 0.9  # the plugin's own meter: it is reducing gain
+
+
 # ---- an instrument ---------------------------------------------------------------------------
 
 
@@ -167,6 +195,36 @@ def test_dlsine_lv2_plays_note_69_at_440_hz_with_midi_on_the_exact_sample(spawn)
                duration=(rec.shape[1] + 0.5) / RATE, sample_rate=RATE, num_channels=2,
                buffer_size=BLOCK, reset=True)
     np.testing.assert_array_equal(rec, ref[:, :rec.shape[1]])
+
+
+def test_live_midi_ports_play_an_lv2_instrument_beside_ipc_midi(spawn, jack):
+    """jack_midiseq (Debian's JACK tools) loops C4 and E4 into `--midi-in seq:out` while the
+    host holds A4 over IPC: DLSine as LV2 plays all three, merged into one atom sequence."""
+    from test_midi_live import Lines, start_sequencer
+
+    seq = start_sequencer(jack)
+    try:
+        dev = spawn.device("--plugin", DLSINE, "--midi-in", "seq:out", "--blocksize",
+                           str(BLOCK), device_id="LiveLv2", timeout=60)
+        Lines(dev.proc.stderr).wait_for("midi-in opened: MIDI input 'seq:out' (jack)", 10)
+        with Host() as host:
+            host.connect(dev.id)
+            send(host, cmd.midi_note_on(0, 69, 100))
+            rec = helpers_ipc.read_realtime(host, 2.5, 2, BLOCK)[0, RATE // 4:]
+    finally:
+        seq.terminate()
+        seq.wait(timeout=5)
+    spectrum = np.abs(np.fft.rfft(rec * np.hanning(len(rec))))
+    hz = np.fft.rfftfreq(len(rec), 1 / RATE)
+
+    def level(f: float) -> float:
+        return float(spectrum[(hz > f - 3) & (hz < f + 3)].max())
+
+    floor = float(np.median(spectrum))
+    for f in (261.63, 329.63, 440.0):  # C4 and E4 from the live port, A4 over IPC
+        assert level(f) > 100 * floor, (f, level(f), floor)
+    played = min(level(f) for f in (261.63, 329.63, 440.0))
+    assert level(392.0) < 0.05 * played  # G4: nobody played it (a 50th: on/off sidebands)
 
 
 def test_dlsine12_lv2_carries_twelve_channels_and_its_taps(spawn):
@@ -519,7 +577,12 @@ def test_optional_descriptor_functions_may_be_null(spawn):
     assert "stopped" in dev.stop() and dev.proc.returncode == 0
 
 
-def test_cv_inputs_get_silence_and_the_latency_port_is_reported(spawn):
+def test_cv_ports_get_silence_stay_out_of_the_audio_and_latency_is_reported(spawn):
+    """No installed plugin has a CV port (swh's "CV" plugins take their CV on audio ports),
+    so DL Options Probe has one of each: its input must get a buffer of silence (the plugin
+    reports the block's peak, -1 for no buffer), and its output, which it fills with 0.5,
+    must not reach the link, whose two channels stay the stereo pass-through. x42's dpl
+    reports its lookahead on the latency port, which the Route reply carries."""
     dev = lv2_device(spawn, "--plugin", "lv2:http://gareus.org/oss/lv2/dpl#stereo",
                      device_id="Dpl")
     with Host() as host:
@@ -527,13 +590,15 @@ def test_cv_inputs_get_silence_and_the_latency_port_is_reported(spawn):
         read_blocks(host, 4, 2)
         routing = json.loads(cmd.decode(host.request(cmd.route("")))["routing"])
         assert routing["latency"] == value(host, "latency") > 0
-    cv = lv2_device(spawn, "--plugin", "lv2:http://plugin.org.uk/swh-plugins/bodeShifterCV",
-                    "--channels", "2", device_id="Cv")
+    cv = lv2_device(spawn, "--plugin", OPTIONS, device_id="Cv")
+    assert cv.ready_line and "2 ch" in cv.ready_line, cv.ready_line
     with Host() as host:
         host.connect(cv.id)
-        noise = np.random.default_rng(1).standard_normal((2, BLOCK)).astype(np.float32) * 0.2
-        out = read_blocks(host, 20, 2, feed=lambda k: host.send_return_audio(noise))
-    assert np.isfinite(out).all() and np.abs(out).max() > 0.01
+        quarter = np.full((2, BLOCK), 0.25, np.float32)
+        out = read_blocks(host, 8, 2, feed=lambda k: host.send_return_audio(quarter))
+        assert value(host, "cv_peak") == 0
+    np.testing.assert_array_equal(out[:, -BLOCK:], quarter)
+    assert not (out == 0.5).any()
 
 
 # ---- naming -------------------------------------------------------------------------------------

@@ -19,7 +19,10 @@
  *       "pad_mib" control pads the file with that many MiB of zeros (a big state).
  *   urn:discolink-bridge:lv2test:options-probe "DL Options Probe": stereo pass-through that
  *       shows on control outputs the options (LV2 options feature) it got at instantiate:
- *       sample rate, nominal, minimum and maximum block length, sequence size (-1 absent).
+ *       sample rate, nominal, minimum and maximum block length, sequence size (-1 absent);
+ *       and "cv_peak", the largest |sample| its CV input had in the last block (-1 if the
+ *       host left it unconnected). It fills its CV output with 0.5, which no host should
+ *       take for audio.
  *
  * The bad bundles (plugins/lv2test/bad.c) live in build/plugins/lv2-bad, away from LV2_PATH.
  */
@@ -327,7 +330,7 @@ static const LV2_Descriptor file_state_descriptor = {
 /* ---- DL Options Probe ---------------------------------------------------------------- */
 
 enum { O_IN_L, O_IN_R, O_OUT_L, O_OUT_R, O_RATE, O_NOMINAL, O_MIN, O_MAX, O_SEQUENCE,
-       O_COUNT };
+       O_CV_IN, O_CV_PEAK, O_CV_OUT, O_COUNT };
 
 typedef struct {
     void *ports[O_COUNT];
@@ -350,7 +353,7 @@ static LV2_Handle op_instantiate(const LV2_Descriptor *d, double rate, const cha
         [O_SEQUENCE] = LV2_BUF_SIZE__sequenceSize};
     const LV2_URID t_float = map->map(map->handle, LV2_ATOM__Float);
     const LV2_URID t_int = map->map(map->handle, LV2_ATOM__Int);
-    for (int k = O_RATE; k < O_COUNT; ++k) {
+    for (int k = O_RATE; k <= O_SEQUENCE; ++k) {
         p->seen[k] = -1.0f;
         const LV2_URID key = map->map(map->handle, keys[k]);
         const LV2_Options_Option *o = feature(features, LV2_OPTIONS__options);
@@ -378,8 +381,18 @@ static void op_run(LV2_Handle h, uint32_t frames)
     Options *p = h;
     for (int c = 0; c < 2; ++c)
         memcpy(p->ports[O_OUT_L + c], p->ports[O_IN_L + c], frames * sizeof(float));
-    for (int k = O_RATE; k < O_COUNT; ++k)
+    for (int k = O_RATE; k <= O_SEQUENCE; ++k)
         *(float *)p->ports[k] = p->seen[k];
+    const float *cv = p->ports[O_CV_IN];
+    float peak = cv ? 0.0f : -1.0f;
+    for (uint32_t i = 0; cv && i < frames; ++i) {
+        const float a = cv[i] < 0.0f ? -cv[i] : cv[i];
+        peak = a > peak ? a : peak;
+    }
+    *(float *)p->ports[O_CV_PEAK] = peak;
+    float *cv_out = p->ports[O_CV_OUT];
+    for (uint32_t i = 0; cv_out && i < frames; ++i)
+        cv_out[i] = 0.5f;
 }
 
 static const LV2_Descriptor options_descriptor = {
