@@ -511,6 +511,31 @@ def test_set_state_brings_a_plugins_files_to_another_device_and_refuses_bad_path
     assert not (Path(tempfile.gettempdir()) / "escaped.txt").exists()
 
 
+def test_a_state_file_naming_files_outside_the_plugins_folder_is_refused_at_start(spawn,
+                                                                                  tmp_path):
+    """A --state file edited by hand (or by anyone): file names that leave the instance's
+    folder, or data that is not base64, are one line naming the file, exit 2, before any
+    segment exists, and nothing is written."""
+    state = tmp_path / "edited.json"
+    target = tmp_path / "escaped.txt"
+    for files, why in (({f"../../../..{target}": "eA=="}, "not a path inside the plugin's "
+                        "folder"), ({"take/mark.txt": "not base64!"}, "is not base64 text")):
+        state.write_text(json.dumps({"device_id": "Edited:0", "chain": {
+            "format": "discolink-bridge plugin state", "version": 1, "stages": [FILE_STATE],
+            "state": [{"name": "DL File State", "parameters": {"mark": 3},
+                       "lv2_state": "<urn:discolink-bridge:state> a pset:Preset .",
+                       "lv2_files": files}]}}))
+        r = spawn.run("device", "--plugin", FILE_STATE, "--state", str(state))
+        assert r.returncode == 2, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("discolink-bridge")]
+        assert len(lines) == 1 and lines[0].startswith(
+            f"discolink-bridge device: error: --state {state}: DL File State: lv2_files") \
+            and lines[0].endswith(why), lines
+        assert "Traceback" not in r.stderr
+        assert not [n for n in os.listdir("/dev/shm") if spawn.namespace in n]
+    assert not target.exists()
+
+
 def test_the_options_feature_gives_the_rate_and_block_lengths(spawn):
     """DL Options Probe shows the options it found at instantiate: the device's rate and
     block length, the largest block a host may ask for, and the atom buffers' size. After a

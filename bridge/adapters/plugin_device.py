@@ -623,13 +623,14 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
                 plugin_name: str | None = None, channels: str | None = None,
                 tap: str | None = None, params: Sequence[str] = (),
                 input_file: Path | None = None, state: dict | None = None,
-                preset: Path | None = None,
+                state_source: str = "the saved state", preset: Path | None = None,
                 report: Callable[[str, str], None] | None = None) -> PluginChain:
     """Load ``specs`` and assemble the chain a device runs.
 
     ``channels`` is a count (``2``: the tap mapped to 2 channels) or a channel list of the
     last stage (``3-4``, ``1,3``: those channels, as the default tap). ``state`` is a saved
-    chain state to restore (else ``preset``, a .vstpreset, is loaded); ``params``
+    chain state to restore (``state_source`` names it in errors; else ``preset``, a
+    .vstpreset, is loaded); ``params``
     (``NAME=VALUE``) are applied after either. Raises
     PluginError when a plugin can't load (exit 1 at the CLI) and ValueError for a request
     that can't be met (exit 2).
@@ -655,7 +656,10 @@ def build_chain(specs: Sequence[str], *, sample_rate: int, block_size: int,
     chain = PluginChain(stages, sample_rate, block_size, channels=count, tap=tap or "out",
                         input_audio=audio, report=report)
     if state is not None:
-        chain.set_state(state)
+        try:
+            chain.set_state(state)
+        except ValueError as exc:
+            raise ValueError(f"{state_source}: {exc}") from None
     elif preset is not None:  # a saved state is newer than the preset it started from
         try:
             chain.load_preset(str(preset))

@@ -196,7 +196,8 @@ def _plugin_setup(args: argparse.Namespace):
     chain = build_chain(args.plugin, sample_rate=args.samplerate, block_size=args.blocksize,
                         plugin_name=args.plugin_name, channels=args.channels, tap=args.tap,
                         params=args.param, input_file=args.input,
-                        state=saved["chain"] if saved else None, preset=args.preset)
+                        state=saved["chain"] if saved else None,
+                        state_source=f"--state {args.state}", preset=args.preset)
     device_id = args.id if args.id is not None else (saved["device_id"] if saved else None) \
         or re.sub(r"[^A-Za-z0-9_.-]+", "", chain.stages[0].name) or "Plugin"
     return device_id, chain.channels, chain, saved, lock
