@@ -686,8 +686,10 @@ def scan_env(tmp_path: Path) -> dict[str, str]:
     for bundle in [*(PLUGINS / "lv2").iterdir(), Path("/usr/lib/lv2/core.lv2")]:
         if not (path / bundle.name).exists():
             (path / bundle.name).symlink_to(bundle)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
     return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
-            "HOME": str(tmp_path / "home"), "LV2_PATH": str(path)}
+            "HOME": str(tmp_path / "home"), "LV2_PATH": str(path),
+            "TMPDIR": str(tmp_path / "tmp")}
 
 
 def test_scan_reports_broken_bundles_and_lists_the_rest(tmp_path):
@@ -710,6 +712,9 @@ def test_scan_reports_broken_bundles_and_lists_the_rest(tmp_path):
         (0, 2, 1, 0)
     assert sine["parameter_count"] == 3
     assert by["DL Worker Probe"]["parameter_count"] == 6
+    # No probe left a folder behind: not the plugins that crashed or failed in instantiate
+    # (an instance's folder is made only when the plugin first needs one), nor the rest.
+    assert not list((tmp_path / "tmp").glob("discolink-lv2-*"))
     table = subprocess.run([sys.executable, "-m", "bridge", "plugin", "scan", str(BAD)],
                            env=scan_env(tmp_path), capture_output=True, text=True,
                            timeout=300, cwd=REPO).stdout.splitlines()  # from the cache

@@ -34,11 +34,12 @@ import ctypes
 import difflib
 import os
 import re
+import shutil
 import struct
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -637,9 +638,17 @@ class Lv2Stage(Stage):
         self._runner = 0
         self._log = 0
         self._closed = False
-        self._files = tempfile.TemporaryDirectory(prefix="discolink-lv2-")
-        self._build_buffers()
-        self._instantiate()
+        # The instance's folder (state:makePath, lilv's save directory), made when first
+        # needed: a plugin that never makes a file, or one that fails or crashes before,
+        # leaves nothing in $TMPDIR.
+        self._files_dir: str | None = None
+        self._files_lock = threading.Lock()
+        try:
+            self._build_buffers()
+            self._instantiate()
+        except BaseException:
+            self.close()
+            raise
         _live.add(self)
         self._load_default_state()
         if warm_up:
@@ -729,7 +738,7 @@ class Lv2Stage(Stage):
             o.context, o.subject, o.key = 0, 0, w.map(key)  # LV2_OPTIONS_INSTANCE
             o.size, o.type, o.value = 4, w.map(typ), ctypes.addressof(value)
         keep.append(options)
-        self._make_path = _MakePath(self._files.name)
+        self._make_path = _MakePath(self._folder)
         keep.append(self._make_path)
         data = [
             (_EXT + "urid#map", w.map_feature), (_EXT + "urid#unmap", w.unmap_feature),
@@ -932,7 +941,7 @@ class Lv2Stage(Stage):
         so paths in it are written relative to it and paths elsewhere stay absolute."""
         w, lib, host = self.world, self.world.lib, host_lib()
         get_value = _GET_VALUE(self._port_value)
-        folder = self._files.name.encode()
+        folder = self._folder().encode()
         host.dl_runner_lock_work(self._runner)  # work() never overlaps the plugin's save()
         try:
             state = lib.lilv_state_new_from_instance(
@@ -954,13 +963,13 @@ class Lv2Stage(Stage):
         return {"lv2_state": text, "lv2_files": files} if files else {"lv2_state": text}
 
     def _folder_uri(self) -> str:
-        return Path(self._files.name).as_uri() + "/"
+        return Path(self._folder()).as_uri() + "/"
 
     def _state_files(self, text: str) -> dict[str, bytes]:
         """The files (or every file of the folders) in the instance's folder that the state's
         Turtle names by a relative IRI, by path relative to the folder (bytes: base64 when
         the document is written, away from the audio thread)."""
-        base, root = self._folder_uri(), Path(self._files.name)
+        base, root = self._folder_uri(), Path(self._folder())
         found: dict[str, bytes] = {}
         total = 0
         for iri in _IRI.findall(text):
@@ -1063,7 +1072,7 @@ class Lv2Stage(Stage):
         written whole under its relative path (replacing, never rewriting, a file a plugin
         may still hold open), then the Turtle is read from a file in that folder, which its
         relative IRIs resolve against."""
-        root = Path(self._files.name)
+        root = Path(self._folder())
         for rel, data in files.items():
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -1132,7 +1141,18 @@ class Lv2Stage(Stage):
             return
         self._closed = True
         self._free_instance()
-        self._files.cleanup()
+        with self._files_lock:
+            if self._files_dir is not None:
+                shutil.rmtree(self._files_dir, ignore_errors=True)
+                self._files_dir = None
+
+    def _folder(self) -> str:
+        """The instance's own folder, made on first use (from whichever thread needs it:
+        the plugin's makePath may come from its worker)."""
+        with self._files_lock:
+            if self._files_dir is None:
+                self._files_dir = tempfile.mkdtemp(prefix="discolink-lv2-")
+            return self._files_dir
 
     def _free_instance(self) -> None:
         host = host_lib()
@@ -1191,8 +1211,8 @@ class _MakePath:
     """state:makePath: files a plugin creates go into a folder of the instance's own. The
     returned string is malloc'd (the plugin frees it, with free() or state:freePath)."""
 
-    def __init__(self, folder: str) -> None:
-        self.folder = folder
+    def __init__(self, folder: Callable[[], str]) -> None:
+        self.folder = folder  # the instance's folder, made on first use
         libc = ctypes.CDLL(None)
         self._strdup = libc.strdup
         self._strdup.restype, self._strdup.argtypes = _p, [_s]
@@ -1200,7 +1220,7 @@ class _MakePath:
         self.struct = _MakePathStruct(None, ctypes.cast(self.fn, _p))
 
     def _make(self, _handle: int, path: bytes) -> int:
-        full = os.path.join(self.folder, _text(path).lstrip("/"))
+        full = os.path.join(self.folder(), _text(path).lstrip("/"))
         os.makedirs(os.path.dirname(full), exist_ok=True)
         return self._strdup(full.encode())
 
