@@ -481,6 +481,33 @@ def test_a_state_whose_files_are_too_big_is_a_failed_save_said_and_exit_1(spawn,
     assert json.loads(state.read_text())["chain"]["state"][0]["parameters"]["pad_mib"] == 0
 
 
+def test_the_folder_of_a_killed_lv2_device_is_removed_by_the_next_one(spawn, tmp_path,
+                                                                      monkeypatch):
+    """A device killed -9 can't remove its instance folder (the file its plugin made, in
+    $TMPDIR). The next process that loads an LV2 plugin removes the folders whose process is
+    gone, and a device stopped cleanly removes its own."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    state = tmp_path / "s.json"
+    dev = lv2_device(spawn, "--plugin", FILE_STATE, "--state", str(state), device_id="Orphan")
+    with Host() as host:
+        host.connect(dev.id)
+        host.request(cmd.set_parameter("mark", 8))
+        read_blocks(host, 4, 2)  # the plugin's own state follows the mark when it runs
+        helpers_ipc.wait_until(lambda: state.exists() and saved_mark_file(state) == "mark=8\n",
+                               5, "the save of the plugin's file")
+    [folder] = tmp_path.glob("discolink-lv2-*")
+    assert folder.name.startswith(f"discolink-lv2-{dev.pid}-") and (folder / "take").is_dir()
+    dev.kill9()
+    assert folder.exists()
+    after = lv2_device(spawn, "--plugin", GAIN, device_id="Next")
+    assert not folder.exists()
+    assert "stopped" in after.stop()
+    again = lv2_device(spawn, "--plugin", FILE_STATE, "--state", str(state), device_id="Orphan")
+    assert file_state(again) == (1, 8)  # the state carried the file; the folder wasn't needed
+    assert "stopped" in again.stop()
+    assert not list(tmp_path.glob("discolink-lv2-*"))
+
+
 def test_set_state_brings_a_plugins_files_to_another_device_and_refuses_bad_paths(spawn):
     """GetState's document stands alone: another device, after the first one has gone (its
     folder with it), gets the file back through SetState. A document naming a file outside

@@ -604,6 +604,30 @@ _SEQUENCE = struct.Struct("<IIII")  # LV2_Atom_Sequence: atom header, unit, pad
 _live: weakref.WeakSet[Lv2Stage] = weakref.WeakSet()
 
 
+_FOLDER_PREFIX = "discolink-lv2-"  # + the owner's pid + "-" + mkdtemp's letters
+_swept = False
+
+
+def _sweep_orphan_folders() -> None:
+    """Remove the instance folders of processes that are gone (killed -9, so they could not
+    clean up), once per process, when its first LV2 stage loads (never on the audio
+    thread). A folder whose pid is alive, or not ours to remove, is left alone."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    for path in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = path.name[len(_FOLDER_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # alive, another user's
+            pass
+
+
 @atexit.register
 def _close_all() -> None:
     """Stop the worker threads and free the instances still open when Python exits."""
@@ -643,6 +667,7 @@ class Lv2Stage(Stage):
         # leaves nothing in $TMPDIR.
         self._files_dir: str | None = None
         self._files_lock = threading.Lock()
+        _sweep_orphan_folders()
         try:
             self._build_buffers()
             self._instantiate()
@@ -1151,7 +1176,7 @@ class Lv2Stage(Stage):
         the plugin's makePath may come from its worker)."""
         with self._files_lock:
             if self._files_dir is None:
-                self._files_dir = tempfile.mkdtemp(prefix="discolink-lv2-")
+                self._files_dir = tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-")
             return self._files_dir
 
     def _free_instance(self) -> None:
