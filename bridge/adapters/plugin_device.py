@@ -128,12 +128,11 @@ class PluginChain:
             (i, p) for i, st in enumerate(self.stages) for p in st.parameters]
         self._named_parameters = [(self.stages[i].name, p) for i, p in self.parameters]
         self._release: list[MidiEvent] = []
-        # Persistence: after a change, render() (or the idle loop) hands a state snapshot to
-        # on_state_change (at most once per AUTOSAVE_INTERVAL_S); the callee writes it away
-        # from the audio thread.
+        # Persistence: after a change, snapshot_idle (which the device loop calls when it has
+        # nothing to render) hands a state snapshot to on_state_change (at most once per
+        # AUTOSAVE_INTERVAL_S); the callee writes it away from the audio thread.
         self.on_state_change: Callable[[dict], None] | None = None
         self.on_snapshot_error: Callable[[str], None] | None = None  # the plugin's save failed
-        self.idle_snapshots = False  # the device loop calls snapshot_idle; render doesn't save
         self._changed = False  # a change no snapshot after a render has caught yet
         self._caught_up = False  # a block has run since that change
         self._idle_saved = False  # the idle loop has saved it once, before any block ran
@@ -262,7 +261,8 @@ class PluginChain:
                 out.fill(0.0)
                 return
             out[:] = y
-            self.snapshot_if_due()
+            if self._changed:
+                self._caught_up = True  # the plugins have run since the change
         except Exception as exc:
             out.fill(0.0)
             self.report("plugin", f"render failed: {type(exc).__name__}: {exc}")
@@ -277,22 +277,12 @@ class PluginChain:
             return inp
         return np.zeros((self.channels, frames), np.float32)
 
-    def snapshot_if_due(self) -> None:
-        """After a render: hand a state snapshot to on_state_change if something changed and
-        the last snapshot is AUTOSAVE_INTERVAL_S old, unless the device loop takes them
-        (``idle_snapshots``): then they wait for the loop's idle moment, when the block just
-        rendered is already in the ring and the host has the most audio in hand."""
-        if self._changed:
-            self._caught_up = True  # the plugins have run since the change
-            if (not self.idle_snapshots and self.on_state_change is not None
-                    and self._snapshot()):
-                self._changed = False
-
     def snapshot_idle(self) -> None:
-        """From the device loop when it has nothing to render (no host reads), so that a
-        kill -9 before the next block loses no change. A plugin's own state may follow a
-        parameter only when it next runs: before that, one snapshot is taken and the change
-        stays pending; once a block has run since the change, the snapshot settles it."""
+        """From the device loop when it has nothing to render: the block just rendered is
+        in the ring, so the host has the most audio in hand, and with no host reading a
+        kill -9 still loses no change. A plugin's own state may follow a parameter only when
+        it next runs: before that, one snapshot is taken and the change stays pending; once a
+        block has run since the change, the snapshot settles it."""
         if not self._changed or self.on_state_change is None:
             return
         if self._caught_up:

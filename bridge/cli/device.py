@@ -156,7 +156,6 @@ def _device_setup(args: argparse.Namespace):
                 saver = StateSaver(args.state, lambda: device.id, warn)
                 chain.on_state_change = saver
                 chain.on_snapshot_error = saver.failed
-                chain.idle_snapshots = True  # DeviceRunner's on_idle below takes them
         instrument = chain if chain is not None else SineSynth(args.samplerate)
         wiring = InstrumentDevice(device, instrument, midi_in=args.midi_in,
                                   sysex_limit=args.sysex_limit, on_port_event=port_event)
