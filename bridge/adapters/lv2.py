@@ -966,7 +966,9 @@ class Lv2Stage(Stage):
         so paths in it are written relative to it and paths elsewhere stay absolute."""
         w, lib, host = self.world, self.world.lib, host_lib()
         get_value = _GET_VALUE(self._port_value)
-        folder = self._folder().encode()
+        root = Path(self._folder())
+        base = root.as_uri() + "/"  # the Turtle names files in the folder relative to it
+        folder = str(root).encode()
         host.dl_runner_lock_work(self._runner)  # work() never overlaps the plugin's save()
         try:
             state = lib.lilv_state_new_from_instance(
@@ -978,23 +980,19 @@ class Lv2Stage(Stage):
             raise ValueError(f"{self.name}: lilv could not save the plugin's state")
         try:
             raw = lib.lilv_state_to_string(w.ptr, w.map_feature, w.unmap_feature, state,
-                                           STATE_SUBJECT.encode(), self._folder_uri().encode())
+                                           STATE_SUBJECT.encode(), base.encode())
             text = ctypes.string_at(raw).decode("utf-8") if raw else ""
             if raw:
                 lib.lilv_free(raw)
         finally:
             lib.lilv_state_free(state)
-        files = self._state_files(text)
+        files = self._state_files(text, root, base)
         return {"lv2_state": text, "lv2_files": files} if files else {"lv2_state": text}
 
-    def _folder_uri(self) -> str:
-        return Path(self._folder()).as_uri() + "/"
-
-    def _state_files(self, text: str) -> dict[str, bytes]:
-        """The files (or every file of the folders) in the instance's folder that the state's
-        Turtle names by a relative IRI, by path relative to the folder (bytes: base64 when
-        the document is written, away from the audio thread)."""
-        base, root = self._folder_uri(), Path(self._folder())
+    def _state_files(self, text: str, root: Path, base: str) -> dict[str, bytes]:
+        """The files (or every file of the folders) in the instance's folder ``root`` (URI
+        ``base``) that the state's Turtle names by a relative IRI, by path relative to the
+        folder (bytes: base64 when the document is written, away from the audio thread)."""
         found: dict[str, bytes] = {}
         total = 0
         for iri in _IRI.findall(text):
@@ -1057,10 +1055,12 @@ class Lv2Stage(Stage):
         self._state_keep = (feats, array)
         return array
 
-    def check_format_state(self, state: dict) -> None:
-        """ValueError when ``lv2_files`` is not a map of relative paths inside the instance's
-        folder to file data (a state document from elsewhere is checked before use)."""
-        self._checked_files(state)
+    def check_format_state(self, state: dict) -> dict:
+        """``state`` with ``lv2_files`` decoded; ValueError when it is not a map of relative
+        paths inside the instance's folder to file data (a state document from elsewhere is
+        checked before use)."""
+        return {**state, "lv2_files": self._checked_files(state)} if "lv2_files" in state \
+            else state
 
     def _checked_files(self, state: dict) -> dict[str, bytes]:
         files = state.get("lv2_files", {})

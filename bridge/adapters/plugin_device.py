@@ -382,7 +382,8 @@ class PluginChain:
                 "state": [st.get_state() for st in self.stages]}
 
     def check_state(self, data: dict) -> list[dict]:
-        """The per-stage states of a state document; ValueError says why it doesn't fit."""
+        """The per-stage states of a state document, ready to restore (each stage has checked
+        and decoded its own part); ValueError says why it doesn't fit."""
         if not isinstance(data, dict) or data.get("format") != STATE_FORMAT:
             raise ValueError(f"not a {STATE_FORMAT} document")
         if data.get("version") != STATE_VERSION:
@@ -391,11 +392,12 @@ class PluginChain:
         if not isinstance(states, list) or len(states) != len(self.stages):
             raise ValueError(f"the state has {len(states or [])} stage(s), the chain "
                              f"{len(self.stages)}")
+        checked = []
         for st, s in zip(self.stages, states, strict=True):
             if s.get("name") != st.name:
                 raise ValueError(f"the state is for {s.get('name')!r}, not {st.name!r}")
-            st.check_format_state(s)
-        return states
+            checked.append(st.check_format_state(s))
+        return checked
 
     def set_state(self, data: dict) -> None:
         """Restore a state document from get_state (checked whole before anything changes)."""

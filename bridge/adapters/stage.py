@@ -19,7 +19,6 @@ format's own data), the channel mapping between a stage and its neighbours, and
 from __future__ import annotations
 
 import base64
-import binascii
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ def state_bytes(value: object, what: str) -> bytes:
     if isinstance(value, str):
         try:
             return base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError):
+        except ValueError:  # binascii.Error is one
             pass
     raise ValueError(f"{what} is not base64 text")
 
@@ -232,9 +231,11 @@ class Stage:
             p = self.parameter(key)
             self.set(p.key, p.check(float(value)) if p.min is not None else float(value))
 
-    def check_format_state(self, state: dict) -> None:
-        """ValueError when the format's own part of ``state`` can't be restored (checked for
+    def check_format_state(self, state: dict) -> dict:
+        """``state`` ready to restore (binary data decoded, so the restore doesn't decode it
+        again); ValueError when the format's own part of it can't be restored (checked for
         every stage before any changes)."""
+        return state
 
     def _get_format_state(self) -> dict:
         return {}
