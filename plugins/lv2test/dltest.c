@@ -49,6 +49,15 @@
 #define FILE_STATE_URI "urn:discolink-bridge:lv2test:file-state"
 #define OPTIONS_URI "urn:discolink-bridge:lv2test:options-probe"
 
+/* The data of the feature ``uri`` in a host's NULL-terminated list, NULL if it isn't there. */
+static const void *feature(const LV2_Feature *const *features, const char *uri)
+{
+    for (int i = 0; features && features[i]; ++i)
+        if (!strcmp(features[i]->URI, uri))
+            return features[i]->data;
+    return NULL;
+}
+
 /* ---- DL Null Gain -------------------------------------------------------------------- */
 
 typedef struct {
@@ -110,10 +119,7 @@ static LV2_Handle probe_instantiate(const LV2_Descriptor *d, double rate, const 
                                     const LV2_Feature *const *features)
 {
     (void)d; (void)rate; (void)path;
-    LV2_Worker_Schedule *schedule = NULL;
-    for (int i = 0; features && features[i]; ++i)
-        if (!strcmp(features[i]->URI, LV2_WORKER__schedule))
-            schedule = features[i]->data;
+    LV2_Worker_Schedule *schedule = (LV2_Worker_Schedule *)feature(features, LV2_WORKER__schedule);
     if (!schedule)
         return NULL; /* required feature missing */
     Probe *p = calloc(1, sizeof *p);
@@ -202,14 +208,6 @@ typedef struct {
     float pad_mib;                  /* the "pad_mib" control at the last run() */
     float restored, status;
 } FileState;
-
-static const void *feature(const LV2_Feature *const *features, const char *uri)
-{
-    for (int i = 0; features && features[i]; ++i)
-        if (!strcmp(features[i]->URI, uri))
-            return features[i]->data;
-    return NULL;
-}
 
 static LV2_Handle fs_instantiate(const LV2_Descriptor *d, double rate, const char *path,
                                  const LV2_Feature *const *features)
